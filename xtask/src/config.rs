@@ -1,0 +1,630 @@
+//! The system configuration: one TOML file, read strictly, checked, and
+//! turned into plain data for the packer.
+//!
+//! ```toml
+//! [system]
+//! pcpus = 2            # physical cores (QEMU -smp), 1..=8
+//! memory_mib = 1024    # physical RAM (QEMU -m), 64..=3072
+//!
+//! [[vm]]
+//! name = "hello"       # 1..=31 of [A-Za-z0-9_-], unique
+//! kernel = "path"      # ELF, raw binary or zImage; relative to this file
+//! initrd = "path"      # optional
+//! cmdline = "..."      # optional, at most 1024 bytes
+//! vcpus = 1            # 1..=64
+//! memory_mib = 16      # a multiple of 2, at least 2
+//! pcpus = [0]          # optional pCPU affinity; absent = every pCPU
+//! ```
+//!
+//! Parsing happens twice on purpose: first into toml's spanned tree, which
+//! gives line and column for syntax errors and lets any later error be mapped
+//! back to its key path (`vm[1].vcpus`); then with serde into structs that
+//! refuse unknown keys (`deny_unknown_fields`). The semantic checks that follow
+//! only need the structs. Every refusal is one [`ConfigError`], which names
+//! the file, the key and the reason on one line.
+//!
+//! What depends on the images (kernel layout, payload size) is checked again
+//! by the packer (`pack.rs`), which has the bytes; `load` checks the lower
+//! bound it can know without them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Limits of the configuration language (the payload format has its own,
+/// equal or wider: `tessera_payload::MAX_VMS`, `MAX_VCPUS`).
+pub const MAX_PCPUS: u32 = 8;
+pub const MIN_SYSTEM_MIB: u32 = 64;
+/// 0x4000_0000 + 3 GiB is the top of the 32-bit physical address space.
+pub const MAX_SYSTEM_MIB: u32 = 3072;
+pub const MAX_VCPUS: u32 = tessera_payload::MAX_VCPUS;
+pub const MAX_VMS: usize = tessera_payload::MAX_VMS;
+/// The payload stores the name NUL-terminated in 32 bytes.
+pub const MAX_NAME_LEN: usize = tessera_payload::NAME_LEN - 1;
+pub const MAX_CMDLINE_LEN: usize = 1024;
+/// VM RAM is mapped with 2 MiB stage-2 blocks.
+pub const VM_MEMORY_GRANULE_MIB: u32 = 2;
+
+/// The hypervisor's share of physical RAM, in MiB (see [`hypervisor_reserve_mib`]).
+pub const RESERVE_LOW_MIB: u32 = 16;
+pub const RESERVE_HEAP_MIB: u32 = 8;
+
+/// Physical RAM the hypervisor keeps for itself: the first 16 MiB (QEMU's DTB
+/// at the RAM base and the hypervisor image), the payload rounded up to 2 MiB
+/// (it stays where the loader put it, at `pack::PAYLOAD_BASE`), and 8 MiB for
+/// stage-2 page tables and the heap.
+pub fn hypervisor_reserve_mib(payload_bytes: u64) -> u64 {
+    let payload_mib = payload_bytes.div_ceil(2 << 20) * 2;
+    RESERVE_LOW_MIB as u64 + payload_mib.max(2) + RESERVE_HEAP_MIB as u64
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The configuration file as the user named it (for messages).
+    pub file: PathBuf,
+    pub system: SystemConfig,
+    /// In file order; never empty.
+    pub vms: Vec<VmConfig>,
+}
+
+/// The board.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SystemConfig {
+    pub pcpus: u32,
+    pub memory_mib: u32,
+}
+
+/// One VM, with its file paths made absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// Empty when the file has none.
+    pub cmdline: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// The pCPUs this VM may run on, as written; `None` = all of them.
+    pub pcpus: Option<Vec<u32>>,
+}
+
+impl VmConfig {
+    /// Bit n set: the VM may run on pCPU n.
+    pub fn affinity(&self, system: &SystemConfig) -> u32 {
+        match &self.pcpus {
+            Some(list) => list.iter().fold(0, |m, &p| m | (1 << p)),
+            None => (((1u64 << system.pcpus) - 1) & 0xffff_ffff) as u32,
+        }
+    }
+}
+
+/// Where in a file an error is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The file as a whole (cannot be read, is not the kind expected).
+    File,
+    /// A TOML key path: `system.pcpus`, `vm[1].memory_mib`.
+    Key(String),
+    /// A place in the text (1-based), for syntax errors.
+    Line { line: usize, column: usize },
+}
+
+/// A refused configuration (or a file the packer needs and cannot use).
+/// Displays as one line: `error: <file>: <key>: <reason>`, or
+/// `error: <file>:<line>:<column>: <reason>` for syntax errors, or
+/// `error: <file>: <reason>` when it is about the whole file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as the user named it.
+    pub file: PathBuf,
+    pub at: Location,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn key(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { file: file.to_path_buf(), at: Location::Key(key.into()), reason: reason.into() }
+    }
+
+    pub fn file(file: &Path, reason: impl Into<String>) -> Self {
+        Self { file: file.to_path_buf(), at: Location::File, reason: reason.into() }
+    }
+
+    /// The key path, when the error has one.
+    pub fn key_path(&self) -> Option<&str> {
+        match &self.at {
+            Location::Key(k) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        match &self.at {
+            Location::File => write!(f, "error: {file}: ")?,
+            Location::Key(key) => write!(f, "error: {file}: {key}: ")?,
+            Location::Line { line, column } => write!(f, "error: {file}:{line}:{column}: ")?,
+        }
+        // One line, whatever the reason's source wrote.
+        let mut first = true;
+        for part in self.reason.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !first {
+                f.write_str("; ")?;
+            }
+            f.write_str(part)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    system: RawSystem,
+    #[serde(default)]
+    vm: Vec<RawVm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSystem {
+    pcpus: u32,
+    memory_mib: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    name: String,
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    cmdline: Option<String>,
+    vcpus: u32,
+    memory_mib: u32,
+    pcpus: Option<Vec<u32>>,
+}
+
+/// Reads, parses and checks a configuration file. Paths inside it are taken
+/// relative to the file's folder and made absolute; kernel and initrd files
+/// must exist and be readable.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::file(path, format!("cannot read the configuration: {e}")))?;
+    parse(path, &text)
+}
+
+/// [`load`] on text already read; `path` names the file in messages and is
+/// the base of relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let tree = DeTable::parse(text).map_err(|e| syntax_error(path, text, &e))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| schema_error(path, text, tree.get_ref(), &e))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    check(path, &dir, raw)
+}
+
+fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let reason = format!("TOML syntax error: {}", e.message());
+    match e.span() {
+        Some(span) => {
+            let (line, column) = line_col(text, span.start);
+            ConfigError { file: path.to_path_buf(), at: Location::Line { line, column }, reason }
+        }
+        None => ConfigError::file(path, reason),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Turns serde's message (unknown field, missing field, wrong type) into one
+/// naming the key path, found from the error's span in the spanned tree.
+fn schema_error(path: &Path, text: &str, tree: &DeTable<'_>, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim();
+    let span = e.span().unwrap_or(0..0);
+    let (line, column) = line_col(text, span.start);
+    let at = find_key(tree, &span, "").unwrap_or_default();
+    let vm = vm_name_of(tree, &at).map(|n| format!("VM \"{n}\", ")).unwrap_or_default();
+    let join = |parent: &str, key: &str| if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") };
+    let table = |parent: &str| {
+        if parent.is_empty() { "at the top level".to_string() } else { format!("in table {parent}") }
+    };
+
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = expected.trim_start_matches(", ").replace('`', "");
+        // The span is the unknown key itself, so `at` already ends with it.
+        let parent = at.strip_suffix(name).map(|p| p.trim_end_matches('.')).unwrap_or(&at).to_string();
+        let reason = format!(
+            "unknown key \"{name}\" {} ({vm}line {line}:{column}); {expected}",
+            table(&parent)
+        );
+        return ConfigError::key(path, join(&parent, name), reason);
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let name = rest.trim_end_matches('`');
+        // The span is the table that lacks the key (its header).
+        let place = if at.is_empty() { "at the top level".to_string() } else { format!("in table {at} ({vm}line {line})") };
+        return ConfigError::key(path, join(&at, name), format!("missing required key \"{name}\" {place}"));
+    }
+    let mut reason = msg.replace("expected u32", "expected an integer from 0 to 4294967295");
+    if at == "vm" && msg.contains("expected a sequence") {
+        reason.push_str("; write each VM as a [[vm]] table");
+    }
+    ConfigError::key(path, at, format!("{reason} ({vm}line {line}:{column})"))
+}
+
+fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// The deepest key path whose key or value covers `span`. Table values span
+/// only their header, so every table is searched, not just covering ones.
+fn find_key(table: &DeTable<'_>, span: &Range<usize>, prefix: &str) -> Option<String> {
+    for (key, value) in table.iter() {
+        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+        if let Some(found) = find_in_value(value, span, &path) {
+            return Some(found);
+        }
+        if contains(&key.span(), span) || contains(&value.span(), span) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+fn find_in_value(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: &str) -> Option<String> {
+    match value.get_ref() {
+        DeValue::Table(t) => find_key(t, span, path),
+        DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let p = format!("{path}[{i}]");
+            find_in_value(item, span, &p).or_else(|| contains(&item.span(), span).then_some(p))
+        }),
+        _ => None,
+    }
+}
+
+/// For a key path under `vm[i]`, the name that VM gives itself, if any.
+fn vm_name_of(tree: &DeTable<'_>, path: &str) -> Option<String> {
+    let index: usize = path.strip_prefix("vm[")?.split(']').next()?.parse().ok()?;
+    let vms = tree.get("vm")?.get_ref().as_array()?;
+    let vm = vms.iter().nth(index)?.get_ref().as_table()?;
+    Some(vm.get("name")?.get_ref().as_str()?.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Semantic checks, in file order; the first failure is reported.
+
+fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let err = |key: String, reason: String| Err(ConfigError::key(path, key, reason));
+    let RawSystem { pcpus, memory_mib } = raw.system;
+    if !(1..=MAX_PCPUS).contains(&pcpus) {
+        return err("system.pcpus".into(), format!("must be 1 to {MAX_PCPUS} physical CPUs (got {pcpus})"));
+    }
+    if !(MIN_SYSTEM_MIB..=MAX_SYSTEM_MIB).contains(&memory_mib) {
+        return err(
+            "system.memory_mib".into(),
+            format!("must be {MIN_SYSTEM_MIB} to {MAX_SYSTEM_MIB} MiB of physical RAM (got {memory_mib})"),
+        );
+    }
+    let system = SystemConfig { pcpus, memory_mib };
+    if raw.vm.is_empty() {
+        return err("vm".into(), "no VM defined: add at least one [[vm]] table".into());
+    }
+    if raw.vm.len() > MAX_VMS {
+        return err("vm".into(), format!("{} VMs defined, at most {MAX_VMS} are supported", raw.vm.len()));
+    }
+
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut vms = Vec::with_capacity(raw.vm.len());
+    for (i, vm) in raw.vm.into_iter().enumerate() {
+        let key = |k: &str| format!("vm[{i}].{k}");
+        let name = vm.name;
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_NAME_LEN
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !name_ok {
+            return err(
+                key("name"),
+                format!("{name:?} is not a valid VM name: use 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, _ and -"),
+            );
+        }
+        if let Some(first) = names.insert(name.clone(), i) {
+            return err(key("name"), format!("duplicate VM name \"{name}\" (vm[{first}] has it too)"));
+        }
+        let vm_ = format!("VM \"{name}\"");
+        if !(1..=MAX_VCPUS).contains(&vm.vcpus) {
+            return err(key("vcpus"), format!("{vm_} must have 1 to {MAX_VCPUS} vCPUs (got {})", vm.vcpus));
+        }
+        let mib = vm.memory_mib;
+        if mib == 0 || mib % VM_MEMORY_GRANULE_MIB != 0 || mib > MAX_SYSTEM_MIB {
+            return err(
+                key("memory_mib"),
+                format!(
+                    "{vm_} memory must be a multiple of {VM_MEMORY_GRANULE_MIB} MiB, from 2 to {MAX_SYSTEM_MIB} (got {mib})"
+                ),
+            );
+        }
+        if let Some(list) = &vm.pcpus {
+            if list.is_empty() {
+                return err(
+                    key("pcpus"),
+                    format!("{vm_} has an empty pCPU list: name at least one pCPU, or leave the key out to allow all"),
+                );
+            }
+            let mut seen = 0u64;
+            for &p in list {
+                if p >= pcpus {
+                    return err(
+                        key("pcpus"),
+                        format!(
+                            "{vm_} is pinned to pCPU {p}, which does not exist: the system has {pcpus} pCPU{} (0 to {})",
+                            if pcpus == 1 { "" } else { "s" },
+                            pcpus - 1
+                        ),
+                    );
+                }
+                if seen & (1 << p) != 0 {
+                    return err(key("pcpus"), format!("{vm_} lists pCPU {p} more than once"));
+                }
+                seen |= 1 << p;
+            }
+        }
+        let cmdline = vm.cmdline.unwrap_or_default();
+        if cmdline.len() > MAX_CMDLINE_LEN {
+            return err(
+                key("cmdline"),
+                format!("{vm_} command line is {} bytes, at most {MAX_CMDLINE_LEN} are allowed", cmdline.len()),
+            );
+        }
+        if cmdline.contains('\0') {
+            return err(key("cmdline"), format!("{vm_} command line contains a NUL character"));
+        }
+        let kernel = readable_file(dir, &vm.kernel).map_err(|e| {
+            ConfigError::key(path, key("kernel"), format!("{vm_}: cannot use kernel file {e}"))
+        })?;
+        let initrd = match &vm.initrd {
+            Some(p) => Some(readable_file(dir, p).map_err(|e| {
+                ConfigError::key(path, key("initrd"), format!("{vm_}: cannot use initrd file {e}"))
+            })?),
+            None => None,
+        };
+        vms.push(VmConfig { name, kernel, initrd, cmdline, vcpus: vm.vcpus, memory_mib: mib, pcpus: vm.pcpus });
+    }
+
+    let config = Config { file: path.to_path_buf(), system, vms };
+    // The payload is at least one 2 MiB block; the packer checks again with
+    // its real size.
+    check_memory_fit(&config, 0)?;
+    Ok(config)
+}
+
+/// Resolves `p` against the config's folder and checks it is a non-empty file
+/// that can be opened. The error text starts with the path.
+fn readable_file(dir: &Path, p: &Path) -> Result<PathBuf, String> {
+    let joined = dir.join(p);
+    let abs = std::path::absolute(&joined).unwrap_or(joined);
+    let meta = std::fs::metadata(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", abs.display()));
+    }
+    if meta.len() == 0 {
+        return Err(format!("{}: the file is empty", abs.display()));
+    }
+    File::open(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
+    Ok(abs)
+}
+
+/// Checks that all VMs' RAM plus the hypervisor's reserve (with a payload of
+/// `payload_bytes`) fit in the board's RAM.
+pub fn check_memory_fit(config: &Config, payload_bytes: u64) -> Result<(), ConfigError> {
+    let vms: u64 = config.vms.iter().map(|v| v.memory_mib as u64).sum();
+    let reserve = hypervisor_reserve_mib(payload_bytes);
+    let have = config.system.memory_mib as u64;
+    if vms + reserve <= have {
+        return Ok(());
+    }
+    let each: Vec<String> = config.vms.iter().map(|v| format!("{} {}", v.name, v.memory_mib)).collect();
+    Err(ConfigError::key(
+        &config.file,
+        "system.memory_mib",
+        format!(
+            "the VMs' memory ({vms} MiB: {}) and the hypervisor's reserve ({reserve} MiB: {RESERVE_LOW_MIB} for itself \
+             and the DTB, {} for the payload, {RESERVE_HEAP_MIB} for page tables and heap) need {} MiB, which does not \
+             fit in {have} MiB",
+            each.join(" + "),
+            reserve - RESERVE_LOW_MIB as u64 - RESERVE_HEAP_MIB as u64,
+            vms + reserve
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    struct Dir {
+        dir: tempfile::TempDir,
+    }
+
+    impl Dir {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("k.bin"), [0xfe, 0xff, 0xff, 0xea]).unwrap();
+            fs::write(dir.path().join("initrd.img"), [7; 100]).unwrap();
+            Dir { dir }
+        }
+
+        fn load(&self, text: &str) -> Result<Config, ConfigError> {
+            let path = self.dir.path().join("sys.toml");
+            fs::write(&path, text).unwrap();
+            load(&path)
+        }
+
+        fn refuse(&self, text: &str, key: &str, fragment: &str) -> ConfigError {
+            let e = self.load(text).expect_err("config accepted");
+            let line = e.to_string();
+            assert!(!line.contains('\n'), "multi-line message: {line}");
+            assert!(line.starts_with("error: ") && line.contains("sys.toml"), "{line}");
+            assert_eq!(e.key_path(), Some(key), "{line}");
+            assert!(line.contains(&format!(": {key}: ")), "key {key} not in: {line}");
+            assert!(line.contains(fragment), "{fragment:?} not in: {line}");
+            e
+        }
+    }
+
+    const SYSTEM: &str = "[system]\npcpus = 2\nmemory_mib = 256\n";
+
+    fn vm(extra: &str) -> String {
+        format!("{SYSTEM}\n[[vm]]\nname = \"a\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 16\n{extra}")
+    }
+
+    #[test]
+    fn valid_config_loads() {
+        let d = Dir::new();
+        let c = d
+            .load(&format!(
+                "{SYSTEM}\n[[vm]]\nname = \"hello\"\nkernel = \"k.bin\"\ninitrd = \"initrd.img\"\n\
+                 cmdline = \"console=hvc0\"\nvcpus = 2\nmemory_mib = 32\npcpus = [1]\n\n\
+                 [[vm]]\nname = \"other-2\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 4\n"
+            ))
+            .unwrap();
+        assert_eq!(c.system, SystemConfig { pcpus: 2, memory_mib: 256 });
+        assert_eq!(c.vms.len(), 2);
+        let a = &c.vms[0];
+        assert_eq!((a.name.as_str(), a.vcpus, a.memory_mib), ("hello", 2, 32));
+        assert!(a.kernel.is_absolute() && a.kernel.ends_with("k.bin"));
+        assert!(a.initrd.as_ref().unwrap().ends_with("initrd.img"));
+        assert_eq!(a.cmdline, "console=hvc0");
+        assert_eq!(a.affinity(&c.system), 0b10);
+        assert_eq!(c.vms[1].cmdline, "");
+        assert_eq!(c.vms[1].affinity(&c.system), 0b11);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config() {
+        let d = Dir::new();
+        fs::create_dir(d.dir.path().join("sub")).unwrap();
+        let path = d.dir.path().join("sub/c.toml");
+        fs::write(&path, vm("").replace("k.bin", "../k.bin")).unwrap();
+        let c = load(&path).unwrap();
+        assert_eq!(fs::read(&c.vms[0].kernel).unwrap(), [0xfe, 0xff, 0xff, 0xea]);
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_table() {
+        let d = Dir::new();
+        let e = d.refuse(&vm("colour = \"red\"\n"), "vm[0].colour", "unknown key \"colour\" in table vm[0]");
+        assert!(e.to_string().contains("VM \"a\""), "{e}");
+        assert!(e.to_string().contains("line 10:1"), "{e}");
+        d.refuse(&format!("{SYSTEM}threads = 4\n"), "system.threads", "unknown key \"threads\" in table system");
+        d.refuse(&format!("{}\n[extra]\n", vm("")), "extra", "unknown key \"extra\" at the top level");
+    }
+
+    #[test]
+    fn missing_keys() {
+        let d = Dir::new();
+        d.refuse(&vm("").replace("kernel = \"k.bin\"\n", ""), "vm[0].kernel", "missing required key \"kernel\"");
+        d.refuse("[system]\npcpus = 2\n", "system.memory_mib", "missing required key");
+        d.refuse("", "system", "missing required key \"system\"");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let d = Dir::new();
+        let e = d.load("[system]\npcpus = 2\nmemory_mib = = 3\n").unwrap_err();
+        assert_eq!(e.at, Location::Line { line: 3, column: 14 });
+        assert!(e.to_string().contains("sys.toml:3:14: TOML syntax error"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let d = Dir::new();
+        d.refuse(&format!("[system]\npcpus = \"two\"\nmemory_mib = 256\n"), "system.pcpus", "invalid type");
+        d.refuse(&vm("").replace("vcpus = 1", "vcpus = -1"), "vm[0].vcpus", "line 8:9");
+        d.refuse(&vm("pcpus = [0, \"x\"]\n"), "vm[0].pcpus[1]", "invalid type");
+        d.refuse(&format!("{SYSTEM}[vm]\nname = \"a\"\n"), "vm", "[[vm]]");
+    }
+
+    #[test]
+    fn value_checks() {
+        let d = Dir::new();
+        d.refuse(&vm("").replace("vcpus = 1", "vcpus = 0"), "vm[0].vcpus", "VM \"a\" must have 1 to 64 vCPUs (got 0)");
+        d.refuse(&vm("").replace("vcpus = 1", "vcpus = 65"), "vm[0].vcpus", "(got 65)");
+        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 3"), "vm[0].memory_mib", "multiple of 2");
+        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 0"), "vm[0].memory_mib", "multiple of 2");
+        d.refuse(&vm("pcpus = [2]\n"), "vm[0].pcpus", "pinned to pCPU 2, which does not exist");
+        d.refuse(&vm("pcpus = []\n"), "vm[0].pcpus", "empty pCPU list");
+        d.refuse(&vm("pcpus = [1, 0, 1]\n"), "vm[0].pcpus", "pCPU 1 more than once");
+        d.refuse(&vm("cmdline = \"x\"\n").replace("\"x\"", &format!("\"{}\"", "y".repeat(1025))), "vm[0].cmdline", "1025 bytes");
+        d.refuse(&vm("").replace("name = \"a\"", "name = \"a b\""), "vm[0].name", "not a valid VM name");
+        d.refuse(&vm("").replace("name = \"a\"", "name = \"\""), "vm[0].name", "not a valid VM name");
+        d.refuse(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(32))), "vm[0].name", "1 to 31");
+        d.load(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(31)))).unwrap();
+        let two = format!("{}\n[[vm]]\nname = \"a\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 2\n", vm(""));
+        d.refuse(&two, "vm[1].name", "duplicate VM name \"a\" (vm[0] has it too)");
+        d.refuse(SYSTEM, "vm", "no VM defined");
+        d.refuse(&vm("").replace("pcpus = 2", "pcpus = 0"), "system.pcpus", "(got 0)");
+        d.refuse(&vm("").replace("pcpus = 2", "pcpus = 9"), "system.pcpus", "1 to 8");
+        d.refuse(&vm("").replace("memory_mib = 256", "memory_mib = 32"), "system.memory_mib", "64 to 3072");
+        d.refuse(&vm("").replace("memory_mib = 256", "memory_mib = 4096"), "system.memory_mib", "(got 4096)");
+    }
+
+    #[test]
+    fn files_must_exist() {
+        let d = Dir::new();
+        let e = d.refuse(&vm("").replace("k.bin", "nope.bin"), "vm[0].kernel", "cannot use kernel file");
+        assert!(e.reason.contains(&d.dir.path().join("nope.bin").display().to_string()), "{e}");
+        d.refuse(&vm("initrd = \"gone.cpio\"\n"), "vm[0].initrd", "gone.cpio");
+        d.refuse(&vm("").replace("k.bin", "."), "vm[0].kernel", "not a regular file");
+        fs::write(d.dir.path().join("empty"), []).unwrap();
+        d.refuse(&vm("").replace("k.bin", "empty"), "vm[0].kernel", "is empty");
+    }
+
+    #[test]
+    fn memory_must_fit() {
+        let d = Dir::new();
+        // 256 - 16 - 2 - 8 = 230 MiB for VMs.
+        d.load(&vm("").replace("memory_mib = 16", "memory_mib = 230")).unwrap();
+        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 232"), "system.memory_mib", "258 MiB, which does not fit in 256 MiB");
+    }
+
+    #[test]
+    fn unreadable_config() {
+        let e = load(Path::new("/nonexistent/x.toml")).unwrap_err();
+        assert_eq!(e.at, Location::File);
+        assert!(e.to_string().starts_with("error: /nonexistent/x.toml: cannot read the configuration"), "{e}");
+    }
+
+    #[test]
+    fn reserve() {
+        assert_eq!(hypervisor_reserve_mib(0), 26);
+        assert_eq!(hypervisor_reserve_mib(1), 26);
+        assert_eq!(hypervisor_reserve_mib(2 << 20), 26);
+        assert_eq!(hypervisor_reserve_mib((2 << 20) + 1), 28);
+    }
+}
