@@ -1,2 +1,7 @@
 mod config;
+mod dtb;
+mod elf_image;
+mod kernel;
+#[cfg(test)]
+mod testutil;
 fn main(){}
