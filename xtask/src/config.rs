@@ -130,18 +130,18 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn key(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), at: Location::Key(key.into()), reason: reason.into() }
+        Self {
+            file: file.to_path_buf(),
+            at: Location::Key(key.into()),
+            reason: reason.into(),
+        }
     }
 
     pub fn file(file: &Path, reason: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), at: Location::File, reason: reason.into() }
-    }
-
-    /// The key path, when the error has one.
-    pub fn key_path(&self) -> Option<&str> {
-        match &self.at {
-            Location::Key(k) => Some(k),
-            _ => None,
+        Self {
+            file: file.to_path_buf(),
+            at: Location::File,
+            reason: reason.into(),
         }
     }
 }
@@ -212,7 +212,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// the base of relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let tree = DeTable::parse(text).map_err(|e| syntax_error(path, text, &e))?;
-    let raw: RawConfig = toml::from_str(text).map_err(|e| schema_error(path, text, tree.get_ref(), &e))?;
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| schema_error(path, text, tree.get_ref(), &e))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -225,7 +226,11 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     match e.span() {
         Some(span) => {
             let (line, column) = line_col(text, span.start);
-            ConfigError { file: path.to_path_buf(), at: Location::Line { line, column }, reason }
+            ConfigError {
+                file: path.to_path_buf(),
+                at: Location::Line { line, column },
+                reason,
+            }
         }
         None => ConfigError::file(path, reason),
     }
@@ -247,17 +252,33 @@ fn schema_error(path: &Path, text: &str, tree: &DeTable<'_>, e: &toml::de::Error
     let span = e.span().unwrap_or(0..0);
     let (line, column) = line_col(text, span.start);
     let at = find_key(tree, &span, "").unwrap_or_default();
-    let vm = vm_name_of(tree, &at).map(|n| format!("VM \"{n}\", ")).unwrap_or_default();
-    let join = |parent: &str, key: &str| if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") };
+    let vm = vm_name_of(tree, &at)
+        .map(|n| format!("VM \"{n}\", "))
+        .unwrap_or_default();
+    let join = |parent: &str, key: &str| {
+        if parent.is_empty() {
+            key.to_string()
+        } else {
+            format!("{parent}.{key}")
+        }
+    };
     let table = |parent: &str| {
-        if parent.is_empty() { "at the top level".to_string() } else { format!("in table {parent}") }
+        if parent.is_empty() {
+            "at the top level".to_string()
+        } else {
+            format!("in table {parent}")
+        }
     };
 
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let expected = expected.trim_start_matches(", ").replace('`', "");
         // The span is the unknown key itself, so `at` already ends with it.
-        let parent = at.strip_suffix(name).map(|p| p.trim_end_matches('.')).unwrap_or(&at).to_string();
+        let parent = at
+            .strip_suffix(name)
+            .map(|p| p.trim_end_matches('.'))
+            .unwrap_or(&at)
+            .to_string();
         let reason = format!(
             "unknown key \"{name}\" {} ({vm}line {line}:{column}); {expected}",
             table(&parent)
@@ -267,8 +288,16 @@ fn schema_error(path: &Path, text: &str, tree: &DeTable<'_>, e: &toml::de::Error
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let name = rest.trim_end_matches('`');
         // The span is the table that lacks the key (its header).
-        let place = if at.is_empty() { "at the top level".to_string() } else { format!("in table {at} ({vm}line {line})") };
-        return ConfigError::key(path, join(&at, name), format!("missing required key \"{name}\" {place}"));
+        let place = if at.is_empty() {
+            "at the top level".to_string()
+        } else {
+            format!("in table {at} ({vm}line {line})")
+        };
+        return ConfigError::key(
+            path,
+            join(&at, name),
+            format!("missing required key \"{name}\" {place}"),
+        );
     }
     let mut reason = msg.replace("expected u32", "expected an integer from 0 to 4294967295");
     if at == "vm" && msg.contains("expected a sequence") {
@@ -285,7 +314,11 @@ fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
 /// only their header, so every table is searched, not just covering ones.
 fn find_key(table: &DeTable<'_>, span: &Range<usize>, prefix: &str) -> Option<String> {
     for (key, value) in table.iter() {
-        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
         if let Some(found) = find_in_value(value, span, &path) {
             return Some(found);
         }
@@ -311,7 +344,7 @@ fn find_in_value(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: &str) 
 fn vm_name_of(tree: &DeTable<'_>, path: &str) -> Option<String> {
     let index: usize = path.strip_prefix("vm[")?.split(']').next()?.parse().ok()?;
     let vms = tree.get("vm")?.get_ref().as_array()?;
-    let vm = vms.iter().nth(index)?.get_ref().as_table()?;
+    let vm = vms.get(index)?.get_ref().as_table()?;
     Some(vm.get("name")?.get_ref().as_str()?.to_string())
 }
 
@@ -322,7 +355,10 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     let err = |key: String, reason: String| Err(ConfigError::key(path, key, reason));
     let RawSystem { pcpus, memory_mib } = raw.system;
     if !(1..=MAX_PCPUS).contains(&pcpus) {
-        return err("system.pcpus".into(), format!("must be 1 to {MAX_PCPUS} physical CPUs (got {pcpus})"));
+        return err(
+            "system.pcpus".into(),
+            format!("must be 1 to {MAX_PCPUS} physical CPUs (got {pcpus})"),
+        );
     }
     if !(MIN_SYSTEM_MIB..=MAX_SYSTEM_MIB).contains(&memory_mib) {
         return err(
@@ -332,10 +368,19 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     }
     let system = SystemConfig { pcpus, memory_mib };
     if raw.vm.is_empty() {
-        return err("vm".into(), "no VM defined: add at least one [[vm]] table".into());
+        return err(
+            "vm".into(),
+            "no VM defined: add at least one [[vm]] table".into(),
+        );
     }
     if raw.vm.len() > MAX_VMS {
-        return err("vm".into(), format!("{} VMs defined, at most {MAX_VMS} are supported", raw.vm.len()));
+        return err(
+            "vm".into(),
+            format!(
+                "{} VMs defined, at most {MAX_VMS} are supported",
+                raw.vm.len()
+            ),
+        );
     }
 
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
@@ -345,7 +390,9 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
         let name = vm.name;
         let name_ok = !name.is_empty()
             && name.len() <= MAX_NAME_LEN
-            && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
         if !name_ok {
             return err(
                 key("name"),
@@ -353,11 +400,17 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
             );
         }
         if let Some(first) = names.insert(name.clone(), i) {
-            return err(key("name"), format!("duplicate VM name \"{name}\" (vm[{first}] has it too)"));
+            return err(
+                key("name"),
+                format!("duplicate VM name \"{name}\" (vm[{first}] has it too)"),
+            );
         }
         let vm_ = format!("VM \"{name}\"");
         if !(1..=MAX_VCPUS).contains(&vm.vcpus) {
-            return err(key("vcpus"), format!("{vm_} must have 1 to {MAX_VCPUS} vCPUs (got {})", vm.vcpus));
+            return err(
+                key("vcpus"),
+                format!("{vm_} must have 1 to {MAX_VCPUS} vCPUs (got {})", vm.vcpus),
+            );
         }
         let mib = vm.memory_mib;
         if mib == 0 || mib % VM_MEMORY_GRANULE_MIB != 0 || mib > MAX_SYSTEM_MIB {
@@ -397,25 +450,51 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
         if cmdline.len() > MAX_CMDLINE_LEN {
             return err(
                 key("cmdline"),
-                format!("{vm_} command line is {} bytes, at most {MAX_CMDLINE_LEN} are allowed", cmdline.len()),
+                format!(
+                    "{vm_} command line is {} bytes, at most {MAX_CMDLINE_LEN} are allowed",
+                    cmdline.len()
+                ),
             );
         }
         if cmdline.contains('\0') {
-            return err(key("cmdline"), format!("{vm_} command line contains a NUL character"));
+            return err(
+                key("cmdline"),
+                format!("{vm_} command line contains a NUL character"),
+            );
         }
         let kernel = readable_file(dir, &vm.kernel).map_err(|e| {
-            ConfigError::key(path, key("kernel"), format!("{vm_}: cannot use kernel file {e}"))
+            ConfigError::key(
+                path,
+                key("kernel"),
+                format!("{vm_}: cannot use kernel file {e}"),
+            )
         })?;
         let initrd = match &vm.initrd {
             Some(p) => Some(readable_file(dir, p).map_err(|e| {
-                ConfigError::key(path, key("initrd"), format!("{vm_}: cannot use initrd file {e}"))
+                ConfigError::key(
+                    path,
+                    key("initrd"),
+                    format!("{vm_}: cannot use initrd file {e}"),
+                )
             })?),
             None => None,
         };
-        vms.push(VmConfig { name, kernel, initrd, cmdline, vcpus: vm.vcpus, memory_mib: mib, pcpus: vm.pcpus });
+        vms.push(VmConfig {
+            name,
+            kernel,
+            initrd,
+            cmdline,
+            vcpus: vm.vcpus,
+            memory_mib: mib,
+            pcpus: vm.pcpus,
+        });
     }
 
-    let config = Config { file: path.to_path_buf(), system, vms };
+    let config = Config {
+        file: path.to_path_buf(),
+        system,
+        vms,
+    };
     // The payload is at least one 2 MiB block; the packer checks again with
     // its real size.
     check_memory_fit(&config, 0)?;
@@ -447,13 +526,17 @@ pub fn check_memory_fit(config: &Config, payload_bytes: u64) -> Result<(), Confi
     if vms + reserve <= have {
         return Ok(());
     }
-    let each: Vec<String> = config.vms.iter().map(|v| format!("{} {}", v.name, v.memory_mib)).collect();
+    let each: Vec<String> = config
+        .vms
+        .iter()
+        .map(|v| format!("{} {}", v.name, v.memory_mib))
+        .collect();
     Err(ConfigError::key(
         &config.file,
         "system.memory_mib",
         format!(
-            "the VMs' memory ({vms} MiB: {}) and the hypervisor's reserve ({reserve} MiB: {RESERVE_LOW_MIB} for itself \
-             and the DTB, {} for the payload, {RESERVE_HEAP_MIB} for page tables and heap) need {} MiB, which does not \
+            "the VMs' memory ({vms} MiB: {}) and the hypervisor's reserve ({reserve} MiB: {RESERVE_LOW_MIB} for the hypervisor \
+             and the board DTB, {} for the payload, {RESERVE_HEAP_MIB} for page tables and heap) need {} MiB, which does not \
              fit in {have} MiB",
             each.join(" + "),
             reserve - RESERVE_LOW_MIB as u64 - RESERVE_HEAP_MIB as u64,
@@ -465,6 +548,7 @@ pub fn check_memory_fit(config: &Config, payload_bytes: u64) -> Result<(), Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::key_path;
     use std::fs;
 
     struct Dir {
@@ -489,9 +573,15 @@ mod tests {
             let e = self.load(text).expect_err("config accepted");
             let line = e.to_string();
             assert!(!line.contains('\n'), "multi-line message: {line}");
-            assert!(line.starts_with("error: ") && line.contains("sys.toml"), "{line}");
-            assert_eq!(e.key_path(), Some(key), "{line}");
-            assert!(line.contains(&format!(": {key}: ")), "key {key} not in: {line}");
+            assert!(
+                line.starts_with("error: ") && line.contains("sys.toml"),
+                "{line}"
+            );
+            assert_eq!(key_path(&e), Some(key), "{line}");
+            assert!(
+                line.contains(&format!(": {key}: ")),
+                "key {key} not in: {line}"
+            );
             assert!(line.contains(fragment), "{fragment:?} not in: {line}");
             e
         }
@@ -513,7 +603,13 @@ mod tests {
                  [[vm]]\nname = \"other-2\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 4\n"
             ))
             .unwrap();
-        assert_eq!(c.system, SystemConfig { pcpus: 2, memory_mib: 256 });
+        assert_eq!(
+            c.system,
+            SystemConfig {
+                pcpus: 2,
+                memory_mib: 256
+            }
+        );
         assert_eq!(c.vms.len(), 2);
         let a = &c.vms[0];
         assert_eq!((a.name.as_str(), a.vcpus, a.memory_mib), ("hello", 2, 32));
@@ -532,92 +628,227 @@ mod tests {
         let path = d.dir.path().join("sub/c.toml");
         fs::write(&path, vm("").replace("k.bin", "../k.bin")).unwrap();
         let c = load(&path).unwrap();
-        assert_eq!(fs::read(&c.vms[0].kernel).unwrap(), [0xfe, 0xff, 0xff, 0xea]);
+        assert_eq!(
+            fs::read(&c.vms[0].kernel).unwrap(),
+            [0xfe, 0xff, 0xff, 0xea]
+        );
     }
 
     #[test]
     fn unknown_keys_name_key_and_table() {
         let d = Dir::new();
-        let e = d.refuse(&vm("colour = \"red\"\n"), "vm[0].colour", "unknown key \"colour\" in table vm[0]");
+        let e = d.refuse(
+            &vm("colour = \"red\"\n"),
+            "vm[0].colour",
+            "unknown key \"colour\" in table vm[0]",
+        );
         assert!(e.to_string().contains("VM \"a\""), "{e}");
         assert!(e.to_string().contains("line 10:1"), "{e}");
-        d.refuse(&format!("{SYSTEM}threads = 4\n"), "system.threads", "unknown key \"threads\" in table system");
-        d.refuse(&format!("{}\n[extra]\n", vm("")), "extra", "unknown key \"extra\" at the top level");
+        d.refuse(
+            &format!("{SYSTEM}threads = 4\n"),
+            "system.threads",
+            "unknown key \"threads\" in table system",
+        );
+        d.refuse(
+            &format!("{}\n[extra]\n", vm("")),
+            "extra",
+            "unknown key \"extra\" at the top level",
+        );
     }
 
     #[test]
     fn missing_keys() {
         let d = Dir::new();
-        d.refuse(&vm("").replace("kernel = \"k.bin\"\n", ""), "vm[0].kernel", "missing required key \"kernel\"");
-        d.refuse("[system]\npcpus = 2\n", "system.memory_mib", "missing required key");
+        d.refuse(
+            &vm("").replace("kernel = \"k.bin\"\n", ""),
+            "vm[0].kernel",
+            "missing required key \"kernel\"",
+        );
+        d.refuse(
+            "[system]\npcpus = 2\n",
+            "system.memory_mib",
+            "missing required key",
+        );
         d.refuse("", "system", "missing required key \"system\"");
     }
 
     #[test]
     fn syntax_errors_give_line_and_column() {
         let d = Dir::new();
-        let e = d.load("[system]\npcpus = 2\nmemory_mib = = 3\n").unwrap_err();
-        assert_eq!(e.at, Location::Line { line: 3, column: 14 });
-        assert!(e.to_string().contains("sys.toml:3:14: TOML syntax error"), "{e}");
+        let e = d
+            .load("[system]\npcpus = 2\nmemory_mib = = 3\n")
+            .unwrap_err();
+        assert_eq!(
+            e.at,
+            Location::Line {
+                line: 3,
+                column: 14
+            }
+        );
+        assert!(
+            e.to_string().contains("sys.toml:3:14: TOML syntax error"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_types_name_the_key() {
         let d = Dir::new();
-        d.refuse(&format!("[system]\npcpus = \"two\"\nmemory_mib = 256\n"), "system.pcpus", "invalid type");
-        d.refuse(&vm("").replace("vcpus = 1", "vcpus = -1"), "vm[0].vcpus", "line 8:9");
-        d.refuse(&vm("pcpus = [0, \"x\"]\n"), "vm[0].pcpus[1]", "invalid type");
+        d.refuse(
+            "[system]\npcpus = \"two\"\nmemory_mib = 256\n",
+            "system.pcpus",
+            "invalid type",
+        );
+        d.refuse(
+            &vm("").replace("vcpus = 1", "vcpus = -1"),
+            "vm[0].vcpus",
+            "line 8:9",
+        );
+        d.refuse(
+            &vm("pcpus = [0, \"x\"]\n"),
+            "vm[0].pcpus[1]",
+            "invalid type",
+        );
         d.refuse(&format!("{SYSTEM}[vm]\nname = \"a\"\n"), "vm", "[[vm]]");
     }
 
     #[test]
     fn value_checks() {
         let d = Dir::new();
-        d.refuse(&vm("").replace("vcpus = 1", "vcpus = 0"), "vm[0].vcpus", "VM \"a\" must have 1 to 64 vCPUs (got 0)");
-        d.refuse(&vm("").replace("vcpus = 1", "vcpus = 65"), "vm[0].vcpus", "(got 65)");
-        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 3"), "vm[0].memory_mib", "multiple of 2");
-        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 0"), "vm[0].memory_mib", "multiple of 2");
-        d.refuse(&vm("pcpus = [2]\n"), "vm[0].pcpus", "pinned to pCPU 2, which does not exist");
+        d.refuse(
+            &vm("").replace("vcpus = 1", "vcpus = 0"),
+            "vm[0].vcpus",
+            "VM \"a\" must have 1 to 64 vCPUs (got 0)",
+        );
+        d.refuse(
+            &vm("").replace("vcpus = 1", "vcpus = 65"),
+            "vm[0].vcpus",
+            "(got 65)",
+        );
+        d.refuse(
+            &vm("").replace("memory_mib = 16", "memory_mib = 3"),
+            "vm[0].memory_mib",
+            "multiple of 2",
+        );
+        d.refuse(
+            &vm("").replace("memory_mib = 16", "memory_mib = 0"),
+            "vm[0].memory_mib",
+            "multiple of 2",
+        );
+        d.refuse(
+            &vm("pcpus = [2]\n"),
+            "vm[0].pcpus",
+            "pinned to pCPU 2, which does not exist",
+        );
         d.refuse(&vm("pcpus = []\n"), "vm[0].pcpus", "empty pCPU list");
-        d.refuse(&vm("pcpus = [1, 0, 1]\n"), "vm[0].pcpus", "pCPU 1 more than once");
-        d.refuse(&vm("cmdline = \"x\"\n").replace("\"x\"", &format!("\"{}\"", "y".repeat(1025))), "vm[0].cmdline", "1025 bytes");
-        d.refuse(&vm("").replace("name = \"a\"", "name = \"a b\""), "vm[0].name", "not a valid VM name");
-        d.refuse(&vm("").replace("name = \"a\"", "name = \"\""), "vm[0].name", "not a valid VM name");
-        d.refuse(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(32))), "vm[0].name", "1 to 31");
-        d.load(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(31)))).unwrap();
-        let two = format!("{}\n[[vm]]\nname = \"a\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 2\n", vm(""));
-        d.refuse(&two, "vm[1].name", "duplicate VM name \"a\" (vm[0] has it too)");
+        d.refuse(
+            &vm("pcpus = [1, 0, 1]\n"),
+            "vm[0].pcpus",
+            "pCPU 1 more than once",
+        );
+        d.refuse(
+            &vm("cmdline = \"x\"\n").replace("\"x\"", &format!("\"{}\"", "y".repeat(1025))),
+            "vm[0].cmdline",
+            "1025 bytes",
+        );
+        d.refuse(
+            &vm("").replace("name = \"a\"", "name = \"a b\""),
+            "vm[0].name",
+            "not a valid VM name",
+        );
+        d.refuse(
+            &vm("").replace("name = \"a\"", "name = \"\""),
+            "vm[0].name",
+            "not a valid VM name",
+        );
+        d.refuse(
+            &vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(32))),
+            "vm[0].name",
+            "1 to 31",
+        );
+        d.load(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(31))))
+            .unwrap();
+        let two = format!(
+            "{}\n[[vm]]\nname = \"a\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 2\n",
+            vm("")
+        );
+        d.refuse(
+            &two,
+            "vm[1].name",
+            "duplicate VM name \"a\" (vm[0] has it too)",
+        );
         d.refuse(SYSTEM, "vm", "no VM defined");
-        d.refuse(&vm("").replace("pcpus = 2", "pcpus = 0"), "system.pcpus", "(got 0)");
-        d.refuse(&vm("").replace("pcpus = 2", "pcpus = 9"), "system.pcpus", "1 to 8");
-        d.refuse(&vm("").replace("memory_mib = 256", "memory_mib = 32"), "system.memory_mib", "64 to 3072");
-        d.refuse(&vm("").replace("memory_mib = 256", "memory_mib = 4096"), "system.memory_mib", "(got 4096)");
+        d.refuse(
+            &vm("").replace("pcpus = 2", "pcpus = 0"),
+            "system.pcpus",
+            "(got 0)",
+        );
+        d.refuse(
+            &vm("").replace("pcpus = 2", "pcpus = 9"),
+            "system.pcpus",
+            "1 to 8",
+        );
+        d.refuse(
+            &vm("").replace("memory_mib = 256", "memory_mib = 32"),
+            "system.memory_mib",
+            "64 to 3072",
+        );
+        d.refuse(
+            &vm("").replace("memory_mib = 256", "memory_mib = 4096"),
+            "system.memory_mib",
+            "(got 4096)",
+        );
     }
 
     #[test]
     fn files_must_exist() {
         let d = Dir::new();
-        let e = d.refuse(&vm("").replace("k.bin", "nope.bin"), "vm[0].kernel", "cannot use kernel file");
-        assert!(e.reason.contains(&d.dir.path().join("nope.bin").display().to_string()), "{e}");
+        let e = d.refuse(
+            &vm("").replace("k.bin", "nope.bin"),
+            "vm[0].kernel",
+            "cannot use kernel file",
+        );
+        assert!(
+            e.reason
+                .contains(&d.dir.path().join("nope.bin").display().to_string()),
+            "{e}"
+        );
         d.refuse(&vm("initrd = \"gone.cpio\"\n"), "vm[0].initrd", "gone.cpio");
-        d.refuse(&vm("").replace("k.bin", "."), "vm[0].kernel", "not a regular file");
+        d.refuse(
+            &vm("").replace("k.bin", "."),
+            "vm[0].kernel",
+            "not a regular file",
+        );
         fs::write(d.dir.path().join("empty"), []).unwrap();
-        d.refuse(&vm("").replace("k.bin", "empty"), "vm[0].kernel", "is empty");
+        d.refuse(
+            &vm("").replace("k.bin", "empty"),
+            "vm[0].kernel",
+            "is empty",
+        );
     }
 
     #[test]
     fn memory_must_fit() {
         let d = Dir::new();
         // 256 - 16 - 2 - 8 = 230 MiB for VMs.
-        d.load(&vm("").replace("memory_mib = 16", "memory_mib = 230")).unwrap();
-        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 232"), "system.memory_mib", "258 MiB, which does not fit in 256 MiB");
+        d.load(&vm("").replace("memory_mib = 16", "memory_mib = 230"))
+            .unwrap();
+        d.refuse(
+            &vm("").replace("memory_mib = 16", "memory_mib = 232"),
+            "system.memory_mib",
+            "258 MiB, which does not fit in 256 MiB",
+        );
     }
 
     #[test]
     fn unreadable_config() {
         let e = load(Path::new("/nonexistent/x.toml")).unwrap_err();
         assert_eq!(e.at, Location::File);
-        assert!(e.to_string().starts_with("error: /nonexistent/x.toml: cannot read the configuration"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("error: /nonexistent/x.toml: cannot read the configuration"),
+            "{e}"
+        );
     }
 
     #[test]

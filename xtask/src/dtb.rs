@@ -31,7 +31,10 @@ pub struct GuestDtb<'a> {
 pub fn build(vm: &GuestDtb<'_>) -> Result<Vec<u8>, String> {
     let blob = write(vm).map_err(|e| format!("cannot build the guest device tree: {e}"))?;
     if blob.len() > MAX_DTB_SIZE {
-        return Err(format!("the guest device tree is {} bytes, more than {MAX_DTB_SIZE}", blob.len()));
+        return Err(format!(
+            "the guest device tree is {} bytes, more than {MAX_DTB_SIZE}",
+            blob.len()
+        ));
     }
     Ok(blob)
 }
@@ -41,7 +44,10 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     let root = fdt.begin_node("")?;
     fdt.property_u32("#address-cells", 1)?;
     fdt.property_u32("#size-cells", 1)?;
-    fdt.property_string_list("compatible", vec!["tessera,vm".into(), "linux,dummy-virt".into()])?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["tessera,vm".into(), "linux,dummy-virt".into()],
+    )?;
     fdt.property_string("model", &format!("Tessera VM {}", vm.name))?;
 
     let memory = fdt.begin_node(&format!("memory@{:x}", vm.ram_base))?;
@@ -67,7 +73,10 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     // PSCI 1.0 with the 0.2 function IDs, over HVC (the hypervisor is the
     // firmware for its guests).
     let psci = fdt.begin_node("psci")?;
-    fdt.property_string_list("compatible", vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
+    )?;
     fdt.property_string("method", "hvc")?;
     fdt.end_node(psci)?;
 
@@ -99,7 +108,13 @@ mod tests {
             initrd: Some(0x4ff0_0000..0x4ff1_2345),
         };
         check(&build(&vm).unwrap(), &vm);
-        let bare = GuestDtb { name: "rtos", vcpus: 1, cmdline: "", initrd: None, ..vm };
+        let bare = GuestDtb {
+            name: "rtos",
+            vcpus: 1,
+            cmdline: "",
+            initrd: None,
+            ..vm
+        };
         check(&build(&bare).unwrap(), &bare);
     }
 
