@@ -339,6 +339,7 @@ pub mod write {
     use super::*;
     use alloc::string::String;
     use alloc::vec::Vec;
+    use alloc::vec;
 
     pub struct VmImage {
         pub name: String,
