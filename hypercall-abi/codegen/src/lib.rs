@@ -13,7 +13,8 @@ mod render_c;
 mod render_md;
 mod render_rust;
 
-pub use model::{Abi, Symbol};
+use model::Abi;
+pub use model::Symbol;
 
 /// Path of the spec, relative to this crate's manifest directory.
 pub const SPEC_PATH: &str = "../abi.toml";

@@ -54,7 +54,8 @@ pub fn render(abi: &Abi) -> String {
         out!("### {}: {}-{}", s.title, hex32(s.first), hex32(s.last));
         out!();
         out!(
-            "{} Error codes: {}.",
+            "SMCCC owner {}. {} Error codes: {}.",
+            s.owner,
             s.doc,
             if s.errors == PSCI_SPACE {
                 "PSCI's (see below)"
@@ -176,6 +177,19 @@ pub fn render(abi: &Abi) -> String {
     out!("- Adding a call, an error code, a feature bit or a constant is a minor version");
     out!("  bump; the addition carries `since = \"MAJOR.NEWMINOR\"`. Old guests keep working.");
     out!("- Removing or changing anything published is a major version bump.");
+    if abi.retired.is_empty() {
+        out!("- Retired function IDs: none.");
+    } else {
+        let ids: Vec<String> = abi
+            .retired
+            .iter()
+            .map(|&id| format!("`{}`", hex32(id)))
+            .collect();
+        out!(
+            "- Retired function IDs (never to be reused): {}.",
+            ids.join(", ")
+        );
+    }
     out!("- A function this version does not define returns NOT_SUPPORTED (-1), so a guest");
     out!("  built for a newer minor version can probe with `TESSERA_FEATURES`.");
     o
