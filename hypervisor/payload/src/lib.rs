@@ -249,6 +249,11 @@ impl<'a> Payload<'a> {
         Ok(p)
     }
 
+    /// The checked payload bytes.
+    pub fn raw(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     pub fn vm_count(&self) -> usize {
         self.vm_count
     }
@@ -285,10 +290,10 @@ impl<'a> Payload<'a> {
         let ram_size = rd32(b, e + v::RAM_SIZE);
         // RAM is mapped with 2 MiB stage-2 blocks.
         const BLOCK: u32 = 2 << 20;
-        if ram_base % BLOCK != 0 {
+        if !ram_base.is_multiple_of(BLOCK) {
             return Err(bad("ram_base", ram_base));
         }
-        if ram_size == 0 || ram_size % BLOCK != 0 || ram_base.checked_add(ram_size - 1).is_none() {
+        if ram_size == 0 || !ram_size.is_multiple_of(BLOCK) || ram_base.checked_add(ram_size - 1).is_none() {
             return Err(bad("ram_size", ram_size));
         }
         let in_ram = |ipa: u32, size: u32| {

@@ -1,0 +1,97 @@
+//! Switching the guest PL1 state that stays in the CPU between traps: the
+//! banked registers of the other modes and the PL1 system registers. Only
+//! needed when a pCPU changes vCPUs, never on the trap path.
+
+use super::sysreg::*;
+use crate::context::El1State;
+use core::arch::asm;
+
+macro_rules! banked {
+    ($($field:ident: $reg:literal),* $(,)?) => {
+        fn save_banked(s: &mut El1State) {
+            $(
+                // SAFETY: reading a banked register (MRS banked, virtualization
+                // extensions) from HYP mode has no side effects.
+                unsafe { asm!(concat!(".arch_extension virt\nmrs {}, ", $reg), out(reg) s.$field, options(nomem, nostack, preserves_flags)) };
+            )*
+        }
+        fn restore_banked(s: &El1State) {
+            $(
+                // SAFETY: HYP mode may write any banked register of the guest
+                // modes; the guest is not running.
+                unsafe { asm!(concat!(".arch_extension virt\nmsr ", $reg, ", {}"), in(reg) s.$field, options(nomem, nostack, preserves_flags)) };
+            )*
+        }
+    };
+}
+
+banked! {
+    sp_usr: "sp_usr",
+    sp_svc: "sp_svc", lr_svc: "lr_svc", spsr_svc: "spsr_svc",
+    sp_abt: "sp_abt", lr_abt: "lr_abt", spsr_abt: "spsr_abt",
+    sp_und: "sp_und", lr_und: "lr_und", spsr_und: "spsr_und",
+    sp_irq: "sp_irq", lr_irq: "lr_irq", spsr_irq: "spsr_irq",
+    r8_fiq: "r8_fiq", r9_fiq: "r9_fiq", r10_fiq: "r10_fiq", r11_fiq: "r11_fiq", r12_fiq: "r12_fiq",
+    sp_fiq: "sp_fiq", lr_fiq: "lr_fiq", spsr_fiq: "spsr_fiq",
+}
+
+pub fn save(s: &mut El1State) {
+    save_banked(s);
+    s.sctlr = SCTLR::read();
+    s.cpacr = CPACR::read();
+    s.ttbcr = TTBCR::read();
+    s.ttbr0 = TTBR0::read();
+    s.ttbr1 = TTBR1::read();
+    s.dacr = DACR::read();
+    s.dfsr = DFSR::read();
+    s.ifsr = IFSR::read();
+    s.dfar = DFAR::read();
+    s.ifar = IFAR::read();
+    s.par = PAR::read();
+    s.prrr = PRRR::read();
+    s.nmrr = NMRR::read();
+    s.vbar = VBAR::read();
+    s.contextidr = CONTEXTIDR::read();
+    s.tpidrurw = TPIDRURW::read();
+    s.tpidruro = TPIDRURO::read();
+    s.tpidrprw = TPIDRPRW::read();
+    s.csselr = CSSELR::read();
+    s.cntkctl = CNTKCTL::read();
+    s.cntv_ctl = CNTV_CTL::read();
+    s.cntv_cval = CNTV_CVAL::read();
+    // The outgoing vCPU's virtual timer must not fire while another runs.
+    // SAFETY: disabling the guest's virtual timer; restored by `restore`.
+    unsafe { CNTV_CTL::write(0) };
+}
+
+pub fn restore(s: &El1State) {
+    restore_banked(s);
+    // SAFETY: these are the guest's own PL1 registers, which only affect the
+    // guest's translation regime and exceptions; the hypervisor runs in HYP
+    // with its own (HSCTLR, HTTBR, HVBAR), so no value here can harm it.
+    unsafe {
+        SCTLR::write(s.sctlr);
+        CPACR::write(s.cpacr);
+        TTBCR::write(s.ttbcr);
+        TTBR0::write(s.ttbr0);
+        TTBR1::write(s.ttbr1);
+        DACR::write(s.dacr);
+        DFSR::write(s.dfsr);
+        IFSR::write(s.ifsr);
+        DFAR::write(s.dfar);
+        IFAR::write(s.ifar);
+        PAR::write(s.par);
+        PRRR::write(s.prrr);
+        NMRR::write(s.nmrr);
+        VBAR::write(s.vbar);
+        CONTEXTIDR::write(s.contextidr);
+        TPIDRURW::write(s.tpidrurw);
+        TPIDRURO::write(s.tpidruro);
+        TPIDRPRW::write(s.tpidrprw);
+        CSSELR::write(s.csselr);
+        CNTKCTL::write(s.cntkctl);
+        CNTV_CVAL::write(s.cntv_cval);
+        CNTV_CTL::write(s.cntv_ctl);
+    }
+    aarch32_cpu::asm::isb();
+}

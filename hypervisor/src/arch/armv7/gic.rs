@@ -1,0 +1,85 @@
+//! The physical GICv2 (distributor and CPU interface): the hypervisor owns
+//! it. Guests never see these registers; with HCR.IMO every physical IRQ
+//! taken while a guest runs exits to HYP, where the hypervisor acknowledges it.
+
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+static GICD: AtomicU32 = AtomicU32::new(0);
+static GICC: AtomicU32 = AtomicU32::new(0);
+/// GIC CPU-interface bit of each pCPU (read from the banked ITARGETSR0).
+static CPU_MASK: [AtomicU8; super::entry::MAX_CPUS] = [const { AtomicU8::new(0) }; super::entry::MAX_CPUS];
+
+const GICD_CTLR: usize = 0x000;
+const GICD_TYPER: usize = 0x004;
+const GICD_ISENABLER: usize = 0x100;
+const GICD_ICENABLER: usize = 0x180;
+const GICD_IPRIORITYR: usize = 0x400;
+const GICD_ITARGETSR: usize = 0x800;
+const GICD_SGIR: usize = 0xf00;
+const GICC_CTLR: usize = 0x00;
+const GICC_PMR: usize = 0x04;
+const GICC_IAR: usize = 0x0c;
+const GICC_EOIR: usize = 0x10;
+
+/// The SGI one pCPU sends another to make it look at its run queue.
+pub const SGI_KICK: u32 = 0;
+/// The HYP physical timer's PPI (INTID 26 on the generic timer).
+pub const PPI_HYP_TIMER: u32 = 26;
+pub const SPURIOUS: u32 = 1023;
+
+fn rd(base: &AtomicU32, off: usize) -> u32 {
+    // SAFETY: the base is the GIC block the DTB named, identity-mapped as
+    // device memory; the offsets are registers of that block.
+    unsafe { read_volatile((base.load(Ordering::Relaxed) as usize + off) as *const u32) }
+}
+
+fn wr(base: &AtomicU32, off: usize, v: u32) {
+    // SAFETY: as in `rd`.
+    unsafe { write_volatile((base.load(Ordering::Relaxed) as usize + off) as *mut u32, v) }
+}
+
+/// Boot CPU: the distributor, with every shared interrupt disabled.
+pub fn init_distributor(gicd: u32, gicc: u32) {
+    GICD.store(gicd, Ordering::Relaxed);
+    GICC.store(gicc, Ordering::Relaxed);
+    wr(&GICD, GICD_CTLR, 0);
+    let lines = 32 * ((rd(&GICD, GICD_TYPER) & 0x1f) + 1) as usize;
+    for i in (32..lines).step_by(32) {
+        wr(&GICD, GICD_ICENABLER + i / 8, !0);
+    }
+    for i in (32..lines).step_by(4) {
+        wr(&GICD, GICD_IPRIORITYR + i, 0xa0a0_a0a0);
+    }
+    wr(&GICD, GICD_CTLR, 1);
+}
+
+/// Every pCPU: its CPU interface, SGIs and the HYP timer PPI.
+pub fn init_cpu(cpu: usize) {
+    CPU_MASK[cpu].store(rd(&GICD, GICD_ITARGETSR) as u8, Ordering::Relaxed);
+    for i in (0..32).step_by(4) {
+        wr(&GICD, GICD_IPRIORITYR + i, 0x8080_8080);
+    }
+    wr(&GICD, GICD_ISENABLER, (1 << SGI_KICK) | (1 << PPI_HYP_TIMER));
+    wr(&GICC, GICC_PMR, 0xf0);
+    wr(&GICC, GICC_CTLR, 1);
+}
+
+/// Acknowledges the highest-priority pending interrupt (SPURIOUS if none).
+/// Returns the raw IAR value to hand back to `eoi`.
+pub fn ack() -> u32 {
+    rd(&GICC, GICC_IAR)
+}
+
+pub fn eoi(iar: u32) {
+    wr(&GICC, GICC_EOIR, iar);
+}
+
+/// Sends the kick SGI to one pCPU.
+pub fn kick(cpu: u32) {
+    let mask = CPU_MASK.get(cpu as usize).map_or(0, |m| m.load(Ordering::Relaxed));
+    if mask != 0 {
+        aarch32_cpu::asm::dsb();
+        wr(&GICD, GICD_SGIR, (mask as u32) << 16 | SGI_KICK);
+    }
+}

@@ -1,0 +1,174 @@
+//! The hypervisor console: `tessera:` log lines with levels, and per-VM
+//! output labelled with the VM's name, one whole line at a time so that VMs
+//! printing at once never interleave within a line.
+//!
+//! The byte sink (the physical UART) is installed by the platform at boot.
+//! Guest bytes are untrusted: control characters other than tab, newline and
+//! ESC are dropped, so a guest cannot rewrite the start of a line (`\r`) and
+//! pass its output off as the hypervisor's.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
+use spin::{Mutex, Once};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+static SINK: Once<fn(&[u8])> = Once::new();
+static LOCK: Mutex<()> = Mutex::new(());
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Installs the byte sink. Called once at boot.
+pub fn set_sink(f: fn(&[u8])) {
+    SINK.call_once(|| f);
+}
+
+pub fn set_level(l: Level) {
+    MAX_LEVEL.store(l as u8, Ordering::Relaxed);
+}
+
+pub fn enabled(l: Level) -> bool {
+    l as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+struct SinkWriter(fn(&[u8]));
+
+impl Write for SinkWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        (self.0)(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Prints one `tessera:` line. Used through the `error!`..`debug!` macros.
+pub fn log(level: Level, args: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let Some(&sink) = SINK.get() else { return };
+    let _g = LOCK.lock();
+    let tag = match level {
+        Level::Error => "tessera: error: ",
+        Level::Warn => "tessera: warning: ",
+        Level::Info | Level::Debug => "tessera: ",
+    };
+    sink(tag.as_bytes());
+    let _ = SinkWriter(sink).write_fmt(args);
+    sink(b"\n");
+}
+
+/// Prints one line for a VM: `name: line`.
+pub fn vm_line(name: &str, line: &[u8]) {
+    let Some(&sink) = SINK.get() else { return };
+    let _g = LOCK.lock();
+    sink(name.as_bytes());
+    sink(b": ");
+    sink(line);
+    sink(b"\n");
+}
+
+/// For the panic path: print even if another CPU died holding the lock.
+pub fn emergency(args: fmt::Arguments<'_>) {
+    let Some(&sink) = SINK.get() else { return };
+    // SAFETY: the system is going down; a torn line is better than silence,
+    // and no code runs after the panic handler that relies on the lock.
+    unsafe { LOCK.force_unlock() };
+    let _g = LOCK.lock();
+    let _ = SinkWriter(sink).write_fmt(args);
+    sink(b"\n");
+}
+
+#[macro_export]
+macro_rules! error { ($($a:tt)*) => { $crate::console::log($crate::console::Level::Error, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! warn { ($($a:tt)*) => { $crate::console::log($crate::console::Level::Warn, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! info { ($($a:tt)*) => { $crate::console::log($crate::console::Level::Info, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! debug { ($($a:tt)*) => { $crate::console::log($crate::console::Level::Debug, format_args!($($a)*)) } }
+
+/// A VM's partial output line.
+pub struct LineBuffer<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> LineBuffer<N> {
+    pub const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+
+    /// Appends guest bytes; calls `emit` with each complete line (without
+    /// the newline), or with a full buffer's worth when a line is longer.
+    pub fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
+        for &b in bytes {
+            match b {
+                b'\n' => {
+                    emit(&self.buf[..self.len]);
+                    self.len = 0;
+                }
+                b'\t' | 0x1b | 0x20..=0x7e | 0x80..=0xff => {
+                    if self.len == N {
+                        emit(&self.buf[..self.len]);
+                        self.len = 0;
+                    }
+                    self.buf[self.len] = b;
+                    self.len += 1;
+                }
+                _ => {} // other control characters are dropped
+            }
+        }
+    }
+
+    /// Emits what is left (at VM exit).
+    pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
+        if self.len > 0 {
+            emit(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl<const N: usize> Default for LineBuffer<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(chunks: &[&[u8]]) -> Vec<String> {
+        let mut lb: LineBuffer<8> = LineBuffer::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            lb.push(c, |l| out.push(String::from_utf8_lossy(l).into_owned()));
+        }
+        lb.flush(|l| out.push(String::from_utf8_lossy(l).into_owned()));
+        out
+    }
+
+    #[test]
+    fn lines_are_assembled_across_writes() {
+        assert_eq!(lines(&[b"ab", b"c\nde", b"f\n"]), ["abc", "def"]);
+        assert_eq!(lines(&[b"tail"]), ["tail"]);
+    }
+
+    #[test]
+    fn long_lines_are_split_not_lost() {
+        assert_eq!(lines(&[b"0123456789\n"]), ["01234567", "89"]);
+    }
+
+    #[test]
+    fn carriage_returns_and_controls_cannot_forge_lines() {
+        assert_eq!(lines(&[b"x\rtessera\x07\n"]), ["xtessera"]);
+        assert_eq!(lines(&[b"\x1b[1m\n"]), ["\x1b[1m"]);
+    }
+}

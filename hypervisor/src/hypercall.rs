@@ -1,0 +1,305 @@
+//! The hypercall dispatcher: SMCCC function IDs from `hvc #0` to actions.
+//!
+//! The arch layer hands over r0-r7 of the trapped vCPU; this module decides
+//! what the call means using only the [`Caller`] interface, so every rule
+//! (bounds, error codes, PSCI state checks) is tested on the host. Nothing
+//! here allocates or takes a global lock: the null call is a match and a
+//! return.
+
+use crate::addr::Ipa;
+use crate::vm::OutsideRam;
+use hypercall_abi::{feature, psci, Error, Function};
+
+/// What the dispatcher needs to know about, and do to, the calling vCPU's VM.
+pub trait Caller {
+    fn vm_id(&self) -> u32;
+    fn vcpu_count(&self) -> u32;
+    fn vcpu_index(&self) -> u32;
+    /// Copies `buf.len()` bytes from guest-physical `ipa`. Fails, copying
+    /// nothing, unless the whole range is the calling VM's own RAM.
+    fn read_guest(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam>;
+    fn console_write(&mut self, bytes: &[u8]);
+    /// PSCI CPU_ON for vCPU `index` of this VM (already range-checked).
+    fn cpu_on(&mut self, index: u32, entry: u32, context_id: u32) -> i32;
+    /// PSCI AFFINITY_INFO level 0 for vCPU `index` (already range-checked).
+    fn affinity_info(&self, index: u32) -> i32;
+    /// Is `[ipa, ipa+len)` inside this VM's RAM?
+    fn in_ram(&self, ipa: Ipa, len: u32) -> bool;
+}
+
+/// What the trap handler must do after the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write the first `count` result registers and resume the vCPU.
+    Return { regs: [u32; 4], count: u8 },
+    /// r0 = 0, then give the pCPU to another vCPU.
+    Yield,
+    /// r0 = 0, then block until an interrupt (PSCI CPU_SUSPEND, standby).
+    Suspend,
+    /// PSCI CPU_OFF: this vCPU stops; it can be started again with CPU_ON.
+    CpuOff,
+    /// The VM asked to end, with this status (0 = success).
+    Shutdown(u32),
+    /// PSCI SYSTEM_OFF from the guest: the VM ends with status 0.
+    SystemOff,
+    /// PSCI SYSTEM_RESET: restart the VM from its image.
+    SystemReset,
+}
+
+fn ret1(r0: u32) -> Action {
+    Action::Return { regs: [r0, 0, 0, 0], count: 1 }
+}
+
+fn err(e: Error) -> Action {
+    ret1(e.code() as u32)
+}
+
+fn psci_ret(code: i32) -> Action {
+    ret1(code as u32)
+}
+
+/// The feature bitmap reported by TESSERA_FEATURES.
+pub const FEATURES: u32 = feature::CONSOLE | feature::YIELD | feature::VM_INFO | feature::SHUTDOWN;
+
+/// Every function of ABI v1 is implemented; a later minor version may add
+/// functions that an older hypervisor reports as not supported.
+fn implemented(f: Function) -> bool {
+    Function::ALL.contains(&f)
+}
+
+/// A vCPU index from a PSCI target MPIDR: Aff0 is the index, higher
+/// affinity levels must be zero (a VM is one cluster, see the guest DTB).
+fn vcpu_of_mpidr(mpidr: u32, count: u32) -> Option<u32> {
+    let aff = mpidr & 0x00ff_ffff;
+    (aff < count).then_some(aff)
+}
+
+/// Dispatches one call. `r` holds r0-r7 as trapped.
+pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
+    let Some(f) = Function::from_id(r[0]) else {
+        return err(Error::NotSupported);
+    };
+    match f {
+        Function::SmcccVersion => ret1(hypercall_abi::SMCCC_VERSION_1_1),
+        // No Arm architectural workarounds are needed or offered.
+        Function::SmcccArchFeatures => match Function::from_id(r[1]) {
+            Some(Function::SmcccVersion | Function::SmcccArchFeatures) => ret1(0),
+            _ => err(Error::NotSupported),
+        },
+
+        Function::CallCount => ret1(hypercall_abi::TESSERA_CALL_COUNT),
+        Function::CallUid => Action::Return { regs: hypercall_abi::TESSERA_UID, count: 4 },
+        Function::Revision | Function::AbiVersion => {
+            let (major, minor) = (hypercall_abi::ABI_VERSION_MAJOR, hypercall_abi::ABI_VERSION_MINOR);
+            if f == Function::Revision {
+                Action::Return { regs: [major, minor, 0, 0], count: 2 }
+            } else {
+                Action::Return { regs: [0, major, minor, 0], count: 3 }
+            }
+        }
+        Function::Features => {
+            let status = match Function::from_id(r[1]) {
+                Some(q) if implemented(q) => 0,
+                _ => Error::NotSupported.code() as u32,
+            };
+            Action::Return { regs: [status, FEATURES, 0, 0], count: 2 }
+        }
+        Function::ConsoleWrite => {
+            let (ipa, len) = (Ipa(r[1] as u64), r[2]);
+            if len > hypercall_abi::CONSOLE_WRITE_MAX {
+                return err(Error::InvalidParameter);
+            }
+            let mut buf = [0u8; hypercall_abi::CONSOLE_WRITE_MAX as usize];
+            let buf = &mut buf[..len as usize];
+            if c.read_guest(ipa, buf).is_err() {
+                return err(Error::InvalidAddress);
+            }
+            c.console_write(buf);
+            Action::Return { regs: [0, len, 0, 0], count: 2 }
+        }
+        Function::VcpuYield => Action::Yield,
+        Function::VmInfo => Action::Return { regs: [0, c.vm_id(), c.vcpu_count(), c.vcpu_index()], count: 4 },
+        Function::VmShutdown => Action::Shutdown(r[1]),
+
+        Function::PsciVersion => ret1(psci::VERSION_1_1),
+        Function::PsciFeatures => match Function::from_id(r[1]) {
+            Some(
+                Function::PsciVersion
+                | Function::PsciCpuSuspend
+                | Function::PsciCpuOff
+                | Function::PsciCpuOn
+                | Function::PsciAffinityInfo
+                | Function::PsciSystemOff
+                | Function::PsciSystemReset
+                | Function::PsciFeatures
+                | Function::SmcccVersion,
+            ) => psci_ret(psci::SUCCESS),
+            _ => psci_ret(psci::NOT_SUPPORTED),
+        },
+        Function::PsciCpuSuspend => Action::Suspend,
+        Function::PsciCpuOff => Action::CpuOff,
+        Function::PsciCpuOn => {
+            let Some(index) = vcpu_of_mpidr(r[1], c.vcpu_count()) else {
+                return psci_ret(psci::INVALID_PARAMETERS);
+            };
+            if !c.in_ram(Ipa(r[2] as u64), 4) {
+                return psci_ret(psci::INVALID_ADDRESS);
+            }
+            psci_ret(c.cpu_on(index, r[2], r[3]))
+        }
+        Function::PsciAffinityInfo => {
+            // Only level 0 (a single vCPU) is meaningful in a one-cluster VM.
+            if r[2] != 0 {
+                return psci_ret(psci::INVALID_PARAMETERS);
+            }
+            match vcpu_of_mpidr(r[1], c.vcpu_count()) {
+                Some(index) => psci_ret(c.affinity_info(index)),
+                None => psci_ret(psci::INVALID_PARAMETERS),
+            }
+        }
+        Function::PsciSystemOff => Action::SystemOff,
+        Function::PsciSystemReset => Action::SystemReset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeVm {
+        ram: Vec<u8>,
+        base: u64,
+        console: Vec<u8>,
+        on: Vec<(u32, u32, u32)>,
+    }
+
+    impl Caller for FakeVm {
+        fn vm_id(&self) -> u32 {
+            7
+        }
+        fn vcpu_count(&self) -> u32 {
+            2
+        }
+        fn vcpu_index(&self) -> u32 {
+            1
+        }
+        fn read_guest(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam> {
+            if !self.in_ram(ipa, buf.len() as u32) {
+                return Err(OutsideRam);
+            }
+            let off = (ipa.raw() - self.base) as usize;
+            buf.copy_from_slice(&self.ram[off..off + buf.len()]);
+            Ok(())
+        }
+        fn console_write(&mut self, bytes: &[u8]) {
+            self.console.extend_from_slice(bytes);
+        }
+        fn cpu_on(&mut self, index: u32, entry: u32, ctx: u32) -> i32 {
+            self.on.push((index, entry, ctx));
+            0
+        }
+        fn affinity_info(&self, index: u32) -> i32 {
+            if index == 1 {
+                psci::AFFINITY_ON
+            } else {
+                psci::AFFINITY_OFF
+            }
+        }
+        fn in_ram(&self, ipa: Ipa, len: u32) -> bool {
+            ipa.raw() >= self.base && ipa.raw() + len as u64 <= self.base + self.ram.len() as u64
+        }
+    }
+
+    fn vm() -> FakeVm {
+        let mut ram = vec![0u8; 0x2000];
+        ram[0x100..0x105].copy_from_slice(b"hello");
+        FakeVm { ram, base: 0x4000_0000, console: vec![], on: vec![] }
+    }
+
+    fn call(v: &mut FakeVm, regs: &[u32]) -> Action {
+        let mut r = [0u32; 8];
+        r[..regs.len()].copy_from_slice(regs);
+        dispatch(v, &r)
+    }
+
+    fn r0(a: Action) -> i32 {
+        match a {
+            Action::Return { regs, .. } => regs[0] as i32,
+            other => panic!("expected a return, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn discovery() {
+        let v = &mut vm();
+        assert_eq!(r0(call(v, &[Function::SmcccVersion.id()])), 0x1_0001);
+        assert_eq!(
+            call(v, &[Function::AbiVersion.id()]),
+            Action::Return { regs: [0, 1, 0, 0], count: 3 }
+        );
+        assert_eq!(call(v, &[Function::Revision.id()]), Action::Return { regs: [1, 0, 0, 0], count: 2 });
+        assert_eq!(r0(call(v, &[Function::CallCount.id()])), hypercall_abi::TESSERA_CALL_COUNT as i32);
+        assert_eq!(
+            call(v, &[Function::CallUid.id()]),
+            Action::Return { regs: hypercall_abi::TESSERA_UID, count: 4 }
+        );
+        assert_eq!(
+            call(v, &[Function::Features.id(), Function::ConsoleWrite.id()]),
+            Action::Return { regs: [0, FEATURES, 0, 0], count: 2 }
+        );
+        assert_eq!(r0(call(v, &[Function::Features.id(), 0x8600_0fff])), -1);
+    }
+
+    #[test]
+    fn unknown_ids_are_not_supported() {
+        let v = &mut vm();
+        for id in [0x8600_0fffu32, 0x8600_ff02, 0xc600_0000, 0x0, 0x8400_0005, 0xffff_ffff] {
+            assert_eq!(r0(call(v, &[id])), -1, "{id:#x}");
+        }
+    }
+
+    #[test]
+    fn console_write_checks_the_buffer() {
+        let v = &mut vm();
+        assert_eq!(
+            call(v, &[Function::ConsoleWrite.id(), 0x4000_0100, 5]),
+            Action::Return { regs: [0, 5, 0, 0], count: 2 }
+        );
+        assert_eq!(v.console, b"hello");
+        // Outside RAM, straddling its end, wrapping, too long.
+        assert_eq!(r0(call(v, &[Function::ConsoleWrite.id(), 0x4800_0000, 5])), -4);
+        assert_eq!(r0(call(v, &[Function::ConsoleWrite.id(), 0x4000_1ffe, 5])), -4);
+        assert_eq!(r0(call(v, &[Function::ConsoleWrite.id(), 0xffff_fffe, 5])), -4);
+        assert_eq!(r0(call(v, &[Function::ConsoleWrite.id(), 0x4000_0000, 1025])), -3);
+        assert_eq!(r0(call(v, &[Function::ConsoleWrite.id(), 0x4000_0000, u32::MAX])), -3);
+        assert_eq!(v.console, b"hello", "refused writes print nothing");
+    }
+
+    #[test]
+    fn vm_calls() {
+        let v = &mut vm();
+        assert_eq!(call(v, &[Function::VmInfo.id()]), Action::Return { regs: [0, 7, 2, 1], count: 4 });
+        assert_eq!(call(v, &[Function::VcpuYield.id()]), Action::Yield);
+        assert_eq!(call(v, &[Function::VmShutdown.id(), 3]), Action::Shutdown(3));
+    }
+
+    #[test]
+    fn psci_checks_targets() {
+        let v = &mut vm();
+        assert_eq!(r0(call(v, &[Function::PsciVersion.id()])), 0x1_0001);
+        assert_eq!(r0(call(v, &[Function::PsciCpuOn.id(), 1, 0x4000_0000, 9])), 0);
+        assert_eq!(v.on, vec![(1, 0x4000_0000, 9)]);
+        assert_eq!(r0(call(v, &[Function::PsciCpuOn.id(), 2, 0x4000_0000, 0])), psci::INVALID_PARAMETERS);
+        assert_eq!(r0(call(v, &[Function::PsciCpuOn.id(), 0x100, 0x4000_0000, 0])), psci::INVALID_PARAMETERS);
+        assert_eq!(r0(call(v, &[Function::PsciCpuOn.id(), 1, 0x1000, 0])), psci::INVALID_ADDRESS);
+        assert_eq!(r0(call(v, &[Function::PsciAffinityInfo.id(), 1, 0])), psci::AFFINITY_ON);
+        assert_eq!(r0(call(v, &[Function::PsciAffinityInfo.id(), 0, 0])), psci::AFFINITY_OFF);
+        assert_eq!(r0(call(v, &[Function::PsciAffinityInfo.id(), 5, 0])), psci::INVALID_PARAMETERS);
+        assert_eq!(r0(call(v, &[Function::PsciAffinityInfo.id(), 0, 1])), psci::INVALID_PARAMETERS);
+        assert_eq!(r0(call(v, &[Function::PsciFeatures.id(), Function::PsciCpuOn.id()])), 0);
+        assert_eq!(r0(call(v, &[Function::PsciFeatures.id(), Function::ConsoleWrite.id()])), -1);
+        assert_eq!(call(v, &[Function::PsciSystemOff.id()]), Action::SystemOff);
+        assert_eq!(call(v, &[Function::PsciSystemReset.id()]), Action::SystemReset);
+        assert_eq!(call(v, &[Function::PsciCpuOff.id()]), Action::CpuOff);
+    }
+}

@@ -1,0 +1,118 @@
+//! QEMU `virt` (virtualization=on, highmem=off). Addresses come from the DTB
+//! QEMU generates; the constants below are only where the boot contract
+//! with the packer puts things.
+
+use crate::arch::psci;
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Where QEMU places the DTB for an ELF image: the start of RAM.
+pub const DTB_DEFAULT: u32 = 0x4000_0000;
+/// Where the packer places the boot payload (`xtask/src/pack.rs`).
+pub const PAYLOAD_BASE: u32 = 0x4100_0000;
+
+/// What the hypervisor needs from the host DTB.
+pub struct Board {
+    pub ram_base: u64,
+    pub ram_size: u64,
+    pub cpu_mpidrs: [u32; crate::arch::MAX_CPUS],
+    pub cpus: usize,
+    pub uart: u32,
+    pub gicd: u32,
+    pub gicc: u32,
+    pub gich: u32,
+    pub gicv: u32,
+    pub pcie_ecam: Option<(u32, u32)>, // ECAM base, first 32-bit MMIO window
+}
+
+fn reg_base(node: &fdt::node::FdtNode<'_, '_>, i: usize) -> Option<u32> {
+    node.reg()?.nth(i).map(|r| r.starting_address as usize as u32)
+}
+
+/// Reads the board from the DTB at `addr`.
+///
+/// # Safety
+/// `addr` must point at a readable flattened device tree.
+pub unsafe fn read_board(addr: u32) -> Result<Board, &'static str> {
+    // SAFETY: forwarded to the caller.
+    let fdt = unsafe { fdt::Fdt::from_ptr(addr as usize as *const u8) }.map_err(|_| "no valid device tree")?;
+    let mem = fdt.memory().regions().next().ok_or("device tree has no memory node")?;
+    let mut b = Board {
+        ram_base: mem.starting_address as usize as u64,
+        ram_size: mem.size.ok_or("memory node without size")? as u64,
+        cpu_mpidrs: [0; crate::arch::MAX_CPUS],
+        cpus: 0,
+        uart: 0,
+        gicd: 0,
+        gicc: 0,
+        gich: 0,
+        gicv: 0,
+        pcie_ecam: None,
+    };
+    for cpu in fdt.cpus() {
+        if b.cpus < b.cpu_mpidrs.len() {
+            b.cpu_mpidrs[b.cpus] = cpu.ids().first() as u32;
+            b.cpus += 1;
+        }
+    }
+    let uart = fdt.find_compatible(&["arm,pl011"]).ok_or("device tree has no PL011")?;
+    b.uart = reg_base(&uart, 0).ok_or("PL011 without reg")?;
+    let gic = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400"]).ok_or("device tree has no GICv2")?;
+    b.gicd = reg_base(&gic, 0).ok_or("GIC without distributor")?;
+    b.gicc = reg_base(&gic, 1).ok_or("GIC without CPU interface")?;
+    b.gich = reg_base(&gic, 2).unwrap_or(0);
+    b.gicv = reg_base(&gic, 3).unwrap_or(0);
+    if let Some(pci) = fdt.find_compatible(&["pci-host-ecam-generic"]) {
+        let ecam = reg_base(&pci, 0);
+        // ranges: <pci-addr(3 cells) cpu-addr(2) size(2)>; find 32-bit MMIO (space 0b10).
+        let mmio = pci.property("ranges").and_then(|p| {
+            p.value.chunks_exact(28).find_map(|c| {
+                let cell = |i: usize| u32::from_be_bytes([c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]]);
+                (cell(0) >> 24 & 3 == 2 && cell(3) == 0).then(|| cell(4))
+            })
+        });
+        if let (Some(e), Some(m)) = (ecam, mmio) {
+            b.pcie_ecam = Some((e, m));
+        }
+    }
+    Ok(b)
+}
+
+static PVPANIC: AtomicU32 = AtomicU32::new(0);
+
+/// Finds QEMU's pvpanic PCI device (`-device pvpanic-pci`) and gives it a
+/// BAR, so that a hypervisor panic can end QEMU with a failure status
+/// (`-action panic=exit-failure`). Absent on real boards: then nothing happens.
+pub fn probe_pvpanic(board: &Board) {
+    let Some((ecam, window)) = board.pcie_ecam else { return };
+    for dev in 0..32u32 {
+        let cfg = (ecam + (dev << 15)) as usize;
+        // SAFETY: ECAM config space of bus 0 is identity-mapped device memory;
+        // reads of absent functions return all ones.
+        let id = unsafe { read_volatile(cfg as *const u32) };
+        if id == 0x0011_1b36 {
+            // SAFETY: BAR0 and COMMAND of the pvpanic function we just found.
+            unsafe {
+                write_volatile((cfg + 0x10) as *mut u32, window);
+                write_volatile((cfg + 0x04) as *mut u32, 0x2); // memory space enable
+            }
+            PVPANIC.store(window, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Ends the system after a hypervisor failure: pvpanic if present (QEMU then
+/// exits non-zero), else firmware SYSTEM_OFF.
+pub fn fail() -> ! {
+    let bar = PVPANIC.load(Ordering::Relaxed);
+    if bar != 0 {
+        // SAFETY: the pvpanic event register, set up by `probe_pvpanic`.
+        unsafe { write_volatile(bar as usize as *mut u8, 1) }; // PVPANIC_PANICKED
+    }
+    psci::system_off()
+}
+
+pub fn power_off() -> ! {
+    psci::system_off()
+}

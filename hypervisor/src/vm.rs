@@ -1,0 +1,370 @@
+//! VMs and vCPUs.
+//!
+//! VMs are created once at boot from the payload and live for the whole run
+//! (`&'static`). A vCPU's register context belongs to the pCPU whose run
+//! queue holds it (vCPUs do not migrate), so the hot path takes no lock: the
+//! only shared state is atomics (VM state, vCPU power state) and the small
+//! CPU_ON request a sibling vCPU leaves for the owner.
+
+use crate::addr::{Ipa, PhysAddr};
+use crate::console::LineBuffer;
+use crate::context::{El1State, GuestRegs};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use hypercall_abi::psci;
+use spin::{Mutex, Once};
+
+/// A VM's RAM: one contiguous block, `size` bytes at guest `ipa`, backed by
+/// host physical `pa`. `host` is where the hypervisor sees it (the identity
+/// map on the target; a heap buffer in host tests).
+#[derive(Clone, Copy, Debug)]
+pub struct GuestRam {
+    pub ipa: Ipa,
+    pub size: u64,
+    pub pa: PhysAddr,
+    pub host: *mut u8,
+}
+
+// SAFETY: `host` points at memory owned by the VM for the whole run; all
+// accesses go through `read`/`write`, which copy bytes and never hand out
+// references (the guest may change the memory at any time).
+unsafe impl Sync for GuestRam {}
+// SAFETY: as above.
+unsafe impl Send for GuestRam {}
+
+impl GuestRam {
+    /// Is `[ipa, ipa + len)` inside this RAM? Overflow-safe.
+    pub fn contains(&self, ipa: Ipa, len: u64) -> bool {
+        ipa >= self.ipa && ipa.raw().checked_add(len).is_some_and(|end| end <= self.ipa.raw() + self.size)
+    }
+
+    /// Copies guest bytes out. The guest may be writing them concurrently,
+    /// so this is a raw copy into our own buffer, never a reference.
+    pub fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        if !self.contains(ipa, buf.len() as u64) {
+            return Err(OutsideRam);
+        }
+        let off = (ipa.raw() - self.ipa.raw()) as usize;
+        // SAFETY: the range was checked to lie inside this VM's RAM, which
+        // `host` maps for `size` bytes; `buf` is ours and cannot overlap it.
+        unsafe { core::ptr::copy_nonoverlapping(self.host.add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    pub fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), OutsideRam> {
+        if !self.contains(ipa, data.len() as u64) {
+            return Err(OutsideRam);
+        }
+        let off = (ipa.raw() - self.ipa.raw()) as usize;
+        // SAFETY: as in `read`; the destination is guest RAM we own.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.host.add(off), data.len()) };
+        Ok(())
+    }
+
+    pub fn zero(&self) {
+        // SAFETY: `host` maps `size` bytes of this VM's RAM.
+        unsafe { core::ptr::write_bytes(self.host, 0, self.size as usize) };
+    }
+}
+
+/// A guest range that is not entirely the VM's own RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutsideRam;
+
+/// How a VM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    Running = 0,
+    /// The guest asked to end (VM_SHUTDOWN or PSCI SYSTEM_OFF).
+    Exited = 1,
+    /// The hypervisor stopped it (a fault or a forbidden access).
+    Stopped = 2,
+}
+
+/// vCPU power state (PSCI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Power {
+    Off = 0,
+    /// CPU_ON accepted; the owning pCPU has not started it yet.
+    OnPending = 1,
+    On = 2,
+}
+
+/// The reset value of SCTLR on Cortex-A15 (MMU and caches off).
+pub const SCTLR_RESET: u32 = 0x00c5_0078;
+
+pub struct VcpuContext {
+    pub regs: GuestRegs,
+    pub el1: El1State,
+}
+
+impl VcpuContext {
+    pub fn boot(entry: u32, r0: u32, r1: u32, r2: u32) -> Self {
+        Self { regs: GuestRegs::boot(entry, r0, r1, r2), el1: El1State { sctlr: SCTLR_RESET, ..Default::default() } }
+    }
+}
+
+pub struct Vcpu {
+    pub index: u32,
+    /// The pCPU whose run queue holds this vCPU.
+    pub pcpu: u32,
+    power: AtomicU8,
+    /// Entry point and context id left by CPU_ON for the owning pCPU.
+    on_request: Mutex<(u32, u32)>,
+    ctx: UnsafeCell<VcpuContext>,
+}
+
+// SAFETY: `ctx` is only touched by the pCPU `pcpu` (see `context`); the rest
+// is atomics and a mutex.
+unsafe impl Sync for Vcpu {}
+
+impl Vcpu {
+    pub fn new(index: u32, pcpu: u32, boot: Option<VcpuContext>) -> Self {
+        let power = if boot.is_some() { Power::On } else { Power::Off };
+        Self {
+            index,
+            pcpu,
+            power: AtomicU8::new(power as u8),
+            on_request: Mutex::new((0, 0)),
+            ctx: UnsafeCell::new(boot.unwrap_or_else(|| VcpuContext::boot(0, 0, 0, 0))),
+        }
+    }
+
+    pub fn power(&self) -> Power {
+        match self.power.load(Ordering::Acquire) {
+            0 => Power::Off,
+            1 => Power::OnPending,
+            _ => Power::On,
+        }
+    }
+
+    /// The register context.
+    ///
+    /// # Safety
+    /// Only the owning pCPU (`self.pcpu`) may call this, and it must not hold
+    /// two references at once.
+    #[allow(clippy::mut_from_ref)] // ownership is per pCPU, see above
+    pub unsafe fn context(&self) -> &mut VcpuContext {
+        // SAFETY: the caller is the owning pCPU (function contract).
+        unsafe { &mut *self.ctx.get() }
+    }
+
+    /// PSCI CPU_ON, called from a sibling vCPU on any pCPU.
+    pub fn request_on(&self, entry: u32, context_id: u32) -> i32 {
+        let mut req = self.on_request.lock();
+        match self.power.compare_exchange(Power::Off as u8, Power::OnPending as u8, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                *req = (entry, context_id);
+                psci::SUCCESS
+            }
+            Err(s) if s == Power::OnPending as u8 => psci::ON_PENDING,
+            Err(_) => psci::ALREADY_ON,
+        }
+    }
+
+    /// On the owning pCPU: if a CPU_ON is pending, reset the context for it.
+    /// Returns true if the vCPU was just started.
+    ///
+    /// # Safety
+    /// As for [`Vcpu::context`].
+    pub unsafe fn take_on_request(&self) -> bool {
+        if self.power() != Power::OnPending {
+            return false;
+        }
+        let req = self.on_request.lock();
+        // SAFETY: owning pCPU (function contract).
+        let ctx = unsafe { self.context() };
+        *ctx = VcpuContext::boot(req.0, req.1, 0, 0);
+        self.power.store(Power::On as u8, Ordering::Release);
+        true
+    }
+
+    /// PSCI CPU_OFF, from the vCPU itself.
+    pub fn power_off(&self) {
+        self.power.store(Power::Off as u8, Ordering::Release);
+    }
+
+    pub fn affinity_info(&self) -> i32 {
+        match self.power() {
+            Power::On => psci::AFFINITY_ON,
+            Power::Off => psci::AFFINITY_OFF,
+            Power::OnPending => psci::AFFINITY_ON_PENDING,
+        }
+    }
+}
+
+pub const NAME_LEN: usize = tessera_payload::NAME_LEN;
+
+pub struct Vm {
+    /// 1-based; also the stage-2 VMID.
+    pub id: u32,
+    name: [u8; NAME_LEN],
+    name_len: usize,
+    pub ram: GuestRam,
+    pub vttbr: u64,
+    pub vcpus: &'static [Vcpu],
+    /// `VmState` in bits 0-7, the exit status in bits 32-63: one atomic, so
+    /// the state and the status that goes with it change together.
+    state: AtomicU64,
+    pub console: Mutex<LineBuffer<200>>,
+}
+
+impl Vm {
+    pub fn new(id: u32, name: &str, ram: GuestRam, vttbr: u64, vcpus: &'static [Vcpu]) -> Self {
+        let mut n = [0u8; NAME_LEN];
+        let len = name.len().min(NAME_LEN);
+        n[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self {
+            id,
+            name: n,
+            name_len: len,
+            ram,
+            vttbr,
+            vcpus,
+            state: AtomicU64::new(VmState::Running as u64),
+            console: Mutex::new(LineBuffer::new()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        // Names are checked ASCII by the payload parser.
+        core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    }
+
+    pub fn state(&self) -> VmState {
+        match self.state.load(Ordering::Acquire) & 0xff {
+            0 => VmState::Running,
+            1 => VmState::Exited,
+            _ => VmState::Stopped,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == VmState::Running as u64
+    }
+
+    pub fn status(&self) -> u32 {
+        (self.state.load(Ordering::Acquire) >> 32) as u32
+    }
+
+    /// Ends the VM. Only the first caller wins (two vCPUs may fault at once);
+    /// returns whether this call ended it.
+    pub fn end(&self, how: VmState, status: u32) -> bool {
+        debug_assert!(how != VmState::Running);
+        let ended = how as u64 | (status as u64) << 32;
+        self.state.compare_exchange(VmState::Running as u64, ended, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Guest console bytes: complete lines go out labelled with the VM name.
+    pub fn console_write(&self, bytes: &[u8]) {
+        let name = self.name();
+        self.console.lock().push(bytes, |line| crate::console::vm_line(name, line));
+    }
+
+    pub fn console_flush(&self) {
+        let name = self.name();
+        self.console.lock().flush(|line| crate::console::vm_line(name, line));
+    }
+}
+
+/// Kicks a pCPU out of its guest or idle wait (a physical SGI on the
+/// target). Installed by the arch glue; a no-op in host tests.
+pub static KICK: Once<fn(u32)> = Once::new();
+
+pub fn kick(pcpu: u32) {
+    if let Some(k) = KICK.get() {
+        k(pcpu)
+    }
+}
+
+/// The dispatcher's view of the calling vCPU.
+pub struct CallerCtx<'a> {
+    pub vm: &'a Vm,
+    pub vcpu: &'a Vcpu,
+}
+
+impl crate::hypercall::Caller for CallerCtx<'_> {
+    fn vm_id(&self) -> u32 {
+        self.vm.id
+    }
+    fn vcpu_count(&self) -> u32 {
+        self.vm.vcpus.len() as u32
+    }
+    fn vcpu_index(&self) -> u32 {
+        self.vcpu.index
+    }
+    fn read_guest(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        self.vm.ram.read(ipa, buf)
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.vm.console_write(bytes)
+    }
+    fn cpu_on(&mut self, index: u32, entry: u32, context_id: u32) -> i32 {
+        let target = &self.vm.vcpus[index as usize];
+        let r = target.request_on(entry, context_id);
+        if r == psci::SUCCESS {
+            kick(target.pcpu);
+        }
+        r
+    }
+    fn affinity_info(&self, index: u32) -> i32 {
+        self.vm.vcpus[index as usize].affinity_info()
+    }
+    fn in_ram(&self, ipa: Ipa, len: u32) -> bool {
+        self.vm.ram.contains(ipa, len as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ram(buf: &mut [u8]) -> GuestRam {
+        GuestRam { ipa: Ipa(0x4000_0000), size: buf.len() as u64, pa: PhysAddr(0x4200_0000), host: buf.as_mut_ptr() }
+    }
+
+    #[test]
+    fn guest_ram_bounds() {
+        let mut buf = vec![0u8; 0x1000];
+        let r = ram(&mut buf);
+        assert!(r.write(Ipa(0x4000_0ffe), b"ok").is_ok());
+        let mut out = [0u8; 2];
+        r.read(Ipa(0x4000_0ffe), &mut out).unwrap();
+        assert_eq!(&out, b"ok");
+        assert!(r.read(Ipa(0x4000_0fff), &mut out).is_err(), "straddles the end");
+        assert!(r.read(Ipa(0x3fff_ffff), &mut out).is_err());
+        assert!(!r.contains(Ipa(0x4000_0001), u64::MAX), "no overflow");
+        assert!(r.contains(Ipa(0x4000_1000), 0));
+    }
+
+    #[test]
+    fn psci_power_states() {
+        let v = Vcpu::new(1, 0, None);
+        assert_eq!(v.affinity_info(), psci::AFFINITY_OFF);
+        assert_eq!(v.request_on(0x4000_8000, 5), psci::SUCCESS);
+        assert_eq!(v.request_on(0x4000_8000, 5), psci::ON_PENDING);
+        assert_eq!(v.affinity_info(), psci::AFFINITY_ON_PENDING);
+        // SAFETY: single-threaded test, we are the owner.
+        assert!(unsafe { v.take_on_request() });
+        // SAFETY: as above.
+        let ctx = unsafe { v.context() };
+        assert_eq!((ctx.regs.pc, ctx.regs.r[0], ctx.el1.sctlr), (0x4000_8000, 5, SCTLR_RESET));
+        assert_eq!(v.request_on(0, 0), psci::ALREADY_ON);
+        v.power_off();
+        assert_eq!(v.affinity_info(), psci::AFFINITY_OFF);
+        assert_eq!(v.request_on(0x4000_9000, 6), psci::SUCCESS, "can be started again");
+    }
+
+    #[test]
+    fn a_vm_ends_once() {
+        let mut buf = vec![0u8; 16];
+        let vcpus: &'static [Vcpu] = Box::leak(Box::new([Vcpu::new(0, 0, Some(VcpuContext::boot(0x4000_0000, 0, 0, 0)))]));
+        let vm = Vm::new(1, "hello", ram(&mut buf), 0, vcpus);
+        assert_eq!(vm.name(), "hello");
+        assert!(vm.is_running());
+        assert!(vm.end(VmState::Stopped, 9));
+        assert!(!vm.end(VmState::Exited, 0), "a second fault does not end it again");
+        assert_eq!((vm.state(), vm.status()), (VmState::Stopped, 9));
+    }
+}
