@@ -1,1 +1,242 @@
+//! The QEMU scenarios: what each one boots and what its console must show.
+//!
+//! Pure data and checking, no processes: `cargo xtask test` builds, packs and
+//! boots each scenario and hands the console lines to [`check`]. A scenario
+//! is a configuration (in `tests/configs/`), small guests, a deadline, and
+//! expectations a user would check by reading the console: how each VM
+//! ended, lines that must appear, lines that must not.
 
+pub mod console;
+
+use console::{Report, VmEnd};
+
+/// How a VM must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Exited by itself with this status.
+    Exit(u32),
+    /// Stopped by the hypervisor; the stop line contains this text.
+    Stopped(&'static str),
+}
+
+pub struct Scenario {
+    pub name: &'static str,
+    /// Configuration, relative to the workspace root.
+    pub config: &'static str,
+    pub deadline_secs: u64,
+    pub vms: &'static [(&'static str, Want)],
+    /// Lines (substrings of whole console lines) that must appear, in this order.
+    pub lines: &'static [&'static str],
+    /// Substrings no line may contain.
+    pub absent: &'static [&'static str],
+    /// Pairs of VMs whose lifetimes must overlap: the first VM's first
+    /// output line comes before the second VM's last, and vice versa.
+    pub overlap: &'static [(&'static str, &'static str)],
+}
+
+/// Never acceptable in any scenario.
+pub const ALWAYS_ABSENT: &[&str] = &["PANIC", "SURVIVED", "memory corrupted", "guest panic", "FAILED", "WRONG:"];
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "hello",
+        config: "tests/configs/hello.toml",
+        deadline_secs: 60,
+        vms: &[("hello", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"hello\" (id 1): 1 vCPU(s)",
+            "hello: cmdline: id=1 vcpus=1 greeting",
+            "hello: check SMCCC_VERSION: ok",
+            "hello: console write through the hypercall",
+            "hello: check TESSERA_VM_INFO: ok",
+            "hello: check unknown function id: ok",
+            "hello: 16 checks passed, 0 failed",
+            "tessera: vm \"hello\" (id 1): exited, status 0",
+            "tessera: all VMs have ended; powering off",
+        ],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
+        name: "two-vms-two-pcpus",
+        config: "tests/configs/two-pcpus.toml",
+        deadline_secs: 120,
+        vms: &[("left", Want::Exit(0)), ("right", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"left\": 1 vCPU(s) on pCPU 0",
+            "tessera: vm \"right\": 1 vCPU(s) on pCPU 1",
+            "tessera: pCPU 1 up",
+        ],
+        absent: &[],
+        overlap: &[("left", "right")],
+    },
+    Scenario {
+        name: "two-vms-one-pcpu",
+        config: "tests/configs/same-pcpu.toml",
+        deadline_secs: 120,
+        vms: &[("first", Want::Exit(0)), ("second", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"first\": 1 vCPU(s) on pCPU 0",
+            "tessera: vm \"second\": 1 vCPU(s) on pCPU 0",
+            "tessera: pCPU 1 has no vCPUs: left powered off",
+        ],
+        absent: &["tessera: pCPU 1 up"],
+        overlap: &[("first", "second")],
+    },
+    Scenario {
+        name: "hostile-unmapped",
+        config: "tests/configs/hostile-unmapped.toml",
+        deadline_secs: 90,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Stopped("read from IPA 0x20000000 (no stage-2 mapping"))],
+        lines: &["hostile: hostile case unmapped", "peer: memory intact"],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
+        name: "hostile-hypervisor-memory",
+        config: "tests/configs/hostile-hypervisor.toml",
+        deadline_secs: 90,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Stopped("write to IPA 0x40200000 (no stage-2 mapping"))],
+        lines: &["hostile: hostile case hypervisor", "peer: memory intact"],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
+        name: "hostile-other-vm-memory",
+        config: "tests/configs/hostile-other-vm.toml",
+        deadline_secs: 90,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Stopped("write to IPA 0x41200000 (no stage-2 mapping"))],
+        // The attack aims at the peer's real RAM: the boot log must place it there.
+        lines: &["tessera: vm \"peer\" (id 1): 1 vCPU(s), 16 MiB RAM at IPA 0x40000000 (PA 0x41200000)", "hostile: writing to 0x41200000", "peer: memory intact"],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
+        name: "hostile-hypercall-arguments",
+        config: "tests/configs/hostile-bad-args.toml",
+        deadline_secs: 90,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0))],
+        lines: &[
+            "hostile: refused as documented: console buffer outside RAM -> -4",
+            "hostile: refused as documented: console length 1 MiB -> -3",
+            "hostile: refused as documented: unknown Tessera function -> -1",
+            "hostile: refused as documented: firmware SYSTEM_OFF through SMC -> -1",
+            "hostile: still running after 11 hostile calls",
+            "peer: memory intact",
+        ],
+        absent: &[],
+        overlap: &[],
+    },
+];
+
+/// Checks a scenario's console. `Err` says what a user would have seen wrong.
+pub fn check(s: &Scenario, lines: &[String], qemu_status: Option<i32>, timed_out: bool) -> Result<(), String> {
+    let report = Report::parse(lines);
+    let mut problems = Vec::new();
+    if timed_out {
+        problems.push(format!("did not finish within {} s", s.deadline_secs));
+    }
+    if let Some(p) = &report.panic {
+        problems.push(format!("hypervisor panic: {p}"));
+    }
+    if let Some(e) = &report.boot_error {
+        problems.push(format!("boot refused: {e}"));
+    }
+    if !timed_out && qemu_status != Some(0) {
+        problems.push(format!("QEMU exit status {qemu_status:?}, expected 0"));
+    }
+    for (vm, want) in s.vms {
+        match (report.end_of(vm), want) {
+            (Some(VmEnd::Exited(got)), Want::Exit(st)) if got == *st => {}
+            (Some(VmEnd::Stopped(reason)), Want::Stopped(frag)) if reason.contains(frag) => {}
+            (got, _) => problems.push(format!("vm \"{vm}\": expected {want:?}, got {got:?}")),
+        }
+    }
+    let mut from = 0;
+    for want in s.lines {
+        match lines[from..].iter().position(|l| l.contains(want)) {
+            Some(i) => from += i + 1,
+            None => {
+                let anywhere = lines.iter().any(|l| l.contains(want));
+                problems.push(format!("missing line {want:?}{}", if anywhere { " (present, but out of order)" } else { "" }));
+            }
+        }
+    }
+    for bad in s.absent.iter().chain(ALWAYS_ABSENT) {
+        if let Some(l) = lines.iter().find(|l| l.contains(bad)) {
+            problems.push(format!("unexpected line: {l}"));
+        }
+    }
+    for (a, b) in s.overlap {
+        let span = |vm: &str| {
+            let prefix = format!("{vm}: ");
+            let idx: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.starts_with(&prefix)).map(|(i, _)| i).collect();
+            Some((*idx.first()?, *idx.last()?))
+        };
+        match (span(a), span(b)) {
+            (Some((a0, a1)), Some((b0, b1))) if a0 < b1 && b0 < a1 => {}
+            (sa, sb) => problems.push(format!("VMs {a} and {b} did not run at the same time (line spans {sa:?} and {sb:?})")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    const HOSTILE: Scenario = Scenario {
+        name: "t",
+        config: "",
+        deadline_secs: 1,
+        vms: &[("peer", Want::Exit(0)), ("bad", Want::Stopped("IPA 0x20000000"))],
+        lines: &["peer: a", "peer: b"],
+        absent: &["oops"],
+        overlap: &[("peer", "bad")],
+    };
+
+    #[test]
+    fn a_good_log_passes() {
+        let log = lines(
+            "tessera: start\npeer: a\nbad: x\npeer: b\n\
+             tessera: error: vm \"bad\" vCPU 0 stopped: read from IPA 0x20000000 (no stage-2 mapping); PC 0x40000010, HSR 0x93000006 (EC 0x24)\n\
+             tessera: vm \"bad\" (id 2): stopped by the hypervisor\n\
+             peer: c\ntessera: vm \"peer\" (id 1): exited, status 0",
+        );
+        assert_eq!(check(&HOSTILE, &log, Some(0), false), Ok(()));
+    }
+
+    #[test]
+    fn each_kind_of_problem_is_reported() {
+        let log = lines("peer: b\npeer: a\noops\ntessera: vm \"peer\" (id 1): exited, status 3\ntessera: PANIC on pCPU 0: x");
+        let e = check(&HOSTILE, &log, Some(1), false).unwrap_err();
+        for want in [
+            "hypervisor panic",
+            "QEMU exit status Some(1)",
+            "vm \"peer\": expected Exit(0), got Some(Exited(3))",
+            "vm \"bad\": expected Stopped",
+            "missing line \"peer: b\" (present, but out of order)",
+            "unexpected line: oops",
+            "did not run at the same time",
+        ] {
+            assert!(e.contains(want), "{want:?} not in {e}");
+        }
+        assert!(check(&HOSTILE, &[], None, true).unwrap_err().contains("did not finish"));
+    }
+
+    #[test]
+    fn scenarios_name_existing_configs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        for s in SCENARIOS {
+            assert!(root.join(s.config).exists(), "{}: {} missing", s.name, s.config);
+        }
+    }
+}

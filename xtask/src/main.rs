@@ -1,8 +1,64 @@
+//! `cargo xtask <verb>`: Tessera's one entry point for developers and CI.
+//!
+//! - `setup`           install what is missing: apt packages, the armv7a-none-eabi target
+//! - `build`           build the hypervisor and the test guests for armv7a-none-eabi
+//! - `run [CONFIG]`    set up, build, pack CONFIG (default: examples/hello.toml), boot it in QEMU
+//! - `test`            every test: host unit tests, then the QEMU scenarios
+//! - `bench`           micro-benchmarks under QEMU -icount (instruction counts)
+//! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml
+mod bench;
+mod build;
 mod config;
 mod dtb;
 mod elf_image;
 mod kernel;
+mod outcome;
 mod pack;
+mod qemu;
+mod scenarios;
+mod setup;
 #[cfg(test)]
 mod testutil;
-fn main(){}
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}
+
+pub const DEFAULT_CONFIG: &str = "examples/hello.toml";
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: cargo xtask <verb>\n\
+         \n  setup          install what is missing (apt packages, the armv7a-none-eabi target)\
+         \n  build          build the hypervisor and the test guests\
+         \n  run [CONFIG]   build, pack and boot CONFIG in QEMU (default: {DEFAULT_CONFIG})\
+         \n  test           run every test: host unit tests and QEMU scenarios\
+         \n  bench          micro-benchmarks under QEMU -icount\
+         \n  gen-abi        regenerate the hypercall ABI files from hypercall-abi/abi.toml"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("build") => setup::run().and_then(|_| build::all().map(|_| ())),
+        Some("run") => outcome::run_verb(args.get(1).map(String::as_str).unwrap_or(DEFAULT_CONFIG)),
+        Some("test") => scenarios::test_verb(),
+        Some("bench") => bench::run(),
+        Some("gen-abi") => build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]),
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

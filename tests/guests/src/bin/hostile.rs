@@ -1,0 +1,90 @@
+//! A hostile guest. `case=<name>` in the boot arguments picks one attack:
+//!
+//! - `unmapped`: reads an IPA nothing is mapped at (0x2000_0000).
+//! - `hypervisor`: writes to 0x4020_0000, where the hypervisor's image sits
+//!   in physical memory (this VM has 2 MiB of RAM, so that is past its end).
+//! - `other-vm`: writes to `target=` (the physical address of the other VM's
+//!   RAM, which the scenario reads from the hypervisor's boot log).
+//! - `bad-args`: hypercalls with hostile arguments; each must come back
+//!   with its documented error, and the VM exits 0.
+//!
+//! The faulting cases must never get past their access: the hypervisor
+//! stops the VM. If one does, the guest says so and exits 3.
+#![no_std]
+#![no_main]
+
+use guest_rt::println;
+use tessera_guest::abi::{psci, Error, Function};
+
+guest_rt::guest_main!(main);
+
+fn main() -> u32 {
+    let case = guest_rt::arg("case").unwrap_or("none");
+    println!("hostile case {case}");
+    match case {
+        "unmapped" => {
+            // SAFETY: deliberately hostile; the hypervisor must stop us here.
+            let v = unsafe { core::ptr::read_volatile(0x2000_0000 as *const u32) };
+            println!("SURVIVED read of unmapped IPA: {v:#x}");
+            3
+        }
+        "hypervisor" => {
+            // SAFETY: deliberately hostile.
+            unsafe { core::ptr::write_volatile(0x4020_0000 as *mut u32, 0xdead_beef) };
+            println!("SURVIVED write to the hypervisor's address");
+            3
+        }
+        "other-vm" => {
+            let target = guest_rt::arg_u32("target", 0x4120_0000);
+            println!("writing to {target:#010x}");
+            // SAFETY: deliberately hostile.
+            unsafe { core::ptr::write_volatile(target as *mut u32, 0xdead_beef) };
+            println!("SURVIVED write to another VM's memory");
+            3
+        }
+        "bad-args" => bad_args(),
+        other => {
+            println!("unknown case {other}");
+            4
+        }
+    }
+}
+
+fn raw(fid: u32, a1: u32, a2: u32, a3: u32) -> i32 {
+    // SAFETY: deliberately hostile arguments; the hypervisor must refuse them.
+    unsafe { tessera_guest::hvc::hvc_call(fid, a1, a2, a3)[0] as i32 }
+}
+
+fn smc(fid: u32) -> i32 {
+    let r0: u32;
+    // SAFETY: a guest trying to reach the board firmware directly.
+    unsafe { core::arch::asm!(".arch_extension sec", "smc #0", inout("r0") fid => r0, out("r1") _, out("r2") _, out("r3") _) };
+    r0 as i32
+}
+
+fn bad_args() -> u32 {
+    let mut failed = 0;
+    let mut expect = |what: &str, got: i32, want: i32| {
+        if got == want {
+            println!("refused as documented: {what} -> {got}");
+        } else {
+            println!("WRONG: {what} -> {got}, expected {want}");
+            failed += 1;
+        }
+    };
+    let cw = Function::ConsoleWrite.id();
+    let ram_end = 0x4000_0000u32 + guest_rt::arg_u32("ram_mib", 2) * 1024 * 1024;
+    expect("console buffer outside RAM", raw(cw, 0x4800_0000, 16, 0), Error::InvalidAddress.code());
+    expect("console buffer straddling the end of RAM", raw(cw, ram_end - 8, 16, 0), Error::InvalidAddress.code());
+    expect("console buffer wrapping around 4 GiB", raw(cw, 0xffff_fff0, 0x20, 0), Error::InvalidAddress.code());
+    expect("console length 1 MiB", raw(cw, 0x4000_0000, 1 << 20, 0), Error::InvalidParameter.code());
+    expect("console length 0xffffffff", raw(cw, 0x4000_0000, u32::MAX, 0), Error::InvalidParameter.code());
+    expect("unknown Tessera function", raw(0x8600_0fff, 0, 0, 0), Error::NotSupported.code());
+    expect("unknown SMC64 function", raw(0xc600_0000, 0, 0, 0), Error::NotSupported.code());
+    expect("PSCI CPU_ON of vCPU 5 (VM has 1)", raw(Function::PsciCpuOn.id(), 5, 0x4000_0000, 0), psci::INVALID_PARAMETERS);
+    expect("PSCI CPU_ON at an entry outside RAM", raw(Function::PsciCpuOn.id(), 0, 0x1000, 0), psci::INVALID_ADDRESS);
+    expect("PSCI AFFINITY_INFO of vCPU 7", raw(Function::PsciAffinityInfo.id(), 7, 0, 0), psci::INVALID_PARAMETERS);
+    expect("firmware SYSTEM_OFF through SMC", smc(Function::PsciSystemOff.id()), Error::NotSupported.code());
+    println!("still running after {} hostile calls", 11);
+    if failed == 0 { 0 } else { 1 }
+}

@@ -1,0 +1,159 @@
+//! `cargo xtask test`: every test. Host unit tests first (cargo test), then
+//! the checks that need the target build: bad configurations, corrupt
+//! images, and the QEMU scenarios of `tests/src/lib.rs`. Ends with the line
+//! `N passed, N failed` for the scenarios.
+
+use crate::{build, elf_image, outcome, pack, qemu, root, setup};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tessera_scenarios::{check, SCENARIOS};
+
+struct Tally {
+    passed: u32,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, r: Result<(), String>, secs: f64) {
+        match r {
+            Ok(()) => {
+                self.passed += 1;
+                println!("scenario {name} ... ok ({secs:.1} s)");
+            }
+            Err(e) => {
+                println!("scenario {name} ... FAILED ({secs:.1} s): {e}");
+                self.failed.push(name.to_string());
+            }
+        }
+    }
+}
+
+pub fn test_verb() -> Result<(), String> {
+    let start = Instant::now();
+    setup::run()?;
+    build::cargo(&["test", "--workspace", "--exclude", "test-guests"])?;
+    let hyp = build::all()?;
+    let mut t = Tally { passed: 0, failed: Vec::new() };
+    bad_configs(&hyp, &mut t)?;
+    corrupt_images(&hyp, &mut t)?;
+    only_filter(&mut t, &hyp)?;
+    println!("\nQEMU and packer scenarios: {} in {:.0} s", t.passed as usize + t.failed.len(), start.elapsed().as_secs_f64());
+    println!("{} passed, {} failed", t.passed, t.failed.len());
+    if t.failed.is_empty() { Ok(()) } else { Err(format!("failed: {}", t.failed.join(", "))) }
+}
+
+fn only_filter(t: &mut Tally, hyp: &Path) -> Result<(), String> {
+    let only = std::env::var("TESSERA_SCENARIO").ok();
+    for s in SCENARIOS.iter().filter(|s| only.as_deref().is_none_or(|o| s.name.contains(o))) {
+        let t0 = Instant::now();
+        let r = run_scenario(s, hyp);
+        t.record(s.name, r, t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), String> {
+    let packed = pack::pack(&root().join(s.config), hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+    let c = qemu::boot(&qemu::Boot {
+        image: &packed.image,
+        pcpus: packed.pcpus,
+        memory_mib: packed.memory_mib,
+        deadline: Duration::from_secs(s.deadline_secs),
+        echo: std::env::var_os("TESSERA_ECHO").is_some(),
+        icount: false,
+    })?;
+    let r = check(s, &c.lines, c.status, c.timed_out);
+    if r.is_err() {
+        // Show the console of a failed scenario: that is what a developer needs.
+        println!("--- console of {} ---", s.name);
+        for l in &c.lines {
+            println!("    {l}");
+        }
+        println!("--- end of console ---");
+    }
+    r
+}
+
+/// Every file in tests/configs/bad is refused before QEMU starts, with the
+/// fragment its first line names, and the error names the file.
+fn bad_configs(hyp: &Path, t: &mut Tally) -> Result<(), String> {
+    let dir = root().join("tests/configs/bad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let out = outcome::out_dir().join("bad");
+    for f in files {
+        let t0 = Instant::now();
+        let name = format!("bad-config/{}", f.file_stem().unwrap().to_string_lossy());
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect:")).map(str::trim);
+        let r = match (expect, pack::pack(&f, hyp, &out)) {
+            (None, _) => Err("first line must be `# expect: <fragment>`".to_string()),
+            (_, Ok(_)) => Err("was accepted".to_string()),
+            (Some(frag), Err(e)) => {
+                let msg = e.to_string();
+                let file = f.file_name().unwrap().to_string_lossy();
+                if msg.contains(frag) && msg.contains(file.as_ref()) && !msg.contains('\n') {
+                    println!("    {msg}");
+                    Ok(())
+                } else {
+                    Err(format!("refused with {msg:?}, expected one line naming {file} and containing {frag:?}"))
+                }
+            }
+        };
+        t.record(&name, r, t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// A corrupt or truncated payload is refused by the hypervisor at boot,
+/// with a clear line, and QEMU ends with a failure status.
+fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
+    let cfg = crate::config::load(&root().join("tests/configs/hello.toml")).map_err(|e| e.to_string())?;
+    let payload = pack::build_payload(&cfg).map_err(|e| e.to_string())?;
+    let hyp_elf = std::fs::read(hyp).map_err(|e| format!("{}: {e}", hyp.display()))?;
+    let mut flipped = payload.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let mut truncated = payload.clone();
+    truncated.truncate(payload.len() - 16);
+    let mut bad_magic = payload.clone();
+    bad_magic[0] = b'X';
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("corrupt-image/bit-flip", flipped, "payload checksum mismatch"),
+        ("corrupt-image/truncated", truncated, "payload truncated"),
+        ("corrupt-image/not-a-payload", bad_magic, "no payload magic"),
+    ];
+    let dir = outcome::out_dir().join("corrupt");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for (name, bytes, want) in cases {
+        let t0 = Instant::now();
+        let image = dir.join(format!("{}.elf", name.replace('/', "-")));
+        let elf = elf_image::write_bootable_elf(&hyp_elf, &bytes, pack::PAYLOAD_BASE)?;
+        std::fs::write(&image, elf).map_err(|e| e.to_string())?;
+        let c = qemu::boot(&qemu::Boot {
+            image: &image,
+            pcpus: 1,
+            memory_mib: 128,
+            deadline: Duration::from_secs(30),
+            echo: false,
+            icount: false,
+        })?;
+        let report = tessera_scenarios::console::Report::parse(&c.lines);
+        let r = match (&report.boot_error, c.status) {
+            (Some(e), Some(st)) if e.contains(want) && st != 0 => {
+                println!("    tessera: error: {e} (QEMU status {st})");
+                Ok(())
+            }
+            _ => Err(format!(
+                "expected a refusal containing {want:?} and a failure status; got {:?}, status {:?}, console: {:?}",
+                report.boot_error, c.status, c.lines
+            )),
+        };
+        t.record(name, r, t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

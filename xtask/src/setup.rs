@@ -1,0 +1,59 @@
+//! Installs what a fresh machine lacks, and nothing it already has: the
+//! Debian packages (QEMU, the bare-metal Arm toolchain the ABI's C test
+//! uses) and the Rust target. Safe to run again; fast when all is there.
+
+use std::process::Command;
+
+/// (command that proves it is there, Debian package)
+const TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-arm", "qemu-system-arm"),
+    ("arm-none-eabi-gcc", "gcc-arm-none-eabi"),
+    ("arm-none-eabi-objdump", "binutils-arm-none-eabi"),
+    ("cc", "gcc"),
+    ("c++", "g++"),
+];
+/// Files some packages must provide (QEMU's default NIC ROM).
+const FILES: &[(&str, &str)] = &[("/usr/share/qemu/efi-virtio.rom", "ipxe-qemu")];
+
+pub const TARGET: &str = "armv7a-none-eabi";
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
+}
+
+pub fn run() -> Result<(), String> {
+    let mut missing: Vec<&str> = TOOLS.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    missing.extend(FILES.iter().filter(|(f, _)| !std::path::Path::new(f).exists()).map(|(_, p)| *p));
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = targets.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET));
+    if !installed {
+        eprintln!("xtask: adding the Rust target {TARGET}");
+        let st = Command::new("rustup").args(["target", "add", TARGET]).status().map_err(|e| format!("rustup: {e}"))?;
+        if !st.success() {
+            return Err(format!("`rustup target add {TARGET}` failed"));
+        }
+    }
+    Ok(())
+}
+
+pub fn apt_install(pkgs: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: installing {}", pkgs.join(" "));
+    let sudo = if unsafe_is_root() { "" } else { "sudo " };
+    let script = format!(
+        "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq --no-install-recommends {}",
+        pkgs.join(" ")
+    );
+    let st = Command::new("sh").args(["-c", &script]).status().map_err(|e| format!("apt-get: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("installing {} with apt-get failed", pkgs.join(" ")))
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
