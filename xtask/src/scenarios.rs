@@ -124,7 +124,7 @@ fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
     bad_magic[0] = b'X';
     let cases: [(&str, Vec<u8>, &str); 3] = [
         ("corrupt-image/bit-flip", flipped, "payload checksum mismatch"),
-        ("corrupt-image/truncated", truncated, "payload truncated"),
+        ("corrupt-image/truncated", truncated, "the image is corrupt or truncated"),
         ("corrupt-image/not-a-payload", bad_magic, "no payload magic"),
     ];
     let dir = outcome::out_dir().join("corrupt");

@@ -12,8 +12,6 @@ const TOOLS: &[(&str, &str)] = &[
     ("cc", "gcc"),
     ("c++", "g++"),
 ];
-/// Files some packages must provide (QEMU's default NIC ROM).
-const FILES: &[(&str, &str)] = &[("/usr/share/qemu/efi-virtio.rom", "ipxe-qemu")];
 
 pub const TARGET: &str = "armv7a-none-eabi";
 
@@ -22,8 +20,9 @@ fn have(cmd: &str) -> bool {
 }
 
 pub fn run() -> Result<(), String> {
-    let mut missing: Vec<&str> = TOOLS.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
-    missing.extend(FILES.iter().filter(|(f, _)| !std::path::Path::new(f).exists()).map(|(_, p)| *p));
+    // QEMU runs with `-nic none` and MMIO devices only, so its option ROMs
+    // (ipxe-qemu) are not needed.
+    let missing: Vec<&str> = TOOLS.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
@@ -41,7 +40,7 @@ pub fn run() -> Result<(), String> {
 
 pub fn apt_install(pkgs: &[&str]) -> Result<(), String> {
     eprintln!("xtask: installing {}", pkgs.join(" "));
-    let sudo = if unsafe_is_root() { "" } else { "sudo " };
+    let sudo = if is_root() { "" } else { "sudo " };
     let script = format!(
         "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq --no-install-recommends {}",
         pkgs.join(" ")
@@ -54,6 +53,6 @@ pub fn apt_install(pkgs: &[&str]) -> Result<(), String> {
     }
 }
 
-fn unsafe_is_root() -> bool {
+fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

@@ -138,7 +138,7 @@ impl fmt::Display for PayloadError {
             Self::BadMagic => write!(f, "no payload magic (not a Tessera image?)"),
             Self::BadVersion(v) => write!(f, "payload format version {v} unknown (expected {VERSION})"),
             Self::BadChecksum { stored, computed } => {
-                write!(f, "payload checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+                write!(f, "payload checksum mismatch, the image is corrupt or truncated: stored {stored:#010x}, computed {computed:#010x}")
             }
             Self::BadField { vm: Some(i), field, value } => {
                 write!(f, "VM entry {i}: field {field} has invalid value {value:#x}")
