@@ -394,6 +394,7 @@ fn drain_interrupts() {
 /// HSR exception classes (Arm ARM B3.13.6).
 mod ec {
     pub const WFI_WFE: u32 = 0x01;
+    pub const FP_ACCESS: u32 = 0x07;
     pub const HVC: u32 = 0x12;
     pub const SMC: u32 = 0x13;
     pub const PABT_LOWER: u32 = 0x20;
@@ -437,6 +438,10 @@ fn handle_trap(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> N
                     Next::Reschedule
                 }
             }
+        }
+        ec::FP_ACCESS => {
+            stop_vm(vm, vcpu, ctx.regs.pc, t.hsr, format_args!("used VFP/Advanced SIMD, which Tessera does not switch between vCPUs yet"));
+            Next::Reschedule
         }
         ec::PABT_LOWER => {
             let ipa = mmio::fault_ipa(t.hpfar, t.hifar);

@@ -89,6 +89,11 @@ pub const HCR_GUEST: u32 =
 /// physical timer (PL1PCEN = 0): guests get the virtual timer.
 const CNTHCTL_VALUE: u32 = 1 << 0;
 
+/// HCPTR: RES1 bits, plus TCP10/TCP11: guest VFP/Advanced SIMD use traps.
+/// The hypervisor does not switch that state between vCPUs yet, so a guest
+/// using it is stopped rather than allowed to see another VM's registers.
+const HCPTR_VALUE: u32 = 0x33ff | (1 << 10) | (1 << 11);
+
 /// Per-pCPU HYP configuration for running guests.
 pub fn init_hyp_regs() {
     // SAFETY: these registers only configure how guests are trapped and
@@ -96,7 +101,7 @@ pub fn init_hyp_regs() {
     unsafe {
         HCR::write(HCR_GUEST);
         HSTR::write(0);
-        HCPTR::write(0x33ff); // RES1 bits only: no coprocessor traps
+        HCPTR::write(HCPTR_VALUE);
         CNTHCTL::write(CNTHCTL_VALUE);
         CNTVOFF::write(0);
         VTCR::write(stage2::VTCR);
