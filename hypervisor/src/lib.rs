@@ -10,6 +10,7 @@
 pub mod addr;
 pub mod console;
 pub mod context;
+pub mod devices;
 pub mod hypercall;
 pub mod mm;
 pub mod mmio;
