@@ -21,7 +21,9 @@ pub enum Level {
 }
 
 static SINK: Once<fn(&[u8])> = Once::new();
-static LOCK: Mutex<()> = Mutex::new(());
+/// Serialises output; holds the id of the source whose line is still open
+/// on the terminal (a VM's partial line, such as a shell prompt), if any.
+static LOCK: Mutex<Option<u32>> = Mutex::new(None);
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Installs the byte sink. Called once at boot.
@@ -52,7 +54,10 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
         return;
     }
     let Some(&sink) = SINK.get() else { return };
-    let _g = LOCK.lock();
+    let mut open = LOCK.lock();
+    if open.take().is_some() {
+        sink(b"\n");
+    }
     let tag = match level {
         Level::Error => "tessera: error: ",
         Level::Warn => "tessera: warning: ",
@@ -63,14 +68,32 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     sink(b"\n");
 }
 
-/// Prints one line for a VM: `name: line`.
-pub fn vm_line(name: &str, line: &[u8]) {
+/// Prints VM output labelled `name: `. `complete` ends the line; otherwise
+/// it stays open, and more output from the same source continues it
+/// without a new label (a prompt, then what the user types). `source` is a
+/// non-zero id unique to the VM.
+pub fn vm_output(source: u32, name: &str, bytes: &[u8], complete: bool) {
     let Some(&sink) = SINK.get() else { return };
-    let _g = LOCK.lock();
-    sink(name.as_bytes());
-    sink(b": ");
-    sink(line);
-    sink(b"\n");
+    let mut open = LOCK.lock();
+    match *open {
+        Some(s) if s == source => {}
+        Some(_) => {
+            sink(b"\n");
+            sink(name.as_bytes());
+            sink(b": ");
+        }
+        None => {
+            sink(name.as_bytes());
+            sink(b": ");
+        }
+    }
+    sink(bytes);
+    if complete {
+        sink(b"\n");
+        *open = None;
+    } else {
+        *open = Some(source);
+    }
 }
 
 /// For the panic path: print even if another CPU died holding the lock.
@@ -80,6 +103,7 @@ pub fn emergency(args: fmt::Arguments<'_>) {
     // and no code runs after the panic handler that relies on the lock.
     unsafe { LOCK.force_unlock() };
     let _g = LOCK.lock();
+    sink(b"\n");
     let _ = SinkWriter(sink).write_fmt(args);
     sink(b"\n");
 }
@@ -126,7 +150,11 @@ impl<const N: usize> LineBuffer<N> {
         }
     }
 
-    /// Emits what is left (at VM exit).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Emits what is buffered (a partial line, or what is left at VM exit).
     pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
         if self.len > 0 {
             emit(&self.buf[..self.len]);

@@ -73,6 +73,42 @@ pub struct El1State {
     pub cntv_cval: u64,
 }
 
+/// The most list registers a GICv2 hypervisor interface has.
+pub const MAX_LRS: usize = 16;
+
+/// A vCPU's virtual CPU interface (GICH) while it is not loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GichState {
+    pub hcr: u32,
+    pub vmcr: u32,
+    pub apr: u32,
+    pub lr: [u32; MAX_LRS],
+}
+
+impl Default for GichState {
+    fn default() -> Self {
+        // Virtual CPU interface enabled (GICH_HCR.En), nothing in flight.
+        Self { hcr: 1, vmcr: 0, apr: 0, lr: [0; MAX_LRS] }
+    }
+}
+
+/// VFP/Advanced SIMD registers: d0-d31, FPSCR, FPEXC (layout used by the
+/// arch switch code).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct FpState {
+    pub d: [u64; 32],
+    pub fpscr: u32,
+    pub fpexc: u32,
+}
+
+impl Default for FpState {
+    fn default() -> Self {
+        Self { d: [0; 32], fpscr: 0, fpexc: 0 }
+    }
+}
+
 /// CPSR mode and mask bits.
 pub mod psr {
     pub const MODE_MASK: u32 = 0x1f;

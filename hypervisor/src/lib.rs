@@ -15,6 +15,7 @@ pub mod hypercall;
 pub mod mm;
 pub mod mmio;
 pub mod sched;
+pub mod vgic;
 pub mod vm;
 
 #[cfg(target_arch = "arm")]

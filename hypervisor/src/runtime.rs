@@ -9,21 +9,23 @@
 extern crate alloc;
 
 use crate::addr::{Ipa, PhysAddr, BLOCK_2M, PAGE_SIZE};
-use crate::arch::{self, gic, mmu, psci, timer, Exit};
+use crate::arch::gic::Gich;
+use crate::arch::{self, gic, mmu, psci, timer, vfp, Exit};
 use crate::hypercall::{self, Action};
 use crate::mm::frame::FrameAllocator;
 use crate::mm::stage2::{Access, MemType, Stage2, TableMem};
-use crate::mmio::{self, DataAbort, MmioBus};
+use crate::mmio::{self, DataAbort};
 use crate::platform::qemu_virt::{self as board, Board};
 use crate::sched::{self, RunQueue};
-use crate::vm::{CallerCtx, GuestRam, Power, Vcpu, VcpuContext, Vm, VmState};
+use crate::vgic::{PPI_MAINTENANCE, PPI_VTIMER};
+use crate::vm::{guest_map, BootImage, CallerCtx, GuestRam, Power, Vcpu, VcpuContext, Vm, VmState};
 use crate::{console, error, info, warn};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use spin::Once;
-use tessera_payload::Payload;
+use tessera_payload::{Payload, RegionKind};
 
 const MAX_CPUS: usize = arch::MAX_CPUS;
 const MAX_QUEUE: usize = 64;
@@ -34,8 +36,17 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 static mut HEAP_SPACE: [u8; HEAP_SIZE] = [0; HEAP_SIZE];
 
 static VMS: Once<&'static [Vm]> = Once::new();
+static PAYLOAD: Once<Payload<'static>> = Once::new();
 static RUNNING_VMS: AtomicU32 = AtomicU32::new(0);
 static SLICE_TICKS: AtomicU32 = AtomicU32::new(0);
+/// Set by `kick`: the pCPU must go back to its scheduler.
+static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The VM that console input goes to, and the escape state of the input.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+static ESCAPED: AtomicBool = AtomicBool::new(false);
+static UART_IRQ: AtomicU32 = AtomicU32::new(0);
+/// Console input: this byte, then a VM's number (1-9), moves the input.
+const ESCAPE: u8 = 0x1c; // Ctrl-\
 
 /// A vCPU by position: VM index, vCPU index.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -46,8 +57,10 @@ struct VcpuRef {
 
 struct PerCpu {
     queue: RunQueue<VcpuRef, MAX_QUEUE>,
-    /// The vCPU whose PL1 state is in this pCPU's registers.
+    /// The vCPU whose PL1 and GIC state is in this pCPU's registers.
     loaded: Option<VcpuRef>,
+    /// The vCPU whose VFP registers are live (switched lazily).
+    fp_owner: Option<VcpuRef>,
 }
 
 struct PerCpuCell(UnsafeCell<PerCpu>);
@@ -57,7 +70,7 @@ struct PerCpuCell(UnsafeCell<PerCpu>);
 unsafe impl Sync for PerCpuCell {}
 
 static PERCPU: [PerCpuCell; MAX_CPUS] =
-    [const { PerCpuCell(UnsafeCell::new(PerCpu { queue: RunQueue::new(), loaded: None })) }; MAX_CPUS];
+    [const { PerCpuCell(UnsafeCell::new(PerCpu { queue: RunQueue::new(), loaded: None, fp_owner: None })) }; MAX_CPUS];
 
 /// # Safety
 /// Only pCPU `cpu` itself (or the boot pCPU before the others start).
@@ -76,9 +89,65 @@ fn resolve(r: VcpuRef) -> (&'static Vm, &'static Vcpu) {
     (vm, &vm.vcpus[r.vcpu as usize])
 }
 
-fn runnable(r: VcpuRef) -> bool {
+fn this_cpu() -> usize {
+    // QEMU virt numbers cores by Aff0 within one cluster.
+    (arch::mpidr() & 0xff) as usize
+}
+
+/// Makes pCPU `pcpu` look at its run queue again: at once if it is this
+/// one, with an SGI otherwise.
+fn kick(pcpu: u32) {
+    if let Some(f) = NEED_RESCHED.get(pcpu as usize) {
+        f.store(true, Ordering::Release);
+        if pcpu as usize != this_cpu() {
+            gic::kick(pcpu);
+        }
+    }
+}
+
+/// Can vCPU `r` run now? Called on its owning pCPU `cpu`. A blocked vCPU
+/// (WFI) becomes runnable when an interrupt is pending for it, including
+/// its virtual timer expiring while it was descheduled.
+fn runnable(cpu: usize, r: VcpuRef) -> bool {
     let (vm, vcpu) = resolve(r);
-    vm.is_running() && vcpu.power() != Power::Off
+    if !vm.is_running() {
+        return false;
+    }
+    match vcpu.power() {
+        Power::Off => false,
+        Power::OnPending => true,
+        Power::On => {
+            if !vcpu.blocked.load(Ordering::Acquire) {
+                return true;
+            }
+            let idx = vcpu.index as usize;
+            let Some(g) = vm.vgic.cpu(idx) else { return true };
+            if g.work.load(Ordering::Acquire) || vm.vgic.deliverable(idx, g) {
+                return true;
+            }
+            // SAFETY: this pCPU owns `r`.
+            let loaded = unsafe { percpu(cpu) }.loaded == Some(r);
+            if !loaded && timer_deadline(vm, vcpu).is_some_and(|d| timer::counter() >= d) {
+                vm.vgic.raise_timer(idx);
+                return true;
+            }
+            false
+        }
+    }
+}
+
+/// When a descheduled vCPU's virtual timer fires, in physical counter
+/// ticks; None if it is off, masked, or already delivered.
+fn timer_deadline(vm: &Vm, vcpu: &Vcpu) -> Option<u64> {
+    let g = vm.vgic.cpu(vcpu.index as usize)?;
+    if g.timer_in_flight.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: only called on the vCPU's owning pCPU, for a vCPU that is not
+    // loaded (its saved state is current).
+    let el1 = unsafe { &vcpu.context().el1 };
+    // CNTV_CTL: ENABLE (bit 0) set, IMASK (bit 1) clear.
+    (el1.cntv_ctl & 3 == 1).then(|| el1.cntv_cval.wrapping_add(vm.cntvoff))
 }
 
 #[unsafe(no_mangle)]
@@ -88,7 +157,7 @@ extern "C" fn tessera_cpu_entry(cpu: u32, dtb: u32) -> ! {
     } else {
         mmu::enable();
         mmu::init_hyp_regs();
-        gic::init_cpu(cpu as usize);
+        init_cpu_interrupts(cpu as usize);
         info!("pCPU {cpu} up");
         cpu_loop(cpu as usize)
     }
@@ -130,10 +199,12 @@ fn boot_primary(dtb_hint: u32) -> ! {
     mmu::init_hyp_regs();
     board::probe_pvpanic(&b);
     gic::init_distributor(b.gicd, b.gicc);
-    gic::init_cpu(0);
+    gic::init_gich(b.gich);
+    init_cpu_interrupts(0);
+    crate::vm::CLOCK.call_once(|| timer::counter);
     SLICE_TICKS.store(timer::frequency() / 100, Ordering::Relaxed); // 10 ms
 
-    let payload = load_payload(&b);
+    let payload = PAYLOAD.call_once(|| load_payload(&b));
     if payload.pcpus as usize > b.cpus {
         fatal(format_args!("the image was packed for {} pCPUs but the board has {}", payload.pcpus, b.cpus));
     }
@@ -145,11 +216,21 @@ fn boot_primary(dtb_hint: u32) -> ! {
     let frames = ((ram_end - free_start.raw()) / PAGE_SIZE) as usize;
     let bitmap: &'static mut [u64] = Vec::leak(alloc::vec![0u64; frames.div_ceil(64)]);
     let mut fa = FrameAllocator::new(free_start, frames, bitmap);
-    let vms = create_vms(&payload, &b, &mut fa);
+    let vms = create_vms(payload, &b, &mut fa);
     RUNNING_VMS.store(vms.len() as u32, Ordering::Release);
     VMS.call_once(|| vms);
-    crate::vm::KICK.call_once(|| gic::kick);
+    crate::vm::KICK.call_once(|| kick);
     info!("{} MiB of RAM left free", fa.free_bytes() >> 20);
+    UART_IRQ.store(b.uart_irq, Ordering::Relaxed);
+    gic::enable_spi(b.uart_irq, 0);
+    arch::uart::enable_rx_interrupt();
+    if vms.len() > 1 {
+        info!(
+            "console input goes to vm \"{}\"; press Ctrl-\\ then 1-{} to switch",
+            vms[0].name(),
+            vms.len().min(9)
+        );
+    }
 
     for cpu in 1..b.cpus.min(payload.pcpus as usize) {
         // SAFETY: pCPU `cpu` has not started; the boot pCPU filled its queue.
@@ -163,6 +244,14 @@ fn boot_primary(dtb_hint: u32) -> ! {
         }
     }
     cpu_loop(0)
+}
+
+/// This pCPU's GIC interface, with the interrupts the hypervisor takes:
+/// kicks, the HYP timer, the vGIC maintenance interrupt, the virtual timer.
+fn init_cpu_interrupts(cpu: usize) {
+    gic::init_cpu(cpu);
+    gic::enable_private(PPI_MAINTENANCE);
+    gic::enable_private(PPI_VTIMER);
 }
 
 fn has_fdt_magic(addr: u32) -> bool {
@@ -232,6 +321,7 @@ impl TableMem for Tables<'_, '_> {
     }
 }
 
+#[inline(never)] // keeps boot_primary's frame small: these structures are large
 fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &'static [Vm] {
     let pcpus = (p.pcpus as usize).min(b.cpus);
     let online_mask = if pcpus >= 32 { !0 } else { (1u32 << pcpus) - 1 };
@@ -249,16 +339,14 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
             )),
         };
         let ram = GuestRam { ipa: Ipa(d.ram_base as u64), size: d.ram_size as u64, pa, host: pa.raw() as usize as *mut u8 };
-        ram.zero();
-        for r in d.regions() {
-            // The parser checked that every region lies in this VM's RAM.
-            let _ = ram.write(Ipa(r.ipa as u64), p.region_bytes(r));
-        }
-        mmu::clean_dcache_range(pa.raw() as usize, d.ram_size as usize);
+        let boot = BootImage { payload_index: i, entry: d.entry, regs: d.boot_regs, reset_count_ipa: reset_count_ipa(p, i) };
+        load_image(&ram, p, i, &boot, 0);
         let mut tables = Tables(fa);
         let s2 = Stage2::new(&mut tables)
             .and_then(|mut s2| {
                 s2.map(&mut tables, ram.ipa, pa, ram.size, MemType::Normal, Access::RWX)?;
+                // The guest's GIC CPU interface is the hardware's virtual one.
+                s2.map(&mut tables, guest_map::GICC, PhysAddr(b.gicv as u64), guest_map::GICC_SIZE, MemType::Device, Access::RW)?;
                 Ok(s2)
             })
             .unwrap_or_else(|e| fatal(format_args!("vm \"{}\": cannot build stage-2 tables: {e:?}", d.name)));
@@ -291,9 +379,39 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
         for (cpu, n) in placed.iter().enumerate().filter(|(_, n)| **n > 0) {
             info!("vm \"{}\": {n} vCPU(s) on pCPU {cpu}", d.name);
         }
-        out.push(Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus));
+        out.push(Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot));
     }
     Vec::leak(out)
+}
+
+/// Where the guest DTB's `/chosen/tessera,reset-count` value lies in the
+/// VM's memory (the packer reserves it; the hypervisor counts resets there).
+fn reset_count_ipa(p: &Payload<'static>, vm: usize) -> Option<Ipa> {
+    let d = p.vm(vm);
+    let r = d.regions().find(|r| r.kind == RegionKind::Dtb)?;
+    let bytes = p.region_bytes(r);
+    let fdt = fdt::Fdt::new(bytes).ok()?;
+    let prop = fdt.find_node("/chosen")?.property("tessera,reset-count")?;
+    if prop.value.len() != 4 {
+        return None;
+    }
+    let off = prop.value.as_ptr() as usize - bytes.as_ptr() as usize;
+    Some(Ipa(r.ipa as u64 + off as u64))
+}
+
+/// (Re)loads a VM's RAM from the payload: zeroed, then its regions, then
+/// the reset count; cleaned to the point of coherency for a guest that
+/// starts with caches off.
+fn load_image(ram: &GuestRam, p: &Payload<'static>, vm: usize, boot: &BootImage, resets: u32) {
+    ram.zero();
+    for r in p.vm(vm).regions() {
+        // The parser checked that every region lies in this VM's RAM.
+        let _ = ram.write(Ipa(r.ipa as u64), p.region_bytes(r));
+    }
+    if let Some(ipa) = boot.reset_count_ipa {
+        let _ = ram.write(ipa, &resets.to_be_bytes());
+    }
+    mmu::clean_dcache_range(ram.pa.raw() as usize, ram.size as usize);
 }
 
 /// What the loop does after an exit.
@@ -314,86 +432,210 @@ fn cpu_loop(cpu: usize) -> ! {
             }
             psci::cpu_off();
         }
+        NEED_RESCHED[cpu].store(false, Ordering::Release);
         // SAFETY: this is pCPU `cpu`.
         let pc = unsafe { percpu(cpu) };
-        match pc.queue.pick(runnable) {
+        match pc.queue.pick(|r| runnable(cpu, r)) {
             Some(r) => run(cpu, r),
             None => {
-                if cpu != 0 && pc.queue.iter().all(|r| !resolve(r).0.is_running()) {
+                if cpu != 0 && pc.queue.iter().all(|r| matches!(resolve(r).0.state(), VmState::Exited | VmState::Stopped)) {
                     info!("pCPU {cpu}: its VMs have ended; powering it off");
                     psci::cpu_off();
                 }
-                arch::wait_for_interrupt();
-                drain_interrupts();
+                arm_next_event(cpu, None);
+                if !NEED_RESCHED[cpu].load(Ordering::Acquire) {
+                    arch::wait_for_interrupt();
+                }
+                drain_interrupts(cpu);
             }
         }
     }
+}
+
+/// Arms the HYP timer for this pCPU's next scheduling event: the end of
+/// the running vCPU's slice if another vCPU could run, or the earliest
+/// virtual-timer deadline of a vCPU that is not loaded.
+fn arm_next_event(cpu: usize, running: Option<VcpuRef>) {
+    // SAFETY: this is pCPU `cpu`.
+    let pc = unsafe { percpu(cpu) };
+    let now = timer::counter();
+    let mut next = u64::MAX;
+    if running.is_some() && pc.queue.iter().any(|q| Some(q) != running && runnable(cpu, q)) {
+        next = now + SLICE_TICKS.load(Ordering::Relaxed) as u64;
+    }
+    for q in pc.queue.iter().filter(|&q| Some(q) != pc.loaded) {
+        let (vm, vcpu) = resolve(q);
+        if vm.is_running() && vcpu.power() == Power::On {
+            if let Some(d) = timer_deadline(vm, vcpu) {
+                next = next.min(d);
+            }
+        }
+    }
+    if next == u64::MAX {
+        timer::disarm_slice();
+    } else {
+        timer::arm_at(next);
+    }
+}
+
+/// Saves the loaded vCPU's CPU and GIC state.
+fn unload(pc: &mut PerCpu) {
+    if let Some(old) = pc.loaded.take() {
+        // SAFETY: `old` was loaded on this pCPU, which owns it.
+        let ctx = unsafe { resolve(old).1.context() };
+        arch::save_el1(&mut ctx.el1);
+        gic::save_gich(&mut ctx.gich);
+    }
+}
+
+fn load(pc: &mut PerCpu, r: VcpuRef, fresh: bool) {
+    let (vm, vcpu) = resolve(r);
+    // SAFETY: this pCPU owns `r`.
+    let ctx = unsafe { vcpu.context() };
+    arch::restore_el1(&ctx.el1);
+    gic::restore_gich(&ctx.gich);
+    mmu::load_vcpu_space(vm.vttbr, 0x8000_0000 | vcpu.index);
+    arch::set_cntvoff(vm.cntvoff);
+    // The physical virtual-timer PPI stays off while an injected timer
+    // interrupt waits for the guest's EOI (see vgic::VgicCpu).
+    match vm.vgic.cpu(vcpu.index as usize) {
+        Some(g) if !g.timer_in_flight.load(Ordering::Acquire) => gic::enable_private(PPI_VTIMER),
+        _ => gic::disable_private(PPI_VTIMER),
+    }
+    if fresh && pc.fp_owner == Some(r) {
+        pc.fp_owner = None; // the live FP registers are from before its restart
+    }
+    vfp::trap_guest_fp(pc.fp_owner != Some(r));
+    pc.loaded = Some(r);
 }
 
 /// Runs vCPU `r` on this pCPU until the scheduler needs to choose again.
 fn run(cpu: usize, r: VcpuRef) {
     let (vm, vcpu) = resolve(r);
     // SAFETY: `r` is in this pCPU's queue, so this pCPU owns the vCPU.
-    unsafe { vcpu.take_on_request() };
-    // SAFETY: as above; the only reference to this context.
-    let ctx = unsafe { vcpu.context() };
+    let fresh = unsafe { vcpu.take_on_request() };
     // SAFETY: this is pCPU `cpu`.
     let pc = unsafe { percpu(cpu) };
-    if pc.loaded != Some(r) {
-        if let Some(old) = pc.loaded {
-            // SAFETY: `old` was loaded here, so this pCPU owns it; it is not `r`.
-            arch::save_el1(&mut unsafe { resolve(old).1.context() }.el1);
+    vcpu.blocked.store(false, Ordering::Release);
+    if fresh || pc.loaded != Some(r) {
+        if pc.loaded == Some(r) {
+            pc.loaded = None; // restarted: its live state is stale, do not save it
         }
-        arch::restore_el1(&ctx.el1);
-        mmu::load_vcpu_space(vm.vttbr, 0x8000_0000 | vcpu.index);
-        pc.loaded = Some(r);
+        unload(pc);
+        load(pc, r, fresh);
     }
-    let sliced = pc.queue.count(runnable) > 1;
-    if sliced {
-        timer::arm_slice(SLICE_TICKS.load(Ordering::Relaxed));
-    }
+    // SAFETY: as above; the only reference to this context from here on.
+    let ctx = unsafe { vcpu.context() };
+    let gcpu = vm.vgic.cpu(vcpu.index as usize);
+    vcpu.running.store(true, Ordering::Release);
+    arm_next_event(cpu, Some(r));
     loop {
+        if let Some(g) = gcpu {
+            if g.work.load(Ordering::Acquire) {
+                vm.vgic.flush(vcpu.index as usize, &mut Gich::new());
+            }
+        }
         let next = match arch::enter_guest(&mut ctx.regs) {
-            Exit::Trap => handle_trap(vm, vcpu, ctx),
+            Exit::Trap => handle_trap(cpu, r, vm, vcpu, ctx),
             Exit::Irq => {
-                drain_interrupts();
-                Next::Reschedule
+                drain_interrupts(cpu);
+                Next::Resume
             }
             Exit::Fiq => {
                 stop_vm(vm, vcpu, ctx.regs.pc, 0, format_args!("unexpected FIQ"));
                 Next::Reschedule
             }
         };
-        if next == Next::Reschedule || !vm.is_running() || vcpu.power() == Power::Off {
+        if next == Next::Reschedule
+            || !vm.is_running()
+            || vcpu.power() != Power::On
+            || NEED_RESCHED[cpu].load(Ordering::Acquire)
+        {
             break;
         }
     }
-    if sliced {
-        timer::disarm_slice();
-    }
+    vcpu.running.store(false, Ordering::Release);
+    timer::disarm_slice();
 }
 
-/// Acknowledges every pending physical interrupt. Kicks and slice ends
-/// need nothing more: the caller goes back to the scheduler.
-fn drain_interrupts() {
+/// Acknowledges every pending physical interrupt and acts on it.
+fn drain_interrupts(cpu: usize) {
     loop {
         let iar = gic::ack();
         let id = iar & 0x3ff;
         if id == gic::SPURIOUS {
-            return;
+            break;
         }
         match id {
-            gic::PPI_HYP_TIMER => timer::disarm_slice(),
+            gic::PPI_HYP_TIMER => {
+                timer::disarm_slice();
+                NEED_RESCHED[cpu].store(true, Ordering::Release);
+            }
             gic::SGI_KICK => {}
+            PPI_VTIMER => {
+                // The loaded vCPU's virtual timer: inject it, and keep the
+                // (level) physical interrupt off until the guest's EOI.
+                gic::disable_private(PPI_VTIMER);
+                // SAFETY: this is pCPU `cpu`.
+                if let Some(r) = unsafe { percpu(cpu) }.loaded {
+                    let (vm, vcpu) = resolve(r);
+                    vm.vgic.raise_timer(vcpu.index as usize);
+                }
+            }
+            PPI_MAINTENANCE => {
+                // SAFETY: this is pCPU `cpu`.
+                if let Some(r) = unsafe { percpu(cpu) }.loaded {
+                    let (vm, vcpu) = resolve(r);
+                    if vm.vgic.maintenance(vcpu.index as usize, &mut Gich::new()) {
+                        gic::enable_private(PPI_VTIMER);
+                    }
+                }
+            }
+            id if id == UART_IRQ.load(Ordering::Relaxed) => console_input(),
             other => warn!("unexpected physical interrupt {other}"),
         }
         gic::eoi(iar);
+    }
+    // Show partial lines (prompts) that have waited 50 ms.
+    let now = timer::counter();
+    let age = (timer::frequency() / 20) as u64;
+    for vm in vms() {
+        vm.console.flush_stale(now, age);
+    }
+}
+
+/// Bytes from the physical console go to the focused VM's UART. Ctrl-\
+/// then a digit moves the focus; Ctrl-\ twice sends one Ctrl-\.
+fn console_input() {
+    while let Some(b) = arch::uart::read_byte() {
+        let vms = vms();
+        if ESCAPED.swap(false, Ordering::AcqRel) {
+            match b {
+                b'1'..=b'9' if ((b - b'1') as usize) < vms.len() => {
+                    let n = (b - b'1') as usize;
+                    FOCUS.store(n, Ordering::Release);
+                    info!("console input now goes to vm \"{}\"", vms[n].name());
+                    continue;
+                }
+                ESCAPE => {}
+                _ => continue,
+            }
+        } else if b == ESCAPE {
+            ESCAPED.store(true, Ordering::Release);
+            continue;
+        }
+        if let Some(vm) = vms.get(FOCUS.load(Ordering::Acquire)) {
+            if vm.is_running() {
+                vm.uart.push_rx(&[b]);
+            }
+        }
     }
 }
 
 /// HSR exception classes (Arm ARM B3.13.6).
 mod ec {
     pub const WFI_WFE: u32 = 0x01;
+    pub const CP15_32: u32 = 0x03;
     pub const FP_ACCESS: u32 = 0x07;
     pub const HVC: u32 = 0x12;
     pub const SMC: u32 = 0x13;
@@ -406,13 +648,37 @@ fn skip_instruction(ctx: &mut VcpuContext, hsr: u32) {
     ctx.regs.pc = ctx.regs.pc.wrapping_add(if hsr & (1 << 25) != 0 { 4 } else { 2 });
 }
 
-fn handle_trap(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
+fn handle_trap(cpu: usize, r: VcpuRef, vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
     let t = arch::trap_info();
     match t.hsr >> 26 {
-        ec::HVC => hvc(vm, vcpu, ctx),
+        ec::HVC => hvc(cpu, vm, vcpu, ctx),
         ec::WFI_WFE => {
             skip_instruction(ctx, t.hsr);
+            let idx = vcpu.index as usize;
+            if t.hsr & 1 != 0 || vm.vgic.cpu(idx).is_none() {
+                return Next::Reschedule; // WFE (a spinning lock): yield
+            }
+            if vm.vgic.has_pending(idx, &Gich::new()) {
+                return Next::Resume;
+            }
+            vcpu.blocked.store(true, Ordering::Release);
             Next::Reschedule
+        }
+        ec::CP15_32 => cp15_access(vm, vcpu, ctx, t.hsr),
+        ec::FP_ACCESS => {
+            // Lazy VFP switch: save whoever owns the registers, load ours,
+            // and retry the instruction.
+            // SAFETY: this is pCPU `cpu`.
+            let pc = unsafe { percpu(cpu) };
+            vfp::trap_guest_fp(false);
+            match pc.fp_owner {
+                // SAFETY: the FP owner is a vCPU of this pCPU, not `r`.
+                Some(o) if o != r => vfp::switch(Some(&mut unsafe { resolve(o).1.context() }.fp), &ctx.fp),
+                Some(_) => {}
+                None => vfp::switch(None, &ctx.fp),
+            }
+            pc.fp_owner = Some(r);
+            Next::Resume
         }
         ec::SMC => {
             // Guests have no firmware to call: their PSCI conduit is HVC.
@@ -423,7 +689,7 @@ fn handle_trap(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> N
         ec::DABT_LOWER => {
             let abort = DataAbort::decode(t.hsr & 0x01ff_ffff);
             let ipa = mmio::fault_ipa(t.hpfar, t.hdfar);
-            match MmioBus::EMPTY.access(vcpu.index, ipa, &abort, &mut ctx.regs) {
+            match vm.mmio(vcpu.index, ipa, &abort, &mut ctx.regs) {
                 Ok(()) => {
                     skip_instruction(ctx, t.hsr);
                     Next::Resume
@@ -439,10 +705,6 @@ fn handle_trap(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> N
                 }
             }
         }
-        ec::FP_ACCESS => {
-            stop_vm(vm, vcpu, ctx.regs.pc, t.hsr, format_args!("used VFP/Advanced SIMD, which Tessera does not switch between vCPUs yet"));
-            Next::Reschedule
-        }
         ec::PABT_LOWER => {
             let ipa = mmio::fault_ipa(t.hpfar, t.hifar);
             stop_vm(vm, vcpu, ctx.regs.pc, t.hsr, format_args!("instruction fetch from IPA {ipa} (no executable stage-2 mapping)"));
@@ -455,7 +717,29 @@ fn handle_trap(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> N
     }
 }
 
-fn hvc(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
+/// A trapped MRC/MCR to CP15 (HSR ISS, Arm ARM B3.13.6). Only ACTLR traps
+/// by design (HCR.TAC): the guest reads it with the SMP bit set, as Linux
+/// expects of a Cortex-A15, and its writes are ignored (it controls the
+/// physical core's coherency). Anything else stops the VM.
+fn cp15_access(vm: &'static Vm, vcpu: &Vcpu, ctx: &mut VcpuContext, hsr: u32) -> Next {
+    let read = hsr & 1 != 0;
+    let (crm, rt, crn, opc1, opc2) = ((hsr >> 1) & 0xf, ((hsr >> 5) & 0xf) as u8, (hsr >> 10) & 0xf, (hsr >> 14) & 7, (hsr >> 17) & 7);
+    const ACTLR_SMP: u32 = 1 << 6;
+    if (crn, opc1, crm, opc2) == (1, 0, 0, 1) && (!read || ctx.regs.set(rt, ACTLR_SMP)) {
+        skip_instruction(ctx, hsr);
+        return Next::Resume;
+    }
+    stop_vm(
+        vm,
+        vcpu,
+        ctx.regs.pc,
+        hsr,
+        format_args!("{} of CP15 c{crn}, {opc1}, c{crm}, {opc2}, which guests may not use", if read { "read" } else { "write" }),
+    );
+    Next::Reschedule
+}
+
+fn hvc(cpu: usize, vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
     let mut r = [0u32; 8];
     r.copy_from_slice(&ctx.regs.r[..8]);
     match hypercall::dispatch(&mut CallerCtx { vm, vcpu }, &r) {
@@ -464,8 +748,17 @@ fn hvc(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
             ctx.regs.r[..n].copy_from_slice(&regs[..n]);
             Next::Resume
         }
-        Action::Yield | Action::Suspend => {
+        Action::Yield => {
             ctx.regs.r[0] = 0;
+            Next::Reschedule
+        }
+        Action::Suspend => {
+            // Standby power state: like WFI.
+            ctx.regs.r[0] = 0;
+            let idx = vcpu.index as usize;
+            if vm.vgic.cpu(idx).is_some() && !vm.vgic.has_pending(idx, &Gich::new()) {
+                vcpu.blocked.store(true, Ordering::Release);
+            }
             Next::Reschedule
         }
         Action::CpuOff => {
@@ -481,7 +774,7 @@ fn hvc(vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
             Next::Reschedule
         }
         Action::SystemReset => {
-            stop_vm(vm, vcpu, ctx.regs.pc, 0, format_args!("asked for PSCI SYSTEM_RESET, which Tessera does not support yet"));
+            reset_vm(cpu, vm, vcpu);
             Next::Reschedule
         }
     }
@@ -504,20 +797,40 @@ fn end_vm(vm: &'static Vm, how: VmState, status: u32) {
     if !vm.end(how, status) {
         return;
     }
-    vm.console_flush();
+    vm.console.finish();
     match how {
         VmState::Exited => info!("vm \"{}\" (id {}): exited, status {status}", vm.name(), vm.id),
         _ => info!("vm \"{}\" (id {}): stopped by the hypervisor", vm.name(), vm.id),
     }
-    let me = arch::mpidr() & 0xff;
-    let mut kicked = 0u32;
-    for v in vm.vcpus {
-        if v.pcpu != me && kicked & (1 << v.pcpu) == 0 {
-            kicked |= 1 << v.pcpu;
-            gic::kick(v.pcpu);
+    crate::vm::wake(vm.vcpus, !0);
+    if RUNNING_VMS.fetch_sub(1, Ordering::AcqRel) == 1 {
+        kick(0);
+    }
+}
+
+/// PSCI SYSTEM_RESET: the VM restarts from its image, as after power-on,
+/// with `/chosen/tessera,reset-count` one higher. Its other vCPUs are
+/// stopped first; the caller's vCPU is the one running here.
+fn reset_vm(_cpu: usize, vm: &'static Vm, caller: &Vcpu) {
+    if !vm.begin_reset() {
+        return;
+    }
+    vm.console.finish();
+    let n = vm.resets.fetch_add(1, Ordering::AcqRel) + 1;
+    info!("vm \"{}\" (id {}): reset #{n} (PSCI SYSTEM_RESET)", vm.name(), vm.id);
+    crate::vm::wake(vm.vcpus, !0);
+    for v in vm.vcpus.iter().filter(|v| !core::ptr::eq(*v, caller)) {
+        // Each pCPU leaves the guest at once when kicked: the VM is not running.
+        while v.running.load(Ordering::Acquire) {
+            core::hint::spin_loop();
         }
     }
-    if RUNNING_VMS.fetch_sub(1, Ordering::AcqRel) == 1 && me != 0 {
-        gic::kick(0);
+    let payload = PAYLOAD.get().expect("payload loaded at boot");
+    load_image(&vm.ram, payload, vm.boot.payload_index, &vm.boot, n);
+    vm.vgic.reset();
+    for (i, v) in vm.vcpus.iter().enumerate() {
+        v.reset((i == 0).then_some((vm.boot.entry, vm.boot.regs)));
     }
+    vm.end_reset();
+    crate::vm::wake(vm.vcpus, !0);
 }

@@ -8,9 +8,12 @@
 
 use crate::addr::{Ipa, PhysAddr};
 use crate::console::LineBuffer;
-use crate::context::{El1State, GuestRegs};
+use crate::context::{El1State, FpState, GichState, GuestRegs};
+use crate::devices::pl011::{Pl011, UartBackend};
+use crate::mmio::{DataAbort, MmioBus, MmioDevice, MmioError, MmioRegion};
+use crate::vgic::Vgic;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use hypercall_abi::psci;
 use spin::{Mutex, Once};
 
@@ -71,6 +74,24 @@ impl GuestRam {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutsideRam;
 
+/// The guest-physical map every VM sees besides its RAM (the QEMU `virt`
+/// layout, so guests built for that board need no changes). The packer's
+/// guest DTB (`xtask/src/dtb.rs`) describes the same addresses.
+pub mod guest_map {
+    use crate::addr::Ipa;
+    /// Emulated GICv2 distributor (trapped).
+    pub const GICD: Ipa = Ipa(0x0800_0000);
+    pub const GICD_SIZE: u32 = 0x1000;
+    /// The hardware virtual CPU interface (GICV) is mapped here.
+    pub const GICC: Ipa = Ipa(0x0801_0000);
+    pub const GICC_SIZE: u64 = 0x2000;
+    /// Emulated PL011 (trapped).
+    pub const UART: Ipa = Ipa(0x0900_0000);
+    pub const UART_SIZE: u32 = 0x1000;
+    /// The UART's interrupt: SPI 1 (INTID 33).
+    pub const UART_SPI: usize = 1;
+}
+
 /// How a VM ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmState {
@@ -79,6 +100,8 @@ pub enum VmState {
     Exited = 1,
     /// The hypervisor stopped it (a fault or a forbidden access).
     Stopped = 2,
+    /// PSCI SYSTEM_RESET in progress: no vCPU of it may run.
+    Resetting = 3,
 }
 
 /// vCPU power state (PSCI).
@@ -97,11 +120,18 @@ pub const SCTLR_RESET: u32 = 0x00c5_0078;
 pub struct VcpuContext {
     pub regs: GuestRegs,
     pub el1: El1State,
+    pub gich: GichState,
+    pub fp: FpState,
 }
 
 impl VcpuContext {
     pub fn boot(entry: u32, r0: u32, r1: u32, r2: u32) -> Self {
-        Self { regs: GuestRegs::boot(entry, r0, r1, r2), el1: El1State { sctlr: SCTLR_RESET, ..Default::default() } }
+        Self {
+            regs: GuestRegs::boot(entry, r0, r1, r2),
+            el1: El1State { sctlr: SCTLR_RESET, ..Default::default() },
+            gich: GichState::default(),
+            fp: FpState::default(),
+        }
     }
 }
 
@@ -110,8 +140,12 @@ pub struct Vcpu {
     /// The pCPU whose run queue holds this vCPU.
     pub pcpu: u32,
     power: AtomicU8,
-    /// Entry point and context id left by CPU_ON for the owning pCPU.
-    on_request: Mutex<(u32, u32)>,
+    /// Entry point and r0-r2 left by CPU_ON (or a VM reset) for the owning pCPU.
+    on_request: Mutex<(u32, [u32; 3])>,
+    /// Waiting in WFI for an interrupt.
+    pub blocked: AtomicBool,
+    /// Inside the guest (or its exit handling) on its pCPU right now.
+    pub running: AtomicBool,
     ctx: UnsafeCell<VcpuContext>,
 }
 
@@ -126,7 +160,9 @@ impl Vcpu {
             index,
             pcpu,
             power: AtomicU8::new(power as u8),
-            on_request: Mutex::new((0, 0)),
+            on_request: Mutex::new((0, [0; 3])),
+            blocked: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             ctx: UnsafeCell::new(boot.unwrap_or_else(|| VcpuContext::boot(0, 0, 0, 0))),
         }
     }
@@ -155,7 +191,7 @@ impl Vcpu {
         let mut req = self.on_request.lock();
         match self.power.compare_exchange(Power::Off as u8, Power::OnPending as u8, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
-                *req = (entry, context_id);
+                *req = (entry, [context_id, 0, 0]);
                 psci::SUCCESS
             }
             Err(s) if s == Power::OnPending as u8 => psci::ON_PENDING,
@@ -175,9 +211,24 @@ impl Vcpu {
         let req = self.on_request.lock();
         // SAFETY: owning pCPU (function contract).
         let ctx = unsafe { self.context() };
-        *ctx = VcpuContext::boot(req.0, req.1, 0, 0);
+        *ctx = VcpuContext::boot(req.0, req.1[0], req.1[1], req.1[2]);
+        self.blocked.store(false, Ordering::Release);
         self.power.store(Power::On as u8, Ordering::Release);
         true
+    }
+
+    /// VM reset: this vCPU starts over at `entry` (vCPU 0) or is off.
+    /// Only while the VM is `Resetting`, so the vCPU is not running.
+    pub fn reset(&self, boot: Option<(u32, [u32; 3])>) {
+        let mut req = self.on_request.lock();
+        self.blocked.store(false, Ordering::Release);
+        match boot {
+            Some(b) => {
+                *req = b;
+                self.power.store(Power::OnPending as u8, Ordering::Release);
+            }
+            None => self.power.store(Power::Off as u8, Ordering::Release),
+        }
     }
 
     /// PSCI CPU_OFF, from the vCPU itself.
@@ -196,35 +247,22 @@ impl Vcpu {
 
 pub const NAME_LEN: usize = tessera_payload::NAME_LEN;
 
-pub struct Vm {
-    /// 1-based; also the stage-2 VMID.
-    pub id: u32,
+/// A VM's console output: line-buffered, labelled with the VM's name.
+pub struct VmConsole {
+    id: u32,
     name: [u8; NAME_LEN],
     name_len: usize,
-    pub ram: GuestRam,
-    pub vttbr: u64,
-    pub vcpus: &'static [Vcpu],
-    /// `VmState` in bits 0-7, the exit status in bits 32-63: one atomic, so
-    /// the state and the status that goes with it change together.
-    state: AtomicU64,
-    pub console: Mutex<LineBuffer<200>>,
+    buf: Mutex<LineBuffer<200>>,
+    /// When (CLOCK ticks) the oldest unprinted partial line began; 0 if none.
+    partial_since: AtomicU64,
 }
 
-impl Vm {
-    pub fn new(id: u32, name: &str, ram: GuestRam, vttbr: u64, vcpus: &'static [Vcpu]) -> Self {
+impl VmConsole {
+    pub fn new(id: u32, name: &str) -> Self {
         let mut n = [0u8; NAME_LEN];
         let len = name.len().min(NAME_LEN);
         n[..len].copy_from_slice(&name.as_bytes()[..len]);
-        Self {
-            id,
-            name: n,
-            name_len: len,
-            ram,
-            vttbr,
-            vcpus,
-            state: AtomicU64::new(VmState::Running as u64),
-            console: Mutex::new(LineBuffer::new()),
-        }
+        Self { id, name: n, name_len: len, buf: Mutex::new(LineBuffer::new()), partial_since: AtomicU64::new(0) }
     }
 
     pub fn name(&self) -> &str {
@@ -232,11 +270,112 @@ impl Vm {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
     }
 
+    /// Guest bytes: complete lines go out at once; a partial line waits for
+    /// its end, or for `flush_stale`.
+    pub fn write(&self, bytes: &[u8]) {
+        let (id, name) = (self.id, self.name());
+        let mut b = self.buf.lock();
+        b.push(bytes, |line| crate::console::vm_output(id, name, line, true));
+        if b.is_empty() {
+            self.partial_since.store(0, Ordering::Relaxed);
+        } else if self.partial_since.load(Ordering::Relaxed) == 0 {
+            self.partial_since.store(now().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Prints a partial line that has waited `age` ticks or more (a prompt).
+    pub fn flush_stale(&self, now: u64, age: u64) {
+        let since = self.partial_since.load(Ordering::Relaxed);
+        if since != 0 && now.saturating_sub(since) >= age {
+            let (id, name) = (self.id, self.name());
+            self.buf.lock().flush(|l| crate::console::vm_output(id, name, l, false));
+            self.partial_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends any partial line (the VM has ended).
+    pub fn finish(&self) {
+        let (id, name) = (self.id, self.name());
+        self.buf.lock().flush(|l| crate::console::vm_output(id, name, l, true));
+        self.partial_since.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The emulated UART's connection to its VM: output to the VM's console,
+/// its interrupt line to the VM's virtual GIC.
+pub struct UartPort {
+    pub console: &'static VmConsole,
+    pub vgic: &'static Vgic,
+    pub vcpus: &'static [Vcpu],
+}
+
+impl UartBackend for UartPort {
+    fn tx(&self, byte: u8) {
+        self.console.write(&[byte]);
+    }
+    fn set_irq(&self, level: bool) {
+        wake(self.vcpus, self.vgic.set_spi_level(guest_map::UART_SPI, level));
+    }
+}
+
+/// What the hypervisor needs to restart a VM from its image.
+#[derive(Clone, Copy, Debug)]
+pub struct BootImage {
+    /// Index of the VM in the payload.
+    pub payload_index: usize,
+    pub entry: u32,
+    pub regs: [u32; 3],
+    /// IPA of the guest DTB's `/chosen/tessera,reset-count` value, if any.
+    pub reset_count_ipa: Option<Ipa>,
+}
+
+pub struct Vm {
+    /// 1-based; also the stage-2 VMID.
+    pub id: u32,
+    pub ram: GuestRam,
+    pub vttbr: u64,
+    pub vcpus: &'static [Vcpu],
+    /// `VmState` in bits 0-7, the exit status in bits 32-63: one atomic, so
+    /// the state and the status that goes with it change together.
+    state: AtomicU64,
+    pub console: &'static VmConsole,
+    pub vgic: &'static Vgic,
+    pub uart: Pl011<UartPort>,
+    /// CNTVOFF: the VM's virtual counter reads 0 when it was created.
+    pub cntvoff: u64,
+    pub boot: BootImage,
+    pub resets: AtomicU32,
+}
+
+impl Vm {
+    pub fn new(id: u32, name: &str, ram: GuestRam, vttbr: u64, vcpus: &'static [Vcpu], cntvoff: u64, boot: BootImage) -> Self {
+        let console: &'static VmConsole = leak(VmConsole::new(id, name));
+        let vgic: &'static Vgic = leak(Vgic::new(vcpus.len()));
+        Self {
+            id,
+            ram,
+            vttbr,
+            vcpus,
+            state: AtomicU64::new(VmState::Running as u64),
+            console,
+            vgic,
+            uart: Pl011::new(UartPort { console, vgic, vcpus }),
+            cntvoff,
+            boot,
+            resets: AtomicU32::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.console.name()
+    }
+
     pub fn state(&self) -> VmState {
         match self.state.load(Ordering::Acquire) & 0xff {
             0 => VmState::Running,
             1 => VmState::Exited,
-            _ => VmState::Stopped,
+            2 => VmState::Stopped,
+            _ => VmState::Resetting,
         }
     }
 
@@ -251,21 +390,78 @@ impl Vm {
     /// Ends the VM. Only the first caller wins (two vCPUs may fault at once);
     /// returns whether this call ended it.
     pub fn end(&self, how: VmState, status: u32) -> bool {
-        debug_assert!(how != VmState::Running);
+        debug_assert!(matches!(how, VmState::Exited | VmState::Stopped));
         let ended = how as u64 | (status as u64) << 32;
         self.state.compare_exchange(VmState::Running as u64, ended, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
-    /// Guest console bytes: complete lines go out labelled with the VM name.
-    pub fn console_write(&self, bytes: &[u8]) {
-        let name = self.name();
-        self.console.lock().push(bytes, |line| crate::console::vm_line(name, line));
+    /// Running -> Resetting; false if the VM is not running (ended, or a
+    /// reset is already under way).
+    pub fn begin_reset(&self) -> bool {
+        let r = VmState::Running as u64;
+        self.state.compare_exchange(r, VmState::Resetting as u64, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
-    pub fn console_flush(&self) {
-        let name = self.name();
-        self.console.lock().flush(|line| crate::console::vm_line(name, line));
+    pub fn end_reset(&self) {
+        let _ = self.state.compare_exchange(
+            VmState::Resetting as u64,
+            VmState::Running as u64,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
+
+    /// Guest console bytes (the console hypercall).
+    pub fn console_write(&self, bytes: &[u8]) {
+        self.console.write(bytes);
+    }
+
+    /// An access to the VM's emulated devices (GIC distributor, UART).
+    pub fn mmio(&self, vcpu: u32, ipa: Ipa, abort: &DataAbort, regs: &mut GuestRegs) -> Result<(), MmioError> {
+        let gicd = GicdMmio(self);
+        let regions = [
+            MmioRegion { base: guest_map::GICD, size: guest_map::GICD_SIZE, device: &gicd },
+            MmioRegion { base: guest_map::UART, size: guest_map::UART_SIZE, device: &self.uart },
+        ];
+        MmioBus::new(&regions).access(vcpu, ipa, abort, regs)
+    }
+}
+
+/// The distributor as an MMIO device: accesses go to the vGIC, and the
+/// vCPUs an access made runnable (an SGI, an enable) are woken.
+struct GicdMmio<'a>(&'a Vm);
+
+impl MmioDevice for GicdMmio<'_> {
+    fn read(&self, vcpu: u32, offset: u32, size: u8) -> u32 {
+        self.0.vgic.mmio_read(vcpu as usize, offset, size)
+    }
+    fn write(&self, vcpu: u32, offset: u32, size: u8, value: u32) {
+        wake(self.0.vcpus, self.0.vgic.mmio_write(vcpu as usize, offset, size, value));
+    }
+}
+
+fn leak<T>(v: T) -> &'static T {
+    extern crate alloc;
+    alloc::boxed::Box::leak(alloc::boxed::Box::new(v))
+}
+
+/// Kicks the pCPUs of the vCPUs in `mask` (bit n = vCPU n).
+pub fn wake(vcpus: &[Vcpu], mask: u32) {
+    let mut done = 0u32;
+    for (i, v) in vcpus.iter().enumerate().take(32) {
+        if mask & (1 << i) != 0 && done & (1 << v.pcpu) == 0 {
+            done |= 1 << v.pcpu;
+            kick(v.pcpu);
+        }
+    }
+}
+
+/// The hypervisor's clock (the physical counter), installed by the arch
+/// glue; 0 in host tests.
+pub static CLOCK: Once<fn() -> u64> = Once::new();
+
+pub fn now() -> u64 {
+    CLOCK.get().map_or(0, |f| f())
 }
 
 /// Kicks a pCPU out of its guest or idle wait (a physical SGI on the
@@ -351,6 +547,13 @@ mod tests {
         let ctx = unsafe { v.context() };
         assert_eq!((ctx.regs.pc, ctx.regs.r[0], ctx.el1.sctlr), (0x4000_8000, 5, SCTLR_RESET));
         assert_eq!(v.request_on(0, 0), psci::ALREADY_ON);
+        v.reset(Some((0x4001_0000, [0, !0, 0x47ff_0000])));
+        assert_eq!(v.affinity_info(), psci::AFFINITY_ON_PENDING);
+        // SAFETY: as above.
+        assert!(unsafe { v.take_on_request() });
+        // SAFETY: as above.
+        let ctx = unsafe { v.context() };
+        assert_eq!((ctx.regs.pc, ctx.regs.r[1], ctx.regs.r[2]), (0x4001_0000, !0, 0x47ff_0000));
         v.power_off();
         assert_eq!(v.affinity_info(), psci::AFFINITY_OFF);
         assert_eq!(v.request_on(0x4000_9000, 6), psci::SUCCESS, "can be started again");
@@ -360,11 +563,13 @@ mod tests {
     fn a_vm_ends_once() {
         let mut buf = vec![0u8; 16];
         let vcpus: &'static [Vcpu] = Box::leak(Box::new([Vcpu::new(0, 0, Some(VcpuContext::boot(0x4000_0000, 0, 0, 0)))]));
-        let vm = Vm::new(1, "hello", ram(&mut buf), 0, vcpus);
+        let boot = BootImage { payload_index: 0, entry: 0x4000_0000, regs: [0; 3], reset_count_ipa: None };
+        let vm = Vm::new(1, "hello", ram(&mut buf), 0, vcpus, 0, boot);
         assert_eq!(vm.name(), "hello");
         assert!(vm.is_running());
         assert!(vm.end(VmState::Stopped, 9));
         assert!(!vm.end(VmState::Exited, 0), "a second fault does not end it again");
         assert_eq!((vm.state(), vm.status()), (VmState::Stopped, 9));
+        assert!(!vm.begin_reset(), "an ended VM is not reset");
     }
 }

@@ -18,6 +18,8 @@ pub struct Board {
     pub cpu_mpidrs: [u32; crate::arch::MAX_CPUS],
     pub cpus: usize,
     pub uart: u32,
+    /// The UART's interrupt ID (from its `interrupts` property).
+    pub uart_irq: u32,
     pub gicd: u32,
     pub gicc: u32,
     pub gich: u32,
@@ -43,6 +45,7 @@ pub unsafe fn read_board(addr: u32) -> Result<Board, &'static str> {
         cpu_mpidrs: [0; crate::arch::MAX_CPUS],
         cpus: 0,
         uart: 0,
+        uart_irq: 33,
         gicd: 0,
         gicc: 0,
         gich: 0,
@@ -57,11 +60,17 @@ pub unsafe fn read_board(addr: u32) -> Result<Board, &'static str> {
     }
     let uart = fdt.find_compatible(&["arm,pl011"]).ok_or("device tree has no PL011")?;
     b.uart = reg_base(&uart, 0).ok_or("PL011 without reg")?;
+    // interrupts = <type number flags>; type 0 = SPI (INTID 32 + number).
+    if let Some(p) = uart.property("interrupts") {
+        if p.value.len() >= 8 && p.value[..4] == [0; 4] {
+            b.uart_irq = 32 + u32::from_be_bytes([p.value[4], p.value[5], p.value[6], p.value[7]]);
+        }
+    }
     let gic = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400"]).ok_or("device tree has no GICv2")?;
     b.gicd = reg_base(&gic, 0).ok_or("GIC without distributor")?;
     b.gicc = reg_base(&gic, 1).ok_or("GIC without CPU interface")?;
-    b.gich = reg_base(&gic, 2).unwrap_or(0);
-    b.gicv = reg_base(&gic, 3).unwrap_or(0);
+    b.gich = reg_base(&gic, 2).ok_or("GIC without virtualization extensions (no GICH)")?;
+    b.gicv = reg_base(&gic, 3).ok_or("GIC without virtualization extensions (no GICV)")?;
     if let Some(pci) = fdt.find_compatible(&["pci-host-ecam-generic"]) {
         let ecam = reg_base(&pci, 0);
         // ranges: <pci-addr(3 cells) cpu-addr(2) size(2)>; find 32-bit MMIO (space 0b10).

@@ -14,7 +14,7 @@
 use crate::context::offsets;
 
 /// Stack per pCPU.
-pub const STACK_SIZE: usize = 16 * 1024;
+pub const STACK_SIZE: usize = 64 * 1024;
 pub const MAX_CPUS: usize = 8;
 
 pub const EXIT_TRAP: u32 = 0;

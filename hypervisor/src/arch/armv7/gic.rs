@@ -83,3 +83,106 @@ pub fn kick(cpu: u32) {
         wr(&GICD, GICD_SGIR, (mask as u32) << 16 | SGI_KICK);
     }
 }
+
+const GICD_ISENABLER0: usize = GICD_ISENABLER;
+const GICD_ICENABLER0: usize = GICD_ICENABLER;
+
+/// Enables a private (SGI/PPI) interrupt on the calling pCPU.
+pub fn enable_private(id: u32) {
+    wr(&GICD, GICD_ISENABLER0, 1 << id);
+}
+
+/// Disables a private interrupt on the calling pCPU.
+pub fn disable_private(id: u32) {
+    wr(&GICD, GICD_ICENABLER0, 1 << id);
+}
+
+/// Routes a shared interrupt to one pCPU and enables it.
+pub fn enable_spi(id: u32, cpu: u32) {
+    let mask = CPU_MASK.get(cpu as usize).map_or(1, |m| m.load(Ordering::Relaxed));
+    // SAFETY: a byte of GICD_ITARGETSR, which is byte-accessible (IHI 0048B
+    // 4.3.12), in the distributor the DTB named.
+    unsafe { write_volatile((GICD.load(Ordering::Relaxed) as usize + GICD_ITARGETSR + id as usize) as *mut u8, mask) };
+    wr(&GICD, GICD_ISENABLER + 4 * (id as usize / 32), 1 << (id % 32));
+}
+
+/// The hypervisor control interface (GICH), banked per pCPU.
+static GICH: AtomicU32 = AtomicU32::new(0);
+const GICH_HCR: usize = 0x00;
+const GICH_VTR: usize = 0x04;
+const GICH_VMCR: usize = 0x08;
+const GICH_EISR0: usize = 0x20;
+const GICH_EISR1: usize = 0x24;
+const GICH_ELRSR0: usize = 0x30;
+const GICH_ELRSR1: usize = 0x34;
+const GICH_APR: usize = 0xf0;
+const GICH_LR0: usize = 0x100;
+pub const MAX_LRS: usize = crate::context::MAX_LRS;
+
+pub fn init_gich(base: u32) {
+    GICH.store(base, Ordering::Relaxed);
+}
+
+/// The list registers of this pCPU's GICH.
+pub struct Gich {
+    count: usize,
+}
+
+impl Gich {
+    pub fn new() -> Self {
+        Self { count: ((rd(&GICH, GICH_VTR) & 0x3f) as usize + 1).min(MAX_LRS) }
+    }
+}
+
+impl Default for Gich {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl crate::vgic::ListRegs for Gich {
+    fn count(&self) -> usize {
+        self.count
+    }
+    fn read(&self, i: usize) -> u32 {
+        rd(&GICH, GICH_LR0 + 4 * i)
+    }
+    fn write(&mut self, i: usize, v: u32) {
+        wr(&GICH, GICH_LR0 + 4 * i, v)
+    }
+    fn empty(&self) -> u64 {
+        rd(&GICH, GICH_ELRSR0) as u64 | (rd(&GICH, GICH_ELRSR1) as u64) << 32
+    }
+    fn eoied(&self) -> u64 {
+        rd(&GICH, GICH_EISR0) as u64 | (rd(&GICH, GICH_EISR1) as u64) << 32
+    }
+    fn hcr(&self) -> u32 {
+        rd(&GICH, GICH_HCR)
+    }
+    fn set_hcr(&mut self, v: u32) {
+        wr(&GICH, GICH_HCR, v)
+    }
+}
+
+pub use crate::context::GichState;
+
+pub fn save_gich(s: &mut GichState) {
+    let g = Gich::new();
+    s.hcr = rd(&GICH, GICH_HCR);
+    s.vmcr = rd(&GICH, GICH_VMCR);
+    s.apr = rd(&GICH, GICH_APR);
+    for i in 0..g.count {
+        s.lr[i] = rd(&GICH, GICH_LR0 + 4 * i);
+    }
+    wr(&GICH, GICH_HCR, 0);
+}
+
+pub fn restore_gich(s: &GichState) {
+    let g = Gich::new();
+    wr(&GICH, GICH_VMCR, s.vmcr);
+    wr(&GICH, GICH_APR, s.apr);
+    for i in 0..g.count {
+        wr(&GICH, GICH_LR0 + 4 * i, s.lr[i]);
+    }
+    wr(&GICH, GICH_HCR, s.hcr | crate::vgic::hw::HCR_EN);
+}

@@ -7,6 +7,7 @@ pub mod mmu;
 pub mod psci;
 pub mod timer;
 pub mod uart;
+pub mod vfp;
 
 pub use el1::{restore as restore_el1, save as save_el1};
 pub use entry::{enter_guest, Exit, MAX_CPUS, STACK_SIZE};
@@ -29,6 +30,12 @@ pub fn trap_info() -> TrapInfo {
 pub fn wait_for_interrupt() {
     aarch32_cpu::asm::dsb();
     aarch32_cpu::asm::wfi();
+}
+
+/// Sets the virtual counter offset (CNTVOFF) of the VM about to run.
+pub fn set_cntvoff(off: u64) {
+    // SAFETY: CNTVOFF only shifts what PL1/PL0 read as the virtual count.
+    unsafe { sysreg::CNTVOFF::write(off) };
 }
 
 pub fn mpidr() -> u32 {

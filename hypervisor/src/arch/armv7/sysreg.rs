@@ -122,3 +122,4 @@ reg64!(PAR,         0,  7);
 reg64!(CNTPCT,      0, 14);
 reg64!(CNTVOFF,     4, 14);
 reg64!(CNTV_CVAL,   3, 14);
+reg64!(CNTHP_CVAL,  6, 14);

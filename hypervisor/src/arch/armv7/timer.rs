@@ -25,3 +25,12 @@ pub fn disarm_slice() {
     // SAFETY: as above; disabling also clears its interrupt.
     unsafe { CNTHP_CTL::write(0) };
 }
+
+/// Fires the HYP timer PPI when the physical counter reaches `at`.
+pub fn arm_at(at: u64) {
+    // SAFETY: the HYP timer belongs to the hypervisor; ENABLE=1, IMASK=0.
+    unsafe {
+        CNTHP_CVAL::write(at);
+        CNTHP_CTL::write(1);
+    }
+}

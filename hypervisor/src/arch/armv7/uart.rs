@@ -28,3 +28,35 @@ pub fn write(bytes: &[u8]) {
         }
     }
 }
+
+const IMSC: usize = 0x38;
+const ICR: usize = 0x44;
+const FR_RXFE: u32 = 1 << 4;
+const IM_RX: u32 = (1 << 4) | (1 << 6); // RXIM | RTIM
+
+/// Interrupts on received data (console input for the VMs).
+pub fn enable_rx_interrupt() {
+    let base = BASE.load(Ordering::Relaxed) as usize;
+    if base != 0 {
+        // SAFETY: IMSC/ICR of the PL011 named by the DTB.
+        unsafe {
+            write_volatile((base + ICR) as *mut u32, 0x7ff);
+            write_volatile((base + IMSC) as *mut u32, IM_RX);
+        }
+    }
+}
+
+/// One received byte, if any.
+pub fn read_byte() -> Option<u8> {
+    let base = BASE.load(Ordering::Relaxed) as usize;
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: FR and DR of the PL011 named by the DTB; reading DR pops the FIFO.
+    unsafe {
+        if read_volatile((base + FR) as *const u32) & FR_RXFE != 0 {
+            return None;
+        }
+        Some(read_volatile((base + DR) as *const u32) as u8)
+    }
+}

@@ -1,0 +1,764 @@
+//! The virtual GICv2 of a VM (Arm IHI 0048B, chapters 4-5).
+//!
+//! The guest's CPU interface is the hardware's virtual CPU interface (GICV,
+//! mapped at the guest's GICC address), so acknowledge and EOI never trap.
+//! The distributor is emulated here: the guest's accesses to it trap and
+//! land in [`Vgic::mmio_read`] / [`Vgic::mmio_write`]. Interrupts reach the
+//! guest through the list registers of the hypervisor interface (GICH):
+//! pending interrupts are recorded in atomics by whoever raises them (a
+//! sibling vCPU's SGI, a device, the timer), and the pCPU that owns the
+//! target vCPU moves them into free list registers before it enters the
+//! guest ([`Vgic::flush`]). Raising an interrupt takes no lock.
+//!
+//! Simplifications, on purpose: all interrupts are Group 0; pending
+//! interrupts are offered to the list registers in interrupt-ID order, with
+//! their priorities (the GIC then orders them); an interrupt already in a
+//! list register is not queued a second time until that entry is free.
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering::*};
+
+pub const NR_SPIS: usize = 64;
+pub const NR_IRQS: usize = 32 + NR_SPIS;
+/// GICv2 addresses at most 8 CPU interfaces.
+pub const MAX_CPUS: usize = 8;
+pub const PPI_VTIMER: u32 = 27;
+pub const PPI_MAINTENANCE: u32 = 25;
+
+/// The hypervisor interface's list registers and control, for the vCPU
+/// loaded on this pCPU (GICH, IHI 0048B 5.3).
+pub trait ListRegs {
+    fn count(&self) -> usize;
+    fn read(&self, i: usize) -> u32;
+    fn write(&mut self, i: usize, v: u32);
+    /// Bit i set: list register i is empty (GICH_ELRSR).
+    fn empty(&self) -> u64;
+    /// Bit i set: list register i was EOIed and asked for it (GICH_EISR).
+    fn eoied(&self) -> u64;
+    fn hcr(&self) -> u32;
+    fn set_hcr(&mut self, v: u32);
+}
+
+/// GICH_HCR and list-register fields.
+pub mod hw {
+    pub const HCR_EN: u32 = 1 << 0;
+    /// Maintenance interrupt while at most one list register is in use
+    /// (underflow): time to refill. (Not NPIE: with every entry active,
+    /// "no pending entry" would hold and the interrupt would never stop.)
+    pub const HCR_UIE: u32 = 1 << 1;
+    pub const LR_STATE_PENDING: u32 = 1 << 28;
+    pub const LR_STATE_ACTIVE: u32 = 1 << 29;
+    pub const LR_EOI: u32 = 1 << 19;
+    pub fn lr(id: u32, source: u32, priority: u8, eoi: bool) -> u32 {
+        id | (source & 7) << 10 | ((priority >> 3) as u32) << 23 | LR_STATE_PENDING | if eoi { LR_EOI } else { 0 }
+    }
+}
+
+/// Per-vCPU state: banked SGI/PPI configuration and what is pending.
+pub struct VgicCpu {
+    enabled: AtomicU32,
+    /// SGIs (any source) and PPIs pending, not yet in a list register.
+    pending: AtomicU32,
+    /// For each SGI, the vCPUs that sent it (bit n = vCPU n).
+    sgi_sources: [AtomicU8; 16],
+    priority: [AtomicU8; 32],
+    /// The virtual timer interrupt was injected and not yet EOIed; the
+    /// physical timer PPI stays disabled until then (so a level-triggered
+    /// timer does not storm the hypervisor).
+    pub timer_in_flight: AtomicBool,
+    /// Something was raised for this vCPU since its last flush.
+    pub work: AtomicBool,
+}
+
+impl VgicCpu {
+    fn new() -> Self {
+        Self {
+            // SGIs are always enabled on common implementations; Linux expects so.
+            enabled: AtomicU32::new(0xffff),
+            pending: AtomicU32::new(0),
+            sgi_sources: [const { AtomicU8::new(0) }; 16],
+            priority: [const { AtomicU8::new(0) }; 32],
+            timer_in_flight: AtomicBool::new(false),
+            work: AtomicBool::new(false),
+        }
+    }
+}
+
+pub struct Vgic {
+    enabled: AtomicBool,
+    spi_enabled: [AtomicU32; NR_SPIS / 32],
+    spi_pending: [AtomicU32; NR_SPIS / 32],
+    /// Line level of level-triggered SPIs raised by emulated devices.
+    spi_level: [AtomicU32; NR_SPIS / 32],
+    /// ICFGR bit 1 of each SPI: 1 = edge-triggered.
+    spi_edge: [AtomicU32; NR_SPIS / 32],
+    spi_priority: [AtomicU8; NR_SPIS],
+    spi_targets: [AtomicU8; NR_SPIS],
+    cpus: Box<[VgicCpu]>,
+}
+
+/// A set of vCPUs (bit n = vCPU n) that need waking after an operation.
+pub type Wake = u32;
+
+fn bit(word: &[AtomicU32], n: usize) -> bool {
+    word[n / 32].load(Acquire) & (1 << (n % 32)) != 0
+}
+
+fn set(word: &[AtomicU32], n: usize, v: bool) {
+    if v {
+        word[n / 32].fetch_or(1 << (n % 32), AcqRel);
+    } else {
+        word[n / 32].fetch_and(!(1 << (n % 32)), AcqRel);
+    }
+}
+
+impl Vgic {
+    pub fn new(vcpus: usize) -> Self {
+        let n = vcpus.clamp(1, MAX_CPUS);
+        Self {
+            enabled: AtomicBool::new(false),
+            spi_enabled: [const { AtomicU32::new(0) }; NR_SPIS / 32],
+            spi_pending: [const { AtomicU32::new(0) }; NR_SPIS / 32],
+            spi_level: [const { AtomicU32::new(0) }; NR_SPIS / 32],
+            spi_edge: [const { AtomicU32::new(0) }; NR_SPIS / 32],
+            spi_priority: [const { AtomicU8::new(0) }; NR_SPIS],
+            spi_targets: [const { AtomicU8::new(0) }; NR_SPIS],
+            cpus: (0..n).map(|_| VgicCpu::new()).collect(),
+        }
+    }
+
+    /// vCPUs beyond the eighth cannot be addressed by a GICv2: they get no
+    /// interrupts (the packer warns; Linux needs GICv3 for more).
+    pub fn cpu(&self, vcpu: usize) -> Option<&VgicCpu> {
+        self.cpus.get(vcpu)
+    }
+
+    fn nr_cpus(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// Back to the reset state (VM reset).
+    pub fn reset(&self) {
+        self.enabled.store(false, Release);
+        for w in self.spi_enabled.iter().chain(&self.spi_pending).chain(&self.spi_edge) {
+            w.store(0, Release);
+        }
+        for b in self.spi_priority.iter().chain(&self.spi_targets) {
+            b.store(0, Release);
+        }
+        for c in self.cpus.iter() {
+            c.enabled.store(0xffff, Release);
+            c.pending.store(0, Release);
+            c.sgi_sources.iter().chain(&c.priority).for_each(|b| b.store(0, Release));
+            c.timer_in_flight.store(false, Release);
+            c.work.store(false, Release);
+        }
+    }
+
+    /// Marks a private interrupt (SGI from `source`, or a PPI) pending on
+    /// `vcpu`. Returns the vCPUs to wake.
+    pub fn raise_private(&self, vcpu: usize, id: u32, source: usize) -> Wake {
+        let Some(c) = self.cpus.get(vcpu) else { return 0 };
+        if id < 16 {
+            c.sgi_sources[id as usize].fetch_or(1 << (source % 8), AcqRel);
+        }
+        c.pending.fetch_or(1 << (id & 31), AcqRel);
+        c.work.store(true, Release);
+        1 << vcpu
+    }
+
+    /// The virtual timer fired for `vcpu` (physically, or by the scheduler's
+    /// check for a descheduled vCPU).
+    pub fn raise_timer(&self, vcpu: usize) -> Wake {
+        match self.cpus.get(vcpu) {
+            Some(c) => {
+                c.timer_in_flight.store(true, Release);
+                self.raise_private(vcpu, PPI_VTIMER, 0)
+            }
+            None => 0,
+        }
+    }
+
+    /// Sets the level of SPI `spi` (0-based, INTID 32 + spi) driven by an
+    /// emulated device. A rising level makes it pending.
+    pub fn set_spi_level(&self, spi: usize, level: bool) -> Wake {
+        if spi >= NR_SPIS {
+            return 0;
+        }
+        set(&self.spi_level, spi, level);
+        if level {
+            self.pend_spi(spi)
+        } else {
+            if !bit(&self.spi_edge, spi) {
+                set(&self.spi_pending, spi, false);
+            }
+            0
+        }
+    }
+
+    /// An edge on SPI `spi` (a device notification).
+    pub fn pulse_spi(&self, spi: usize) -> Wake {
+        if spi >= NR_SPIS {
+            return 0;
+        }
+        self.pend_spi(spi)
+    }
+
+    fn pend_spi(&self, spi: usize) -> Wake {
+        set(&self.spi_pending, spi, true);
+        self.spi_wake(spi)
+    }
+
+    /// The vCPUs an SPI would go to now, flagged for a flush; the first one
+    /// is woken (1-of-N delivery: whoever flushes first claims it).
+    fn spi_wake(&self, spi: usize) -> Wake {
+        let targets = self.spi_targets[spi].load(Acquire) as u32 & ((1 << self.nr_cpus()) - 1);
+        for v in 0..self.nr_cpus() {
+            if targets & (1 << v) != 0 {
+                self.cpus[v].work.store(true, Release);
+            }
+        }
+        targets & targets.wrapping_neg()
+    }
+
+    fn priority_of(&self, vcpu: usize, id: usize) -> u8 {
+        if id < 32 {
+            self.cpus[vcpu].priority[id].load(Acquire)
+        } else {
+            self.spi_priority[id - 32].load(Acquire)
+        }
+    }
+
+    /// Moves what is pending for `vcpu` into free list registers. Called by
+    /// the owning pCPU with the vCPU loaded, before entering the guest.
+    pub fn flush(&self, vcpu: usize, lrs: &mut impl ListRegs) {
+        let Some(c) = self.cpus.get(vcpu) else { return };
+        c.work.store(false, Release);
+        let mut free = lrs.empty() & ((1u64 << lrs.count()) - 1);
+        let mut left_over = false;
+        let in_lrs = |lrs: &dyn Fn(usize) -> u32, count: usize, id: u32, src: u32| {
+            (0..count).any(|i| {
+                let v = lrs(i);
+                v & (hw::LR_STATE_PENDING | hw::LR_STATE_ACTIVE) != 0 && v & 0x3ff == id && (id >= 16 || (v >> 10) & 7 == src)
+            })
+        };
+        let dist_on = self.enabled.load(Acquire);
+        // SGIs and PPIs.
+        let pending = c.pending.load(Acquire) & c.enabled.load(Acquire);
+        for id in (0..32u32).filter(|i| dist_on && pending & (1 << i) != 0) {
+            let sources: u32 = if id < 16 { c.sgi_sources[id as usize].load(Acquire) as u32 } else { 1 };
+            let mut remaining = sources;
+            for src in (0..8u32).filter(|s| sources & (1 << s) != 0) {
+                let src_field = if id < 16 { src } else { 0 };
+                if in_lrs(&|i| lrs.read(i), lrs.count(), id, src_field) {
+                    continue; // still being handled: stays pending here
+                }
+                if free == 0 {
+                    left_over = true;
+                    break;
+                }
+                let i = free.trailing_zeros() as usize;
+                free &= !(1 << i);
+                let eoi = id == PPI_VTIMER;
+                lrs.write(i, hw::lr(id, src_field, self.priority_of(vcpu, id as usize), eoi));
+                remaining &= !(1 << src);
+            }
+            if id < 16 {
+                c.sgi_sources[id as usize].fetch_and(!(sources & !remaining) as u8, AcqRel);
+            }
+            if remaining == 0 {
+                c.pending.fetch_and(!(1 << id), AcqRel);
+                // A sender may have added itself meanwhile: keep it pending.
+                if id < 16 && c.sgi_sources[id as usize].load(Acquire) != 0 {
+                    c.pending.fetch_or(1 << id, AcqRel);
+                }
+            }
+        }
+        // SPIs targeted at this vCPU: claim each from the shared pending set.
+        if dist_on {
+            for spi in 0..NR_SPIS {
+                if !bit(&self.spi_pending, spi)
+                    || !bit(&self.spi_enabled, spi)
+                    || self.spi_targets[spi].load(Acquire) & (1 << vcpu) == 0
+                {
+                    continue;
+                }
+                let id = 32 + spi as u32;
+                if in_lrs(&|i| lrs.read(i), lrs.count(), id, 0) {
+                    continue;
+                }
+                if free == 0 {
+                    left_over = true;
+                    break;
+                }
+                let mask = 1u32 << (spi % 32);
+                if self.spi_pending[spi / 32].fetch_and(!mask, AcqRel) & mask == 0 {
+                    continue; // another vCPU claimed it
+                }
+                let i = free.trailing_zeros() as usize;
+                free &= !(1 << i);
+                let level = !bit(&self.spi_edge, spi);
+                lrs.write(i, hw::lr(id, 0, self.spi_priority[spi].load(Acquire), level));
+            }
+        }
+        let hcr = lrs.hcr();
+        let want = if left_over { hcr | hw::HCR_UIE } else { hcr & !hw::HCR_UIE };
+        if want != hcr {
+            lrs.set_hcr(want | hw::HCR_EN);
+        }
+    }
+
+    /// Handles the maintenance interrupt: list registers the guest EOIed
+    /// with the EOI bit set are cleared; a still-high level SPI is pended
+    /// again. Returns true if the virtual timer was EOIed (the caller then
+    /// re-enables the physical timer PPI). Then refills.
+    pub fn maintenance(&self, vcpu: usize, lrs: &mut impl ListRegs) -> bool {
+        let mut timer_done = false;
+        let eoied = lrs.eoied() & ((1u64 << lrs.count()) - 1);
+        for i in (0..lrs.count()).filter(|i| eoied & (1 << i) != 0) {
+            let id = lrs.read(i) & 0x3ff;
+            lrs.write(i, 0);
+            if id == PPI_VTIMER {
+                if let Some(c) = self.cpus.get(vcpu) {
+                    c.timer_in_flight.store(false, Release);
+                }
+                timer_done = true;
+            } else if (32..NR_IRQS as u32).contains(&id) {
+                let spi = id as usize - 32;
+                if bit(&self.spi_level, spi) {
+                    self.pend_spi(spi);
+                }
+            }
+        }
+        self.flush(vcpu, lrs);
+        timer_done
+    }
+
+    /// Would the vCPU take an interrupt now (WFI wake-up condition)?
+    pub fn has_pending(&self, vcpu: usize, lrs: &impl ListRegs) -> bool {
+        let Some(c) = self.cpus.get(vcpu) else { return false };
+        if (0..lrs.count()).any(|i| lrs.read(i) & hw::LR_STATE_PENDING != 0) {
+            return true;
+        }
+        self.deliverable(vcpu, c)
+    }
+
+    /// Is anything pending, enabled and routed to `vcpu` outside the list
+    /// registers? (For a vCPU that is not loaded.)
+    pub fn deliverable(&self, vcpu: usize, c: &VgicCpu) -> bool {
+        if !self.enabled.load(Acquire) {
+            return false;
+        }
+        if c.pending.load(Acquire) & c.enabled.load(Acquire) != 0 {
+            return true;
+        }
+        (0..NR_SPIS).any(|spi| {
+            bit(&self.spi_pending, spi) && bit(&self.spi_enabled, spi) && self.spi_targets[spi].load(Acquire) & (1 << vcpu) != 0
+        })
+    }
+
+    /// A guest read of the distributor (offset within its 4 KiB page).
+    pub fn mmio_read(&self, vcpu: usize, off: u32, size: u8) -> u32 {
+        let me = vcpu.min(self.nr_cpus() - 1);
+        let c = &self.cpus[me];
+        let word = |base: u32| ((off - base) / 4) as usize;
+        let v = match off {
+            0x000 => self.enabled.load(Acquire) as u32,
+            // ITLinesNumber and CPUNumber (IHI 0048B 4.3.2).
+            0x004 => (NR_IRQS as u32 / 32 - 1) | ((self.nr_cpus() as u32 - 1) << 5),
+            0x008 => 0x0200_143b, // IIDR: Arm, GICv2
+            0x100..=0x17f | 0x180..=0x1ff => {
+                let n = word(if off < 0x180 { 0x100 } else { 0x180 });
+                match n {
+                    0 => c.enabled.load(Acquire),
+                    n if n <= NR_SPIS / 32 => self.spi_enabled[n - 1].load(Acquire),
+                    _ => 0,
+                }
+            }
+            0x200..=0x27f | 0x280..=0x2ff => {
+                let n = word(if off < 0x280 { 0x200 } else { 0x280 });
+                match n {
+                    0 => c.pending.load(Acquire),
+                    n if n <= NR_SPIS / 32 => self.spi_pending[n - 1].load(Acquire),
+                    _ => 0,
+                }
+            }
+            0x400..=0x7fb => {
+                let first = (off & !3) as usize - 0x400;
+                let w = (0..4).fold(0u32, |acc, k| {
+                    let id = first + k;
+                    let p = if id < NR_IRQS { self.priority_of(me, id) } else { 0 };
+                    acc | (p as u32) << (8 * k)
+                });
+                return extract(w, off, size);
+            }
+            0x800..=0xbfb => {
+                let first = (off & !3) as usize - 0x800;
+                let w = (0..4).fold(0u32, |acc, k| {
+                    let id = first + k;
+                    let t = match id {
+                        0..32 => 1u8 << me,
+                        32..NR_IRQS => self.spi_targets[id - 32].load(Acquire),
+                        _ => 0,
+                    };
+                    acc | (t as u32) << (8 * k)
+                });
+                return extract(w, off, size);
+            }
+            0xc00..=0xcff => match word(0xc00) {
+                0 => 0xaaaa_aaaa, // SGIs: edge
+                1 => 0,           // PPIs: level (the timers)
+                n if n - 2 < NR_SPIS / 16 => {
+                    let edges = self.spi_edge[(n - 2) / 2].load(Acquire) >> (16 * ((n - 2) % 2));
+                    (0..16).fold(0, |acc, k| acc | ((edges >> k) & 1) << (2 * k + 1))
+                }
+                _ => 0,
+            },
+            0xf10..=0xf2f => {
+                // CPENDSGIR/SPENDSGIR: one byte of sources per SGI.
+                let first = (off & !3) as usize - if off < 0xf20 { 0xf10 } else { 0xf20 };
+                let w = (0..4).fold(0u32, |acc, k| acc | (c.sgi_sources[first + k].load(Acquire) as u32) << (8 * k));
+                return extract(w, off, size);
+            }
+            0xfe8 => 0x2b, // PIDR2: GICv2
+            _ => 0,
+        };
+        extract(v, off, size)
+    }
+
+    /// A guest write to the distributor. Returns the vCPUs to wake.
+    pub fn mmio_write(&self, vcpu: usize, off: u32, size: u8, val: u32) -> Wake {
+        let me = vcpu.min(self.nr_cpus() - 1);
+        let c = &self.cpus[me];
+        let word = |base: u32| ((off - base) / 4) as usize;
+        let mut wake = 0;
+        match off {
+            0x000 => {
+                self.enabled.store(val & 1 != 0, Release);
+                wake = self.all_work();
+            }
+            0x100..=0x17f => match word(0x100) {
+                0 => {
+                    c.enabled.fetch_or(val, AcqRel);
+                    c.work.store(true, Release);
+                    wake = 1 << me;
+                }
+                n if n <= NR_SPIS / 32 => {
+                    self.spi_enabled[n - 1].fetch_or(val, AcqRel);
+                    wake = self.all_work();
+                }
+                _ => {}
+            },
+            0x180..=0x1ff => match word(0x180) {
+                0 => {
+                    c.enabled.fetch_and(!(val & 0xffff_0000), AcqRel);
+                }
+                n if n <= NR_SPIS / 32 => {
+                    self.spi_enabled[n - 1].fetch_and(!val, AcqRel);
+                }
+                _ => {}
+            },
+            0x200..=0x27f => match word(0x200) {
+                0 => {
+                    // SGI pending bits are set through SPENDSGIR only.
+                    c.pending.fetch_or(val & 0xffff_0000, AcqRel);
+                    c.work.store(true, Release);
+                    wake = 1 << me;
+                }
+                n if n <= NR_SPIS / 32 => {
+                    for k in (0..32).filter(|k| val & (1 << k) != 0) {
+                        wake |= self.pend_spi((n - 1) * 32 + k);
+                    }
+                }
+                _ => {}
+            },
+            0x280..=0x2ff => match word(0x280) {
+                0 => {
+                    c.pending.fetch_and(!(val & 0xffff_0000), AcqRel);
+                }
+                n if n <= NR_SPIS / 32 => {
+                    self.spi_pending[n - 1].fetch_and(!val, AcqRel);
+                }
+                _ => {}
+            },
+            0x400..=0x7fb => {
+                for (k, byte) in bytes(off, size, val) {
+                    let id = (k - 0x400) as usize;
+                    match id {
+                        0..32 => c.priority[id].store(byte, Release),
+                        32..NR_IRQS => self.spi_priority[id - 32].store(byte, Release),
+                        _ => {}
+                    }
+                }
+            }
+            0x800..=0xbfb => {
+                for (k, byte) in bytes(off, size, val) {
+                    let id = (k - 0x800) as usize;
+                    if (32..NR_IRQS).contains(&id) {
+                        self.spi_targets[id - 32].store(byte, Release);
+                        if bit(&self.spi_pending, id - 32) {
+                            wake |= self.spi_wake(id - 32);
+                        }
+                    }
+                }
+            }
+            0xc00..=0xcff => {
+                let n = word(0xc00);
+                if n >= 2 && n - 2 < NR_SPIS / 16 {
+                    let edges = (0..16).fold(0u32, |acc, k| acc | ((val >> (2 * k + 1)) & 1) << k);
+                    let (w, shift) = ((n - 2) / 2, 16 * ((n - 2) % 2));
+                    let old = self.spi_edge[w].load(Acquire);
+                    self.spi_edge[w].store((old & !(0xffff << shift)) | edges << shift, Release);
+                }
+            }
+            0xf00 => wake = self.sgir(me, val),
+            0xf10..=0xf2f => {
+                let set_pending = off >= 0xf20;
+                let base = if set_pending { 0xf20 } else { 0xf10 };
+                for (k, byte) in bytes(off, size, val) {
+                    let sgi = (k - base) as usize;
+                    if set_pending {
+                        c.sgi_sources[sgi].fetch_or(byte, AcqRel);
+                        c.pending.fetch_or(1 << sgi, AcqRel);
+                        c.work.store(true, Release);
+                        wake |= 1 << me;
+                    } else {
+                        let left = c.sgi_sources[sgi].fetch_and(!byte, AcqRel) & !byte;
+                        if left == 0 {
+                            c.pending.fetch_and(!(1 << sgi), AcqRel);
+                        }
+                    }
+                }
+            }
+            _ => {} // read-only or reserved: ignored
+        }
+        wake
+    }
+
+    /// GICD_SGIR: a virtual IPI.
+    fn sgir(&self, me: usize, val: u32) -> Wake {
+        let sgi = val & 0xf;
+        let all = (1u32 << self.nr_cpus()) - 1;
+        let targets = match (val >> 24) & 3 {
+            0 => (val >> 16) & 0xff,
+            1 => all & !(1 << me),
+            2 => 1 << me,
+            _ => 0,
+        } & all;
+        let mut wake = 0;
+        for v in (0..self.nr_cpus()).filter(|v| targets & (1 << v) != 0) {
+            wake |= self.raise_private(v, sgi, me);
+        }
+        wake
+    }
+
+    fn all_work(&self) -> Wake {
+        for c in self.cpus.iter() {
+            c.work.store(true, Release);
+        }
+        (1 << self.nr_cpus()) - 1
+    }
+}
+
+fn mask(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => !0,
+    }
+}
+
+/// The bytes of a word-wide register as a byte/halfword access sees them.
+fn extract(word: u32, off: u32, size: u8) -> u32 {
+    (word >> (8 * (off & 3))) & mask(size)
+}
+
+/// (byte offset, byte) pairs written by an access.
+fn bytes(off: u32, size: u8, val: u32) -> impl Iterator<Item = (u32, u8)> {
+    (0..size as u32).map(move |k| (off + k, (val >> (8 * k)) as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four list registers, as on Cortex-A15 and QEMU.
+    #[derive(Default)]
+    struct FakeLrs {
+        lr: [u32; 4],
+        hcr: u32,
+    }
+
+    impl ListRegs for FakeLrs {
+        fn count(&self) -> usize {
+            4
+        }
+        fn read(&self, i: usize) -> u32 {
+            self.lr[i]
+        }
+        fn write(&mut self, i: usize, v: u32) {
+            self.lr[i] = v;
+        }
+        fn empty(&self) -> u64 {
+            (0..4).filter(|&i| self.lr[i] & (3 << 28) == 0).fold(0, |a, i| a | 1 << i)
+        }
+        fn eoied(&self) -> u64 {
+            (0..4).filter(|&i| self.lr[i] & (3 << 28) == 0 && self.lr[i] & hw::LR_EOI != 0).fold(0, |a, i| a | 1 << i)
+        }
+        fn hcr(&self) -> u32 {
+            self.hcr
+        }
+        fn set_hcr(&mut self, v: u32) {
+            self.hcr = v;
+        }
+    }
+
+    impl FakeLrs {
+        /// The guest acknowledges and EOIs list register i.
+        fn guest_eoi(&mut self, i: usize) -> u32 {
+            let id = self.lr[i] & 0x3ff;
+            self.lr[i] &= !(3 << 28);
+            id
+        }
+        fn ids(&self) -> Vec<u32> {
+            self.lr.iter().filter(|v| *v & (3 << 28) != 0).map(|v| v & 0x3ff).collect()
+        }
+    }
+
+    fn enabled_gic(cpus: usize) -> Vgic {
+        let g = Vgic::new(cpus);
+        g.mmio_write(0, 0x000, 4, 1);
+        g
+    }
+
+    #[test]
+    fn typer_and_identification() {
+        let g = Vgic::new(4);
+        assert_eq!(g.mmio_read(0, 0x004, 4), 2 | 3 << 5);
+        assert_eq!(g.mmio_read(0, 0xfe8, 4), 0x2b);
+        // Targets of private interrupts read as the calling vCPU.
+        assert_eq!(g.mmio_read(2, 0x800, 4), 0x0404_0404);
+        assert_eq!(g.mmio_read(2, 0x81c, 1), 0x04);
+    }
+
+    #[test]
+    fn sgi_reaches_the_target_with_its_source() {
+        let g = enabled_gic(4);
+        // vCPU 0 sends SGI 3 to vCPUs 1 and 2.
+        let wake = g.mmio_write(0, 0xf00, 4, 0b0110 << 16 | 3);
+        assert_eq!(wake, 0b0110);
+        let mut lrs = FakeLrs::default();
+        g.flush(1, &mut lrs);
+        assert_eq!(lrs.lr[0], hw::lr(3, 0, 0, false));
+        assert!(!g.has_pending(1, &FakeLrs::default()), "moved into the list registers");
+        // "All but self" from vCPU 2.
+        assert_eq!(g.mmio_write(2, 0xf00, 4, 1 << 24 | 5), 0b1011);
+    }
+
+    #[test]
+    fn disabled_interrupts_wait() {
+        let g = Vgic::new(1);
+        g.raise_private(0, 20, 0);
+        g.mmio_write(0, 0x000, 4, 1);
+        let mut lrs = FakeLrs::default();
+        g.flush(0, &mut lrs);
+        assert!(lrs.ids().is_empty(), "PPI 20 is not enabled");
+        g.mmio_write(0, 0x100, 4, 1 << 20);
+        g.flush(0, &mut lrs);
+        assert_eq!(lrs.ids(), [20]);
+    }
+
+    #[test]
+    fn timer_stays_in_flight_until_eoi() {
+        let g = enabled_gic(1);
+        g.mmio_write(0, 0x100, 4, 1 << PPI_VTIMER);
+        g.mmio_write(0, 0x41b, 1, 0xa0); // priority of 27
+        g.raise_timer(0);
+        let mut lrs = FakeLrs::default();
+        g.flush(0, &mut lrs);
+        assert_eq!(lrs.lr[0], hw::lr(27, 0, 0xa0, true));
+        assert!(g.cpus[0].timer_in_flight.load(Acquire));
+        lrs.guest_eoi(0);
+        assert!(g.maintenance(0, &mut lrs), "EOI of the timer is reported");
+        assert!(!g.cpus[0].timer_in_flight.load(Acquire));
+        assert_eq!(lrs.lr[0], 0, "the EOIed entry is cleared");
+    }
+
+    #[test]
+    fn level_spi_is_pended_again_while_high() {
+        let g = enabled_gic(2);
+        g.mmio_write(0, 0x104, 4, 1 << 1); // enable SPI 1 (INTID 33)
+        g.mmio_write(0, 0x820, 4, 0x0000_0200); // INTID 33 -> vCPU 1
+        assert_eq!(g.set_spi_level(1, true), 0b10);
+        let mut lrs = FakeLrs::default();
+        g.flush(0, &mut lrs);
+        assert!(lrs.ids().is_empty(), "routed to vCPU 1, not 0");
+        g.flush(1, &mut lrs);
+        assert_eq!(lrs.ids(), [33]);
+        assert_eq!(lrs.lr[0] & hw::LR_EOI, hw::LR_EOI);
+        lrs.guest_eoi(0);
+        g.maintenance(1, &mut lrs);
+        assert_eq!(lrs.ids(), [33], "still high: delivered again");
+        g.set_spi_level(1, false);
+        lrs.guest_eoi(0);
+        g.maintenance(1, &mut lrs);
+        assert!(lrs.ids().is_empty(), "low: done");
+    }
+
+    #[test]
+    fn overflow_asks_for_a_maintenance_interrupt() {
+        let g = enabled_gic(1);
+        g.mmio_write(0, 0x100, 4, 0xffff_ffff);
+        for id in [16, 17, 18, 19, 20, 21] {
+            g.raise_private(0, id, 0);
+        }
+        let mut lrs = FakeLrs::default();
+        g.flush(0, &mut lrs);
+        assert_eq!(lrs.ids(), [16, 17, 18, 19]);
+        assert_ne!(lrs.hcr & hw::HCR_UIE, 0);
+        for i in 0..4 {
+            lrs.guest_eoi(i);
+        }
+        g.flush(0, &mut lrs);
+        assert_eq!(lrs.ids(), [20, 21]);
+        assert_eq!(lrs.hcr & hw::HCR_UIE, 0, "nothing left over: no more maintenance");
+    }
+
+    #[test]
+    fn an_spi_goes_to_one_vcpu_only() {
+        let g = enabled_gic(2);
+        g.mmio_write(0, 0x104, 4, 1);
+        g.mmio_write(0, 0x820, 1, 0b11); // INTID 32 -> vCPUs 0 and 1
+        g.mmio_write(0, 0xc08, 4, 0b10); // edge-triggered
+        g.pulse_spi(0);
+        let (mut a, mut b) = (FakeLrs::default(), FakeLrs::default());
+        g.flush(1, &mut b);
+        g.flush(0, &mut a);
+        assert_eq!((a.ids().len() + b.ids().len()), 1);
+    }
+
+    #[test]
+    fn hostile_distributor_accesses_never_panic() {
+        let g = Vgic::new(3);
+        let mut x: u32 = 0x1234_5678;
+        for off in 0..0x1000u32 {
+            for size in [1u8, 2, 4] {
+                if off % size as u32 != 0 {
+                    continue;
+                }
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                g.mmio_write((x % 9) as usize, off, size, x);
+                g.mmio_read((x % 11) as usize, off, size);
+            }
+        }
+        let mut lrs = FakeLrs::default();
+        for v in 0..9 {
+            g.flush(v, &mut lrs);
+            g.maintenance(v, &mut lrs);
+        }
+    }
+}
