@@ -25,7 +25,10 @@ pub struct Scenario {
     pub config: &'static str,
     pub deadline_secs: u64,
     pub vms: &'static [(&'static str, Want)],
-    /// Lines (substrings of whole console lines) that must appear, in this order.
+    /// Lines (substrings of console lines) that must appear; those from the
+    /// same source (the text before the first ": ", a VM name or `tessera`)
+    /// in this order. VMs run concurrently, so lines of different VMs have
+    /// no order.
     pub lines: &'static [&'static str],
     /// Substrings no line may contain.
     pub absent: &'static [&'static str],
@@ -82,6 +85,43 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["tessera: pCPU 1 up"],
         overlap: &[("first", "second")],
+    },
+    Scenario {
+        name: "smp-2-vcpus-on-2-pcpus",
+        config: "tests/configs/smp-2on2.toml",
+        deadline_secs: 60,
+        vms: &[("smp", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"smp\": 1 vCPU(s) on pCPU 1",
+            "smp: hello through the emulated PL011",
+            "smp: vCPU 1: 10 timer ticks, telling vCPU 0",
+            "smp: ticks per vCPU: [10, 10]",
+            "smp: 2 vCPUs took 10 timer interrupts each, 1 IPIs reached vCPU 0, all secondaries off",
+        ],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
+        name: "smp-4-vcpus-on-1-pcpu",
+        config: "tests/configs/smp-4on1.toml",
+        deadline_secs: 60,
+        vms: &[("smp", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"smp\": 4 vCPU(s) on pCPU 0",
+            "smp: ticks per vCPU: [10, 10, 10, 10]",
+            "smp: 4 vCPUs took 10 timer interrupts each, 3 IPIs reached vCPU 0, all secondaries off",
+        ],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
+        name: "hostile-gic-garbage",
+        config: "tests/configs/hostile-gic-garbage.toml",
+        deadline_secs: 90,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0))],
+        lines: &["hostile: still running after 8192 garbage writes to the GIC distributor and UART", "peer: memory intact"],
+        absent: &[],
+        overlap: &[],
     },
     Scenario {
         name: "hostile-unmapped",
@@ -152,10 +192,15 @@ pub fn check(s: &Scenario, lines: &[String], qemu_status: Option<i32>, timed_out
             (got, _) => problems.push(format!("vm \"{vm}\": expected {want:?}, got {got:?}")),
         }
     }
-    let mut from = 0;
+    let mut from: Vec<(&str, usize)> = Vec::new();
     for want in s.lines {
-        match lines[from..].iter().position(|l| l.contains(want)) {
-            Some(i) => from += i + 1,
+        let source = want.split(": ").next().unwrap_or("");
+        let start = from.iter().find(|(src, _)| *src == source).map_or(0, |(_, i)| *i);
+        match lines[start..].iter().position(|l| l.contains(want)) {
+            Some(i) => {
+                from.retain(|(src, _)| *src != source);
+                from.push((source, start + i + 1));
+            }
             None => {
                 let anywhere = lines.iter().any(|l| l.contains(want));
                 problems.push(format!("missing line {want:?}{}", if anywhere { " (present, but out of order)" } else { "" }));
@@ -198,7 +243,7 @@ mod tests {
         config: "",
         deadline_secs: 1,
         vms: &[("peer", Want::Exit(0)), ("bad", Want::Stopped("IPA 0x20000000"))],
-        lines: &["peer: a", "peer: b"],
+        lines: &["bad: x", "peer: a", "peer: b"],
         absent: &["oops"],
         overlap: &[("peer", "bad")],
     };

@@ -5,23 +5,205 @@
 
 pub use tessera_guest::{print, println};
 
+/// Stack per vCPU (SVC below, IRQ above it); `.stack` in link.x holds 4.
+pub const VCPU_STACK: u32 = 16 * 1024;
+pub const MAX_VCPUS: usize = 4;
+
 core::arch::global_asm!(
     r#"
     .section .text.start, "ax"
     .global _start
 _start:
-    ldr     sp, =__stack_top
     ldr     r4, =__bss_start
     ldr     r5, =__bss_end
     mov     r6, #0
 1:  cmp     r4, r5
     strlo   r6, [r4], #4
     blo     1b
-    mov     r0, r2                  @ the DTB
+    mov     r4, r2                  @ the DTB
+    mov     r0, #0
+    bl      set_stacks
+    mov     r0, r4
     bl      guest_entry
 2:  b       2b
-    "#
+
+    @ PSCI CPU_ON entry: r0 = context id = vCPU index.
+    .global _secondary_start
+_secondary_start:
+    mov     r4, r0
+    bl      set_stacks
+    mov     r0, r4
+    bl      guest_secondary_entry
+3:  b       3b
+
+    @ r0 = vCPU index: SVC stack at top - index * {stack}, IRQ stack 4 KiB below its top.
+set_stacks:
+    ldr     r1, =__stack_top
+    ldr     r2, ={stack}
+    mul     r3, r0, r2
+    sub     r1, r1, r3
+    cps     #0x12                   @ IRQ mode
+    mov     sp, r1
+    cps     #0x13                   @ SVC mode
+    sub     sp, r1, #4096
+    bx      lr
+
+    .balign 32
+    .global _vectors
+_vectors:
+    b       .                       @ reset
+    b       .                       @ undefined
+    b       .                       @ SVC
+    b       .                       @ prefetch abort
+    b       .                       @ data abort
+    b       .                       @ unused
+    b       irq_entry
+    b       .                       @ FIQ
+
+irq_entry:
+    sub     lr, lr, #4
+    push    {{r0-r3, r12, lr}}
+    bl      guest_irq
+    pop     {{r0-r3, r12, lr}}
+    movs    pc, lr
+    "#,
+    stack = const VCPU_STACK,
 );
+
+unsafe extern "C" {
+    static _vectors: u8;
+    fn _secondary_start();
+}
+
+/// The entry point to give PSCI CPU_ON for a secondary vCPU.
+pub fn secondary_entry() -> u32 {
+    _secondary_start as *const () as usize as u32
+}
+
+static mut SECONDARY: Option<fn(u32) -> u32> = None;
+static mut IRQ: Option<fn(u32)> = None;
+
+/// Sets what secondaries run (`main(index)`; its return powers the vCPU off).
+pub fn set_secondary_main(f: fn(u32) -> u32) {
+    // SAFETY: set by vCPU 0 before it starts any secondary.
+    unsafe { SECONDARY = Some(f) };
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_secondary_entry(index: u32) -> ! {
+    // SAFETY: written before this vCPU was started.
+    if let Some(f) = unsafe { SECONDARY } {
+        f(index);
+    }
+    tessera_guest::psci::cpu_off();
+    loop {}
+}
+
+/// Interrupts, through the GIC at the QEMU virt addresses the guest DTB names.
+pub mod gic {
+    const GICD: usize = 0x0800_0000;
+    const GICC: usize = 0x0801_0000;
+
+    fn w(a: usize, v: u32) {
+        super::mmio_write(a, v)
+    }
+    fn r(a: usize) -> u32 {
+        super::mmio_read(a)
+    }
+
+    /// Distributor on (vCPU 0, once).
+    pub fn init_distributor() {
+        w(GICD, 1);
+    }
+
+    /// This vCPU's interface on, interrupt `ids` (SGIs/PPIs) enabled,
+    /// vectors installed and IRQs unmasked; `handler(id)` runs for each.
+    pub fn init_cpu(ids: &[u32], handler: fn(u32)) {
+        // SAFETY: set before IRQs are unmasked on any vCPU (same handler everywhere).
+        unsafe { super::IRQ = Some(handler) };
+        for &id in ids {
+            w(GICD + 0x100, 1 << id);
+            // Priority 0xa0, below the mask.
+            let reg = GICD + 0x400 + (id as usize & !3);
+            let shift = 8 * (id & 3);
+            w(reg, (r(reg) & !(0xff << shift)) | (0xa0 << shift));
+        }
+        w(GICC + 0x4, 0xf0); // PMR
+        w(GICC, 1); // CTLR
+        // SAFETY: VBAR points at our vector table; unmasking IRQs is what we want.
+        unsafe {
+            core::arch::asm!("mcr p15, 0, {}, c12, c0, 0", "isb", "cpsie i", in(reg) &raw const super::_vectors as usize);
+        }
+    }
+
+    /// Sends SGI `id` to the vCPUs in `targets` (bit n = vCPU n).
+    pub fn send_sgi(id: u32, targets: u32) {
+        w(GICD + 0xf00, (targets & 0xff) << 16 | (id & 0xf));
+    }
+
+    pub(super) fn ack() -> u32 {
+        r(GICC + 0xc)
+    }
+    pub(super) fn eoi(iar: u32) {
+        w(GICC + 0x10, iar);
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_irq() {
+    loop {
+        let iar = gic::ack();
+        let id = iar & 0x3ff;
+        if id >= 1020 {
+            break;
+        }
+        // SAFETY: set before IRQs were unmasked.
+        if let Some(h) = unsafe { IRQ } {
+            h(id);
+        }
+        gic::eoi(iar);
+    }
+}
+
+/// The virtual timer of the calling vCPU: fire in `ticks` counter ticks.
+pub fn vtimer_arm(ticks: u32) {
+    // SAFETY: CNTV_TVAL/CNTV_CTL of this vCPU (ENABLE, unmasked).
+    unsafe { core::arch::asm!("mcr p15, 0, {}, c14, c3, 0", "mov {t}, #1", "mcr p15, 0, {t}, c14, c3, 1", "isb", in(reg) ticks, t = out(reg) _) };
+}
+
+pub fn vtimer_stop() {
+    // SAFETY: disables this vCPU's virtual timer.
+    unsafe { core::arch::asm!("mov {t}, #0", "mcr p15, 0, {t}, c14, c3, 1", "isb", t = out(reg) _) };
+}
+
+pub fn wfi() {
+    // SAFETY: waits for an interrupt.
+    unsafe { core::arch::asm!("dsb", "wfi") };
+}
+
+/// One device-register write as a single `str` without writeback, like
+/// Linux's `writel`: the hypervisor emulates trapped device accesses from
+/// the syndrome, which describes only such simple loads and stores (a
+/// compiler may otherwise emit post-indexed forms for volatile accesses).
+pub fn mmio_write(addr: usize, v: u32) {
+    // SAFETY: a device register of this VM at an address the guest DTB names.
+    unsafe { core::arch::asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) v, options(nostack)) };
+}
+
+/// One device-register read, a single `ldr` (see `mmio_write`).
+pub fn mmio_read(addr: usize) -> u32 {
+    let v;
+    // SAFETY: as in `mmio_write`.
+    unsafe { core::arch::asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack)) };
+    v
+}
+
+/// Writes to the VM's emulated PL011 (polled, as early boot code does).
+pub fn uart_write(s: &str) {
+    for b in s.bytes() {
+        mmio_write(0x0900_0000, b as u32);
+    }
+}
 
 static mut DTB: u32 = 0;
 

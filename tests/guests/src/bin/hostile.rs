@@ -7,6 +7,9 @@
 //!   RAM, which the scenario reads from the hypervisor's boot log).
 //! - `bad-args`: hypercalls with hostile arguments; each must come back
 //!   with its documented error, and the VM exits 0.
+//! - `gic-garbage`: writes pseudo-random values to every register of the
+//!   emulated GIC distributor and UART (SGI storms included), then checks
+//!   it still runs and exits 0.
 //!
 //! The faulting cases must never get past their access: the hypervisor
 //! stops the VM. If one does, the guest says so and exits 3.
@@ -43,6 +46,7 @@ fn main() -> u32 {
             3
         }
         "bad-args" => bad_args(),
+        "gic-garbage" => gic_garbage(),
         other => {
             println!("unknown case {other}");
             4
@@ -87,4 +91,24 @@ fn bad_args() -> u32 {
     expect("firmware SYSTEM_OFF through SMC", smc(Function::PsciSystemOff.id()), Error::NotSupported.code());
     println!("still running after {} hostile calls", 11);
     if failed == 0 { 0 } else { 1 }
+}
+
+fn gic_garbage() -> u32 {
+    let mut x: u32 = 0x2545_f491;
+    let mut writes = 0u32;
+    for round in 0..4 {
+        for (base, size) in [(0x0800_0000usize, 0x1000usize), (0x0900_0000, 0x1000)] {
+            for off in (0..size).step_by(4) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                guest_rt::mmio_write(base + off, x);
+                let _ = guest_rt::mmio_read(base + (x as usize % size) & !3);
+                writes += 1;
+            }
+        }
+        println!("garbage round {round} done");
+    }
+    println!("still running after {writes} garbage writes to the GIC distributor and UART");
+    0
 }
