@@ -72,6 +72,23 @@ pub fn fault_ipa(hpfar: u32, hdfar: u32) -> Ipa {
     Ipa(((hpfar as u64 >> 4) << 12) | (hdfar as u64 & 0xfff))
 }
 
+/// The trapped vCPU's registers as an instruction names them (0-14).
+/// `GuestRegs` has r0-r12 and LR_usr; the runtime adds the banked SP/LR of
+/// the guest's current mode, which stay in the CPU.
+pub trait Regs {
+    fn get(&self, n: u8) -> Option<u32>;
+    fn set(&mut self, n: u8, v: u32) -> bool;
+}
+
+impl Regs for crate::context::GuestRegs {
+    fn get(&self, n: u8) -> Option<u32> {
+        crate::context::GuestRegs::get(self, n)
+    }
+    fn set(&mut self, n: u8, v: u32) -> bool {
+        crate::context::GuestRegs::set(self, n, v)
+    }
+}
+
 /// An emulated device region. Implementations see only offsets into their
 /// own window and a size already checked to be 1, 2 or 4.
 pub trait MmioDevice: Sync {
@@ -136,7 +153,7 @@ impl<'a> MmioBus<'a> {
         vcpu: u32,
         ipa: Ipa,
         abort: &DataAbort,
-        regs: &mut crate::context::GuestRegs,
+        regs: &mut impl Regs,
     ) -> Result<(), MmioError> {
         let (region, offset) = self.find(ipa).ok_or(MmioError::Unmapped)?;
         if !abort.isv {

@@ -643,6 +643,19 @@ mod ec {
     pub const DABT_LOWER: u32 = 0x24;
 }
 
+/// The trapped vCPU's registers including the banked ones of its current
+/// mode, which are still live in the CPU (the vCPU is loaded).
+struct LiveRegs<'a>(&'a mut crate::context::GuestRegs);
+
+impl mmio::Regs for LiveRegs<'_> {
+    fn get(&self, n: u8) -> Option<u32> {
+        arch::read_banked(self.0.cpsr & 0x1f, n).or_else(|| self.0.get(n))
+    }
+    fn set(&mut self, n: u8, v: u32) -> bool {
+        arch::write_banked(self.0.cpsr & 0x1f, n, v) || self.0.set(n, v)
+    }
+}
+
 /// Steps over the trapped instruction (HSR.IL: 32 or 16 bits).
 fn skip_instruction(ctx: &mut VcpuContext, hsr: u32) {
     ctx.regs.pc = ctx.regs.pc.wrapping_add(if hsr & (1 << 25) != 0 { 4 } else { 2 });
@@ -689,7 +702,7 @@ fn handle_trap(cpu: usize, r: VcpuRef, vm: &'static Vm, vcpu: &'static Vcpu, ctx
         ec::DABT_LOWER => {
             let abort = DataAbort::decode(t.hsr & 0x01ff_ffff);
             let ipa = mmio::fault_ipa(t.hpfar, t.hdfar);
-            match vm.mmio(vcpu.index, ipa, &abort, &mut ctx.regs) {
+            match vm.mmio(vcpu.index, ipa, &abort, &mut LiveRegs(&mut ctx.regs)) {
                 Ok(()) => {
                     skip_instruction(ctx, t.hsr);
                     Next::Resume
@@ -725,7 +738,7 @@ fn cp15_access(vm: &'static Vm, vcpu: &Vcpu, ctx: &mut VcpuContext, hsr: u32) ->
     let read = hsr & 1 != 0;
     let (crm, rt, crn, opc1, opc2) = ((hsr >> 1) & 0xf, ((hsr >> 5) & 0xf) as u8, (hsr >> 10) & 0xf, (hsr >> 14) & 7, (hsr >> 17) & 7);
     const ACTLR_SMP: u32 = 1 << 6;
-    if (crn, opc1, crm, opc2) == (1, 0, 0, 1) && (!read || ctx.regs.set(rt, ACTLR_SMP)) {
+    if (crn, opc1, crm, opc2) == (1, 0, 0, 1) && (!read || mmio::Regs::set(&mut LiveRegs(&mut ctx.regs), rt, ACTLR_SMP)) {
         skip_instruction(ctx, hsr);
         return Next::Resume;
     }

@@ -238,8 +238,11 @@ impl Vgic {
         c.work.store(false, Release);
         let mut free = lrs.empty() & ((1u64 << lrs.count()) - 1);
         let mut left_over = false;
-        let in_lrs = |lrs: &dyn Fn(usize) -> u32, count: usize, id: u32, src: u32| {
-            (0..count).any(|i| {
+        // The list register already holding this interrupt (same source, for
+        // an SGI), if any: a new edge then only needs that entry's pending
+        // bit (active -> active and pending), as the GIC itself would do.
+        let find = |lrs: &dyn Fn(usize) -> u32, count: usize, id: u32, src: u32| {
+            (0..count).find(|&i| {
                 let v = lrs(i);
                 v & (hw::LR_STATE_PENDING | hw::LR_STATE_ACTIVE) != 0 && v & 0x3ff == id && (id >= 16 || (v >> 10) & 7 == src)
             })
@@ -252,8 +255,15 @@ impl Vgic {
             let mut remaining = sources;
             for src in (0..8u32).filter(|s| sources & (1 << s) != 0) {
                 let src_field = if id < 16 { src } else { 0 };
-                if in_lrs(&|i| lrs.read(i), lrs.count(), id, src_field) {
-                    continue; // still being handled: stays pending here
+                if let Some(i) = find(&|i| lrs.read(i), lrs.count(), id, src_field) {
+                    let v = lrs.read(i);
+                    if v & hw::LR_EOI == 0 {
+                        lrs.write(i, v | hw::LR_STATE_PENDING);
+                        remaining &= !(1 << src);
+                    }
+                    // With the EOI bit (the timer), the maintenance interrupt
+                    // at its EOI brings it back: it stays pending here.
+                    continue;
                 }
                 if free == 0 {
                     left_over = true;
@@ -286,7 +296,14 @@ impl Vgic {
                     continue;
                 }
                 let id = 32 + spi as u32;
-                if in_lrs(&|i| lrs.read(i), lrs.count(), id, 0) {
+                let level = !bit(&self.spi_edge, spi);
+                if let Some(i) = find(&|i| lrs.read(i), lrs.count(), id, 0) {
+                    // Level: re-evaluated at its EOI (maintenance). Edge: mark
+                    // the entry pending again and consume this edge.
+                    let mask = 1u32 << (spi % 32);
+                    if !level && self.spi_pending[spi / 32].fetch_and(!mask, AcqRel) & mask != 0 {
+                        lrs.write(i, lrs.read(i) | hw::LR_STATE_PENDING);
+                    }
                     continue;
                 }
                 if free == 0 {
@@ -299,7 +316,6 @@ impl Vgic {
                 }
                 let i = free.trailing_zeros() as usize;
                 free &= !(1 << i);
-                let level = !bit(&self.spi_edge, spi);
                 lrs.write(i, hw::lr(id, 0, self.spi_priority[spi].load(Acquire), level));
             }
         }
@@ -336,13 +352,18 @@ impl Vgic {
         timer_done
     }
 
-    /// Would the vCPU take an interrupt now (WFI wake-up condition)?
+    /// Would the vCPU take an interrupt now (WFI wake-up condition)? If
+    /// something is pending outside the list registers, a flush is asked for.
     pub fn has_pending(&self, vcpu: usize, lrs: &impl ListRegs) -> bool {
         let Some(c) = self.cpus.get(vcpu) else { return false };
         if (0..lrs.count()).any(|i| lrs.read(i) & hw::LR_STATE_PENDING != 0) {
             return true;
         }
-        self.deliverable(vcpu, c)
+        if self.deliverable(vcpu, c) {
+            c.work.store(true, Release);
+            return true;
+        }
+        false
     }
 
     /// Is anything pending, enabled and routed to `vcpu` outside the list
@@ -655,6 +676,25 @@ mod tests {
         assert!(!g.has_pending(1, &FakeLrs::default()), "moved into the list registers");
         // "All but self" from vCPU 2.
         assert_eq!(g.mmio_write(2, 0xf00, 4, 1 << 24 | 5), 0b1011);
+    }
+
+    #[test]
+    fn an_sgi_raised_again_while_active_becomes_pending_and_active() {
+        let g = enabled_gic(2);
+        g.raise_private(1, 2, 0);
+        let mut lrs = FakeLrs::default();
+        g.flush(1, &mut lrs);
+        // The guest acknowledges it: active.
+        lrs.lr[0] = (lrs.lr[0] & !(3 << 28)) | hw::LR_STATE_ACTIVE;
+        g.raise_private(1, 2, 0);
+        g.flush(1, &mut lrs);
+        assert_eq!(lrs.lr[0] >> 28 & 3, 0b11, "pending and active in the same entry");
+        assert_eq!(lrs.ids(), [2]);
+        assert!(!g.deliverable(1, &g.cpus[1]), "nothing left pending in software");
+        // The same SGI from another source is a separate entry.
+        g.raise_private(1, 2, 1);
+        g.flush(1, &mut lrs);
+        assert_eq!(lrs.ids(), [2, 2]);
     }
 
     #[test]

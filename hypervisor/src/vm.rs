@@ -10,7 +10,7 @@ use crate::addr::{Ipa, PhysAddr};
 use crate::console::LineBuffer;
 use crate::context::{El1State, FpState, GichState, GuestRegs};
 use crate::devices::pl011::{Pl011, UartBackend};
-use crate::mmio::{DataAbort, MmioBus, MmioDevice, MmioError, MmioRegion};
+use crate::mmio::{DataAbort, MmioBus, MmioDevice, MmioError, MmioRegion, Regs};
 use crate::vgic::Vgic;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -417,7 +417,7 @@ impl Vm {
     }
 
     /// An access to the VM's emulated devices (GIC distributor, UART).
-    pub fn mmio(&self, vcpu: u32, ipa: Ipa, abort: &DataAbort, regs: &mut GuestRegs) -> Result<(), MmioError> {
+    pub fn mmio(&self, vcpu: u32, ipa: Ipa, abort: &DataAbort, regs: &mut impl Regs) -> Result<(), MmioError> {
         let gicd = GicdMmio(self);
         let regions = [
             MmioRegion { base: guest_map::GICD, size: guest_map::GICD_SIZE, device: &gicd },

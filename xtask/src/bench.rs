@@ -18,22 +18,43 @@ pub fn run() -> Result<(), String> {
         deadline: Duration::from_secs(300),
         echo: false,
         icount: true,
+        interactive: false,
     })?;
     outcome::verdict(&packed.vm_names, &c)?;
-    let line = c
-        .lines
-        .iter()
-        .find_map(|l| l.strip_prefix("bench: bench null-hypercall "))
-        .ok_or("the bench guest printed no result")?;
-    let field = |k: &str| -> Result<u64, String> {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
-            .ok_or(format!("no {k} in {line:?}"))
-    };
-    let (calls, loop_ticks, call_ticks, freq) = (field("calls")?, field("loop_ticks")?, field("call_ticks")?, field("cntfrq")?);
-    let ns_per_tick = 1e9 / freq as f64;
-    let per_call = (call_ticks as f64 - loop_ticks as f64) * ns_per_tick / calls as f64;
-    println!("null hypercall round trip (TESSERA_ABI_VERSION, guest hvc -> hypervisor -> guest):");
-    println!("  {per_call:.0} instructions per call ({calls} calls, loop overhead subtracted; -icount shift=0, 1 pCPU)");
+    let null = Fields::find(&c.lines, "null-hypercall")?;
+    let ns_per_tick = 1e9 / null.get("cntfrq")? as f64;
+    let calls = null.get("calls")? as f64;
+    let per_call = (null.get("call_ticks")? as f64 - null.get("loop_ticks")? as f64) * ns_per_tick / calls;
+    println!("micro-benchmarks (QEMU -icount shift=0, 1 pCPU: instruction counts, identical on every run)");
+    println!("  null hypercall round trip (TESSERA_ABI_VERSION):  {per_call:>6.0} instructions  ({calls} calls, loop overhead subtracted)");
+    for (name, what) in [
+        ("vtimer-latency", "virtual timer: deadline to guest handler"),
+        ("ipi-round-trip", "virtual IPI round trip, 2 vCPUs on 1 pCPU"),
+    ] {
+        let f = Fields::find(&c.lines, name)?;
+        let avg = f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64;
+        println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
+    }
     Ok(())
+}
+
+/// `bench NAME key=value ...` from the bench guest's console.
+struct Fields(String);
+
+impl Fields {
+    fn find(lines: &[String], name: &str) -> Result<Self, String> {
+        let prefix = format!("bench: bench {name} ");
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|s| Fields(s.to_string()))
+            .ok_or(format!("the bench guest printed no {name} result"))
+    }
+
+    fn get(&self, key: &str) -> Result<u64, String> {
+        self.0
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .ok_or(format!("no {key} in {:?}", self.0))
+    }
 }

@@ -33,6 +33,7 @@ pub fn run_verb(config: &str) -> Result<(), String> {
         deadline: Duration::from_secs(deadline),
         echo: true,
         icount: false,
+        interactive: true,
     };
     eprintln!("xtask: booting {} ({} pCPUs, {} MiB)", packed.image.display(), packed.pcpus, packed.memory_mib);
     let console = qemu::boot(&boot)?;

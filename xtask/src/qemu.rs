@@ -1,7 +1,7 @@
 //! Boots an image in QEMU's `virt` board with a deadline and collects the
 //! console, line by line, optionally echoing it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -13,6 +13,8 @@ pub struct Boot<'a> {
     pub memory_mib: u32,
     pub deadline: Duration,
     pub echo: bool,
+    /// Pass this process's standard input to the guest consoles (`run`).
+    pub interactive: bool,
     /// `-icount shift=0`: the virtual clock advances one ns per instruction.
     pub icount: bool,
 }
@@ -36,7 +38,7 @@ pub fn command(b: &Boot) -> Command {
         .arg("-kernel")
         .arg(b.image);
     if b.icount {
-        c.args(["-icount", "shift=0"]);
+        c.args(["-icount", "shift=0,sleep=off"]); // idle time warps to the next event: no host time counts
     }
     c
 }
@@ -44,38 +46,54 @@ pub fn command(b: &Boot) -> Command {
 pub fn boot(b: &Boot) -> Result<Console, String> {
     let start = Instant::now();
     let mut child = command(b)
-        .stdin(Stdio::null())
+        .stdin(if b.interactive { Stdio::inherit() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start qemu-system-arm: {e} (run `cargo xtask setup`)"))?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take().expect("piped");
+    // Console bytes arrive as they come (a shell prompt has no newline):
+    // echoed at once, and split into lines for the checks.
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
     let tx2 = tx.clone();
     let readers = [
         std::thread::spawn(move || {
-            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
-                let _ = tx.send(String::from_utf8_lossy(&line).trim_end_matches('\r').to_string());
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = out.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
             }
         }),
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx2.send(format!("qemu: {line}"));
+                let _ = tx2.send(format!("qemu: {line}\n").into_bytes());
             }
         }),
     ];
     let mut lines = Vec::new();
+    let mut partial: Vec<u8> = Vec::new();
     let mut timed_out = false;
+    let mut take = |chunk: &[u8], lines: &mut Vec<String>| {
+        if b.echo {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(chunk);
+            let _ = o.flush();
+        }
+        for &c in chunk {
+            if c == b'\n' {
+                lines.push(String::from_utf8_lossy(&partial).trim_end_matches('\r').to_string());
+                partial.clear();
+            } else {
+                partial.push(c);
+            }
+        }
+    };
     loop {
         let left = b.deadline.saturating_sub(start.elapsed());
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(l) => {
-                if b.echo {
-                    println!("{l}");
-                }
-                lines.push(l);
-            }
+            Ok(chunk) => take(&chunk, &mut lines),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if start.elapsed() >= b.deadline {
@@ -91,11 +109,11 @@ pub fn boot(b: &Boot) -> Result<Console, String> {
         let _ = r.join();
     }
     // Anything still queued after the kill.
-    while let Ok(l) = rx.try_recv() {
-        if b.echo {
-            println!("{l}");
-        }
-        lines.push(l);
+    while let Ok(chunk) = rx.try_recv() {
+        take(&chunk, &mut lines);
+    }
+    if !partial.is_empty() {
+        lines.push(String::from_utf8_lossy(&partial).to_string());
     }
     Ok(Console { lines, status: if timed_out { None } else { status.code() }, timed_out, elapsed: start.elapsed() })
 }

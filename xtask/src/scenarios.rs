@@ -61,6 +61,7 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
         deadline: Duration::from_secs(s.deadline_secs),
         echo: std::env::var_os("TESSERA_ECHO").is_some(),
         icount: false,
+        interactive: false,
     })?;
     let r = check(s, &c.lines, c.status, c.timed_out);
     if r.is_err() {
@@ -141,6 +142,7 @@ fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
             deadline: Duration::from_secs(30),
             echo: false,
             icount: false,
+        interactive: false,
         })?;
         let report = tessera_scenarios::console::Report::parse(&c.lines);
         let r = match (&report.boot_error, c.status) {

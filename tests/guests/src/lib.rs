@@ -171,6 +171,15 @@ pub fn vtimer_arm(ticks: u32) {
     unsafe { core::arch::asm!("mcr p15, 0, {}, c14, c3, 0", "mov {t}, #1", "mcr p15, 0, {t}, c14, c3, 1", "isb", in(reg) ticks, t = out(reg) _) };
 }
 
+/// The virtual timer of the calling vCPU: fire when CNTVCT reaches `cval`.
+pub fn vtimer_arm_at(cval: u64) {
+    // SAFETY: CNTV_CVAL/CNTV_CTL of this vCPU (ENABLE, unmasked).
+    unsafe {
+        core::arch::asm!("mcrr p15, 3, {}, {}, c14", "mov {t}, #1", "mcr p15, 0, {t}, c14, c3, 1", "isb",
+            in(reg) cval as u32, in(reg) (cval >> 32) as u32, t = out(reg) _)
+    };
+}
+
 pub fn vtimer_stop() {
     // SAFETY: disables this vCPU's virtual timer.
     unsafe { core::arch::asm!("mov {t}, #0", "mcr p15, 0, {t}, c14, c3, 1", "isb", t = out(reg) _) };

@@ -95,3 +95,45 @@ pub fn restore(s: &El1State) {
     }
     aarch32_cpu::asm::isb();
 }
+
+macro_rules! banked_access {
+    ($(($mode:pat, $n:literal) => $reg:literal),* $(,)?) => {
+        /// Register `n` of the guest's current `mode` when it is banked
+        /// (SP and LR of the exception modes, SP_usr, r8-r14 of FIQ mode);
+        /// None when the trap path's saved copy is the right one.
+        pub fn read_banked(mode: u32, n: u8) -> Option<u32> {
+            match (mode, n) {
+                $(($mode, $n) => {
+                    let v: u32;
+                    // SAFETY: reading a banked register from HYP mode has no side effects.
+                    unsafe { asm!(concat!(".arch_extension virt\nmrs {}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags)) };
+                    Some(v)
+                })*
+                _ => None,
+            }
+        }
+
+        /// Writes a banked register (see `read_banked`); false if `n` is
+        /// not banked in `mode`.
+        pub fn write_banked(mode: u32, n: u8, v: u32) -> bool {
+            match (mode, n) {
+                $(($mode, $n) => {
+                    // SAFETY: the trapped guest's own register; the guest is not running.
+                    unsafe { asm!(concat!(".arch_extension virt\nmsr ", $reg, ", {}"), in(reg) v, options(nomem, nostack, preserves_flags)) };
+                    true
+                })*
+                _ => false,
+            }
+        }
+    };
+}
+
+banked_access! {
+    (0x10 | 0x1f, 13) => "sp_usr",
+    (0x11, 8) => "r8_fiq", (0x11, 9) => "r9_fiq", (0x11, 10) => "r10_fiq", (0x11, 11) => "r11_fiq",
+    (0x11, 12) => "r12_fiq", (0x11, 13) => "sp_fiq", (0x11, 14) => "lr_fiq",
+    (0x12, 13) => "sp_irq", (0x12, 14) => "lr_irq",
+    (0x13, 13) => "sp_svc", (0x13, 14) => "lr_svc",
+    (0x17, 13) => "sp_abt", (0x17, 14) => "lr_abt",
+    (0x1b, 13) => "sp_und", (0x1b, 14) => "lr_und",
+}

@@ -9,7 +9,7 @@ pub mod timer;
 pub mod uart;
 pub mod vfp;
 
-pub use el1::{restore as restore_el1, save as save_el1};
+pub use el1::{read_banked, restore as restore_el1, save as save_el1, write_banked};
 pub use entry::{enter_guest, Exit, MAX_CPUS, STACK_SIZE};
 
 /// The syndrome registers of the last trap.
