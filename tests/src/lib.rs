@@ -61,6 +61,20 @@ pub const SCENARIOS: &[Scenario] = &[
         overlap: &[],
     },
     Scenario {
+        name: "hello-reset",
+        config: "tests/configs/hello-reset.toml",
+        deadline_secs: 60,
+        vms: &[("hello", Want::Exit(0))],
+        lines: &[
+            "hello: reset count 0: asking for PSCI SYSTEM_RESET",
+            "tessera: vm \"hello\" (id 1): reset #1 (PSCI SYSTEM_RESET)",
+            "hello: back after reset, reset count 1",
+            "hello: 16 checks passed, 0 failed",
+        ],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
         name: "two-vms-two-pcpus",
         config: "tests/configs/two-pcpus.toml",
         deadline_secs: 120,

@@ -3,13 +3,18 @@
 //! passes its address in r2).
 //!
 //! It describes the VM, not the board: its RAM, its vCPUs (started with PSCI
-//! over HVC, which the hypervisor implements), the command line and the
-//! initrd. Devices the hypervisor emulates or passes through get their nodes
-//! here too once the configuration can name them.
+//! over HVC, which the hypervisor implements), the devices every VM gets
+//! (a GICv2, the architected timer, a PL011, at the addresses of QEMU's
+//! `virt` board: `hypervisor/src/vm.rs`, `guest_map`), the command line and
+//! the initrd.
 
 use std::ops::Range;
 
 use vm_fdt::FdtWriter;
+
+const GIC_PHANDLE: u32 = 1;
+const CLOCK_PHANDLE: u32 = 2;
+const UART_NODE: &str = "pl011@9000000";
 
 /// Largest guest DTB: the packer reserves this much below the DTB limit.
 pub const MAX_DTB_SIZE: usize = 64 << 10;
@@ -49,6 +54,7 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
         vec!["tessera,vm".into(), "linux,dummy-virt".into()],
     )?;
     fdt.property_string("model", &format!("Tessera VM {}", vm.name))?;
+    fdt.property_u32("interrupt-parent", GIC_PHANDLE)?;
 
     let memory = fdt.begin_node(&format!("memory@{:x}", vm.ram_base))?;
     fdt.property_string("device_type", "memory")?;
@@ -80,8 +86,48 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     fdt.property_string("method", "hvc")?;
     fdt.end_node(psci)?;
 
+    // The GICv2: distributor (emulated) and CPU interface (the hardware's
+    // virtual one). 3 interrupt cells: type (0 SPI, 1 PPI), number, flags.
+    let gic = fdt.begin_node("intc@8000000")?;
+    fdt.property_string("compatible", "arm,cortex-a15-gic")?;
+    fdt.property_u32("#interrupt-cells", 3)?;
+    fdt.property_null("interrupt-controller")?;
+    fdt.property_array_u32("reg", &[0x0800_0000, 0x1000, 0x0801_0000, 0x2000])?;
+    fdt.property_u32("phandle", GIC_PHANDLE)?;
+    fdt.end_node(gic)?;
+
+    // The architected timer's PPIs (secure, non-secure physical, virtual,
+    // hypervisor), level-high, to every vCPU the GIC can address.
+    let cpu_mask = (1u32 << vm.vcpus.min(8)) - 1;
+    let ppi_flags = 0x04 | cpu_mask << 8;
+    let timer = fdt.begin_node("timer")?;
+    fdt.property_string("compatible", "arm,armv7-timer")?;
+    fdt.property_array_u32("interrupts", &[1, 13, ppi_flags, 1, 14, ppi_flags, 1, 11, ppi_flags, 1, 10, ppi_flags])?;
+    fdt.property_null("always-on")?;
+    fdt.end_node(timer)?;
+
+    let clock = fdt.begin_node("apb-pclk")?;
+    fdt.property_string("compatible", "fixed-clock")?;
+    fdt.property_u32("#clock-cells", 0)?;
+    fdt.property_u32("clock-frequency", 24_000_000)?;
+    fdt.property_string("clock-output-names", "clk24mhz")?;
+    fdt.property_u32("phandle", CLOCK_PHANDLE)?;
+    fdt.end_node(clock)?;
+
+    let uart = fdt.begin_node(UART_NODE)?;
+    fdt.property_string_list("compatible", vec!["arm,pl011".into(), "arm,primecell".into()])?;
+    fdt.property_array_u32("reg", &[0x0900_0000, 0x1000])?;
+    fdt.property_array_u32("interrupts", &[0, 1, 4])?;
+    fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
+    fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
+    fdt.end_node(uart)?;
+
     let chosen = fdt.begin_node("chosen")?;
     fdt.property_string("bootargs", vm.cmdline)?;
+    fdt.property_string("stdout-path", &format!("/{UART_NODE}"))?;
+    // A fixed 4-byte cell the hypervisor rewrites in place when the VM is
+    // reset (PSCI SYSTEM_RESET): 0 after power-on, n after the nth reset.
+    fdt.property_u32("tessera,reset-count", 0)?;
     if let Some(initrd) = &vm.initrd {
         fdt.property_u32("linux,initrd-start", initrd.start)?;
         fdt.property_u32("linux,initrd-end", initrd.end)?;
@@ -107,7 +153,26 @@ mod tests {
             cmdline: "console=hvc0 root=/dev/vda",
             initrd: Some(0x4ff0_0000..0x4ff1_2345),
         };
-        check(&build(&vm).unwrap(), &vm);
+        let blob = build(&vm).unwrap();
+        check(&blob, &vm);
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let gic = fdt.find_compatible(&["arm,cortex-a15-gic"]).unwrap();
+        let regs: Vec<_> = gic.reg().unwrap().map(|r| (r.starting_address as usize, r.size.unwrap())).collect();
+        assert_eq!(regs, [(0x0800_0000, 0x1000), (0x0801_0000, 0x2000)]);
+        let uart = fdt.find_compatible(&["arm,pl011"]).unwrap();
+        assert_eq!(uart.reg().unwrap().next().unwrap().starting_address as usize, 0x0900_0000);
+        assert_eq!(fdt.chosen().stdout().unwrap().name, "pl011@9000000");
+        let timer = fdt.find_compatible(&["arm,armv7-timer"]).unwrap();
+        let cells: Vec<u32> = timer
+            .property("interrupts")
+            .unwrap()
+            .value
+            .chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(cells[6..9], [1, 11, 0xf04], "virtual timer PPI to 4 CPUs");
+        let reset = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
+        assert_eq!(reset.value, [0, 0, 0, 0]);
         let bare = GuestDtb {
             name: "rtos",
             vcpus: 1,

@@ -255,6 +255,20 @@ pub fn bootargs() -> &'static str {
     }
 }
 
+/// How many times this VM was reset (`/chosen/tessera,reset-count`, set by
+/// the hypervisor), if the DTB says.
+pub fn reset_count() -> Option<u32> {
+    // SAFETY: written once at entry.
+    let dtb = unsafe { DTB };
+    if dtb == 0 {
+        return None;
+    }
+    // SAFETY: the hypervisor passed a DTB it generated at this address in our RAM.
+    let fdt = unsafe { fdt::Fdt::from_ptr(dtb as usize as *const u8) }.ok()?;
+    let v = fdt.find_node("/chosen")?.property("tessera,reset-count")?.value;
+    Some(u32::from_be_bytes(v.try_into().ok()?))
+}
+
 /// `key=value` from the boot arguments.
 pub fn arg(key: &str) -> Option<&'static str> {
     bootargs().split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))

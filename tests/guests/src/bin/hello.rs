@@ -29,6 +29,16 @@ impl Checks {
 fn main() -> u32 {
     let mut c = Checks { passed: 0, failed: 0 };
     println!("cmdline: {}", guest_rt::bootargs());
+    if guest_rt::arg("reset") == Some("1") {
+        match guest_rt::reset_count() {
+            Some(0) => {
+                println!("reset count 0: asking for PSCI SYSTEM_RESET");
+                p::system_reset();
+            }
+            Some(n) => println!("back after reset, reset count {n}"),
+            None => println!("no reset count in the DTB: FAILED"),
+        }
+    }
 
     let v = tessera_guest::smccc_version();
     c.check("SMCCC_VERSION", v == Ok(abi::SMCCC_VERSION_1_1), v);
