@@ -124,9 +124,13 @@ pub mod psr {
 impl GuestRegs {
     /// Registers for entering a guest at `entry` in SVC mode with
     /// interrupts and aborts masked (the state Linux and bare-metal images
-    /// expect from a boot loader).
+    /// expect from a boot loader). Bit 0 of `entry` selects Thumb state, as
+    /// for PSCI CPU_ON on AArch32 (Arm DEN 0022, 5.6): a Thumb-2 kernel's
+    /// secondary entry point has it set.
     pub fn boot(entry: u32, r0: u32, r1: u32, r2: u32) -> Self {
-        let mut g = GuestRegs { pc: entry, cpsr: psr::MODE_SVC | psr::A | psr::I | psr::F, ..Default::default() };
+        let thumb = if entry & 1 != 0 { psr::T } else { 0 };
+        let mut g =
+            GuestRegs { pc: entry & !1, cpsr: psr::MODE_SVC | psr::A | psr::I | psr::F | thumb, ..Default::default() };
         g.r[0] = r0;
         g.r[1] = r1;
         g.r[2] = r2;
@@ -173,6 +177,14 @@ mod tests {
         assert_eq!(offset_of!(GuestRegs, lr_usr), offsets::LR_USR);
         assert_eq!(offset_of!(GuestRegs, pc), offsets::PC);
         assert_eq!(offset_of!(GuestRegs, cpsr), offsets::CPSR);
+    }
+
+    #[test]
+    fn thumb_entry_points() {
+        let g = GuestRegs::boot(0x4010_0001, 0, 0, 0);
+        assert_eq!((g.pc, g.cpsr & psr::T), (0x4010_0000, psr::T));
+        let a = GuestRegs::boot(0x4010_0000, 0, 0, 0);
+        assert_eq!(a.cpsr & psr::T, 0);
     }
 
     #[test]

@@ -35,6 +35,49 @@ pub fn run() -> Result<(), String> {
         let avg = f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64;
         println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
     }
+    linux_boot(&hyp)
+}
+
+/// Linux boot to userspace (the init's first line), natively and under
+/// Tessera, same kernel, initramfs, QEMU, vCPU count and guest memory;
+/// interleaved runs, medians compared.
+fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
+    let cfg = root().join("tests/configs/linux-2on2.toml");
+    crate::linux::ensure_artifacts_for(&cfg)?;
+    let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+    let dir = crate::linux::out_dir();
+    let marker = "tessera-init: up";
+    let (mut native, mut tessera) = (Vec::new(), Vec::new());
+    const RUNS: usize = 3;
+    for _ in 0..RUNS {
+        let mut n = std::process::Command::new("qemu-system-arm");
+        n.args(["-M", "virt,virtualization=on,highmem=off", "-cpu", "cortex-a15", "-smp", "2", "-m", "96"])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(dir.join("zImage"))
+            .arg("-initrd")
+            .arg(dir.join("initramfs.cpio.gz"))
+            .args(["-append", "console=ttyAMA0 tessera.test=poweroff"]);
+        native.push(qemu::time_to_marker(n, marker, Duration::from_secs(300))?.as_secs_f64());
+        let t = qemu::command(&qemu::Boot {
+            image: &packed.image,
+            pcpus: packed.pcpus,
+            memory_mib: packed.memory_mib,
+            deadline: Duration::from_secs(300),
+            echo: false,
+            icount: false,
+            interactive: false,
+        });
+        tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (n, t) = (median(&mut native), median(&mut tessera));
+    println!("Linux 6.1 boot to userspace, 2 vCPUs (2 pCPUs), busybox initramfs, wall clock, median of {RUNS} interleaved runs:");
+    println!("  native (QEMU boots the kernel)   {n:>6.2} s");
+    println!("  under Tessera                    {t:>6.2} s   ratio {:.2}x", t / n);
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod dtb;
 mod elf_image;
 mod kernel;
+mod linux;
 mod outcome;
 mod pack;
 mod qemu;

@@ -24,6 +24,7 @@ pub fn config_path(arg: &str) -> PathBuf {
 pub fn run_verb(config: &str) -> Result<(), String> {
     setup::run()?;
     let hyp = build::all()?;
+    crate::linux::ensure_artifacts_for(&config_path(config))?;
     let packed = pack::pack(&config_path(config), &hyp, &out_dir()).map_err(|e| e.to_string())?;
     let deadline = std::env::var("TESSERA_DEADLINE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(RUN_DEADLINE_SECS);
     let boot = qemu::Boot {

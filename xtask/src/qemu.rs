@@ -117,3 +117,43 @@ pub fn boot(b: &Boot) -> Result<Console, String> {
     }
     Ok(Console { lines, status: if timed_out { None } else { status.code() }, timed_out, elapsed: start.elapsed() })
 }
+
+/// Runs `cmd` (a QEMU command line) and returns how long it took until a
+/// console line contained `marker`; the process is then left to finish
+/// (or killed at the deadline). For wall-clock comparisons.
+pub fn time_to_marker(mut cmd: Command, marker: &str, deadline: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-arm: {e}"))?;
+    let out = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut found = None;
+    while found.is_none() {
+        let left = deadline.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(marker) => found = Some(start.elapsed()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end && child.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(rx);
+    let _ = reader.join();
+    found.ok_or(format!("no line containing {marker:?} within {} s", deadline.as_secs()))
+}

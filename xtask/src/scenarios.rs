@@ -53,6 +53,7 @@ fn only_filter(t: &mut Tally, hyp: &Path) -> Result<(), String> {
 }
 
 fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), String> {
+    crate::linux::ensure_artifacts_for(&root().join(s.config))?;
     let packed = pack::pack(&root().join(s.config), hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
     let c = qemu::boot(&qemu::Boot {
         image: &packed.image,
