@@ -53,6 +53,18 @@ pub fn apt_install(pkgs: &[&str]) -> Result<(), String> {
     }
 }
 
+/// `program` to be run as root: directly when we are root, else through
+/// sudo (as [`apt_install`] does).
+pub fn as_root(program: &str) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(program);
+        c
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
