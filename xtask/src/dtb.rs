@@ -183,6 +183,92 @@ mod tests {
         check(&build(&bare).unwrap(), &bare);
     }
 
+    fn cells(node: &fdt::node::FdtNode<'_, '_>, name: &str) -> Vec<u32> {
+        let p = node.property(name).unwrap_or_else(|| panic!("{} has no {name}", node.name));
+        assert_eq!(p.value.len() % 4, 0, "{name} is cells");
+        p.value.chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect()
+    }
+
+    fn strings<'b>(node: &fdt::node::FdtNode<'b, '_>, name: &str) -> Vec<&'b str> {
+        let p = node.property(name).unwrap_or_else(|| panic!("{} has no {name}", node.name));
+        p.value.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| std::str::from_utf8(s).unwrap()).collect()
+    }
+
+    /// What Linux's drivers look up: the GIC as the root interrupt parent,
+    /// the timer's four PPIs, the PL011 with its IRQ and clocks, the console.
+    #[test]
+    fn the_devices_every_vm_gets() {
+        let vm = GuestDtb {
+            name: "linux",
+            vcpus: 2,
+            ram_base: 0x4000_0000,
+            ram_size: 128 << 20,
+            cmdline: "console=ttyAMA0",
+            initrd: None,
+        };
+        let blob = build(&vm).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let root = fdt.find_node("/").unwrap();
+
+        let gic = fdt.find_node("/intc@8000000").unwrap();
+        assert!(gic.property("interrupt-controller").is_some());
+        assert_eq!(cells(&gic, "#interrupt-cells"), [3]);
+        assert_eq!(cells(&gic, "reg"), [0x0800_0000, 0x1000, 0x0801_0000, 0x2000]);
+        assert_eq!(cells(&root, "interrupt-parent"), cells(&gic, "phandle"));
+
+        let timer = fdt.find_node("/timer").unwrap();
+        assert_eq!(strings(&timer, "compatible"), ["arm,armv7-timer"]);
+        // Secure and non-secure physical, virtual, hypervisor; level-high
+        // (4) to CPUs 0-1 (mask 0b11 in bits 15:8).
+        assert_eq!(cells(&timer, "interrupts"), [1, 13, 0x304, 1, 14, 0x304, 1, 11, 0x304, 1, 10, 0x304]);
+
+        let clock = fdt.find_node("/apb-pclk").unwrap();
+        assert_eq!(strings(&clock, "compatible"), ["fixed-clock"]);
+        assert_eq!(cells(&clock, "clock-frequency"), [24_000_000]);
+        assert_eq!(cells(&clock, "#clock-cells"), [0]);
+        let clk = cells(&clock, "phandle")[0];
+        assert_ne!(clk, cells(&gic, "phandle")[0]);
+
+        let uart = fdt.find_node("/pl011@9000000").unwrap();
+        assert_eq!(strings(&uart, "compatible"), ["arm,pl011", "arm,primecell"]);
+        assert_eq!(cells(&uart, "reg"), [0x0900_0000, 0x1000]);
+        assert_eq!(cells(&uart, "interrupts"), [0, 1, 4], "SPI 1, level-high");
+        assert_eq!(cells(&uart, "clocks"), [clk, clk]);
+        assert_eq!(strings(&uart, "clock-names"), ["uartclk", "apb_pclk"]);
+
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert_eq!(strings(&chosen, "stdout-path"), ["/pl011@9000000"]);
+        for (n, cpu) in fdt.cpus().enumerate() {
+            assert_eq!(cpu.ids().first(), n, "reg = vCPU index = MPIDR Aff0");
+        }
+    }
+
+    /// `/chosen/tessera,reset-count` is one 4-byte cell, 0 at power-on, at
+    /// the same place for every VM shape: the hypervisor rewrites it in
+    /// place on a reset, and the init script reads it back.
+    #[test]
+    fn the_reset_count_is_one_fixed_cell() {
+        for (vcpus, cmdline, initrd) in [(1, "", None), (4, "console=ttyAMA0 tessera.test=reboot", Some(0x4700_0000..0x4710_0000))] {
+            let vm = GuestDtb { name: "r", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline, initrd };
+            let blob = build(&vm).unwrap();
+            let fdt = fdt::Fdt::new(&blob).unwrap();
+            let prop = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
+            assert_eq!(prop.value, [0, 0, 0, 0]);
+            assert_eq!(blob.windows(b"tessera,reset-count".len()).filter(|w| *w == b"tessera,reset-count").count(), 1);
+        }
+    }
+
+    #[test]
+    fn timer_ppis_go_to_at_most_eight_cpus() {
+        for (vcpus, mask) in [(1u32, 0x1u32), (4, 0xf), (8, 0xff), (9, 0xff), (64, 0xff)] {
+            let vm = GuestDtb { name: "t", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline: "", initrd: None };
+            let blob = build(&vm).unwrap();
+            let fdt = fdt::Fdt::new(&blob).unwrap();
+            let irqs = cells(&fdt.find_node("/timer").unwrap(), "interrupts");
+            assert!(irqs.chunks(3).all(|c| c[2] == 0x04 | mask << 8), "{vcpus} vCPUs: {irqs:x?}");
+        }
+    }
+
     #[test]
     fn the_largest_dtb_fits() {
         let long = "x".repeat(1024);
