@@ -1,6 +1,10 @@
 //! Installs what a fresh machine lacks, and nothing it already has: the
 //! Debian packages (QEMU, the bare-metal Arm toolchain the ABI's C test
 //! uses) and the Rust target. Safe to run again; fast when all is there.
+//!
+//! What Linux guests need (the kernel source, the armhf cross compiler,
+//! Debian's armhf package lists) is installed on first use instead, by
+//! `crate::linux`, only when a configuration names a Linux artifact.
 
 use std::process::Command;
 
