@@ -39,8 +39,14 @@ static VMS: Once<&'static [Vm]> = Once::new();
 static PAYLOAD: Once<Payload<'static>> = Once::new();
 static RUNNING_VMS: AtomicU32 = AtomicU32::new(0);
 static SLICE_TICKS: AtomicU32 = AtomicU32::new(0);
-/// Set by `kick`: the pCPU must go back to its scheduler.
+/// The running vCPU's time slice is over: the pCPU goes back to its scheduler.
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Set by `kick`: a vCPU of this pCPU may have become runnable, so the
+/// running one must get a time slice if it has none. A wake-up never
+/// preempts the running vCPU at once: Linux sends IPIs while holding
+/// spinlocks (the runqueue lock), and switching away right then leaves its
+/// siblings spinning on a lock whose holder is not running.
+static WOKEN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// The VM that console input goes to, and the escape state of the input.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static ESCAPED: AtomicBool = AtomicBool::new(false);
@@ -94,10 +100,10 @@ fn this_cpu() -> usize {
     (arch::mpidr() & 0xff) as usize
 }
 
-/// Makes pCPU `pcpu` look at its run queue again: at once if it is this
-/// one, with an SGI otherwise.
+/// Makes pCPU `pcpu` look at its run queue again (an SGI if it is another
+/// one): an idle pCPU picks the woken vCPU at once, a busy one within a slice.
 fn kick(pcpu: u32) {
-    if let Some(f) = NEED_RESCHED.get(pcpu as usize) {
+    if let Some(f) = WOKEN.get(pcpu as usize) {
         f.store(true, Ordering::Release);
         if pcpu as usize != this_cpu() {
             gic::kick(pcpu);
@@ -202,7 +208,7 @@ fn boot_primary(dtb_hint: u32) -> ! {
     gic::init_gich(b.gich);
     init_cpu_interrupts(0);
     crate::vm::CLOCK.call_once(|| timer::counter);
-    SLICE_TICKS.store(timer::frequency() / 100, Ordering::Relaxed); // 10 ms
+    SLICE_TICKS.store(timer::frequency() / 1000, Ordering::Relaxed); // 1 ms
 
     let payload = PAYLOAD.call_once(|| load_payload(&b));
     if payload.pcpus as usize > b.cpus {
@@ -433,6 +439,7 @@ fn cpu_loop(cpu: usize) -> ! {
             psci::cpu_off();
         }
         NEED_RESCHED[cpu].store(false, Ordering::Release);
+        WOKEN[cpu].store(false, Ordering::Release);
         // SAFETY: this is pCPU `cpu`.
         let pc = unsafe { percpu(cpu) };
         match pc.queue.pick(|r| runnable(cpu, r)) {
@@ -443,7 +450,7 @@ fn cpu_loop(cpu: usize) -> ! {
                     psci::cpu_off();
                 }
                 arm_next_event(cpu, None);
-                if !NEED_RESCHED[cpu].load(Ordering::Acquire) {
+                if !WOKEN[cpu].load(Ordering::Acquire) {
                     arch::wait_for_interrupt();
                 }
                 drain_interrupts(cpu);
@@ -478,11 +485,16 @@ fn arm_next_event(cpu: usize, running: Option<VcpuRef>) {
     }
 }
 
-/// Saves the loaded vCPU's CPU and GIC state.
+/// Saves the loaded vCPU's CPU and GIC state. EOIs the guest made that the
+/// maintenance interrupt has not reported yet are processed first: saving
+/// clears GICH_HCR, which withdraws that interrupt, and a timer left "in
+/// flight" would never fire again for a vCPU that then sleeps in WFI.
 fn unload(pc: &mut PerCpu) {
     if let Some(old) = pc.loaded.take() {
+        let (vm, vcpu) = resolve(old);
+        vm.vgic.maintenance(vcpu.index as usize, &mut Gich::new());
         // SAFETY: `old` was loaded on this pCPU, which owns it.
-        let ctx = unsafe { resolve(old).1.context() };
+        let ctx = unsafe { vcpu.context() };
         arch::save_el1(&mut ctx.el1);
         gic::save_gich(&mut ctx.gich);
     }
@@ -528,6 +540,7 @@ fn run(cpu: usize, r: VcpuRef) {
     let ctx = unsafe { vcpu.context() };
     let gcpu = vm.vgic.cpu(vcpu.index as usize);
     vcpu.running.store(true, Ordering::Release);
+    vcpu.picks.fetch_add(1, Ordering::Relaxed);
     arm_next_event(cpu, Some(r));
     loop {
         if let Some(g) = gcpu {
@@ -538,6 +551,7 @@ fn run(cpu: usize, r: VcpuRef) {
         let next = match arch::enter_guest(&mut ctx.regs) {
             Exit::Trap => handle_trap(cpu, r, vm, vcpu, ctx),
             Exit::Irq => {
+                vcpu.irq_exits.fetch_add(1, Ordering::Relaxed);
                 drain_interrupts(cpu);
                 Next::Resume
             }
@@ -552,6 +566,9 @@ fn run(cpu: usize, r: VcpuRef) {
             || NEED_RESCHED[cpu].load(Ordering::Acquire)
         {
             break;
+        }
+        if WOKEN[cpu].swap(false, Ordering::AcqRel) {
+            arm_next_event(cpu, Some(r));
         }
     }
     vcpu.running.store(false, Ordering::Release);
@@ -604,6 +621,38 @@ fn drain_interrupts(cpu: usize) {
     }
 }
 
+/// Ctrl-\\ d: one line per vCPU (state, and for those this pCPU owns, the
+/// PC and virtual timer), for a system that seems stuck.
+fn dump_state() {
+    let cpu = this_cpu();
+    let now = timer::counter();
+    for vm in vms() {
+        for v in vm.vcpus {
+            let g = vm.vgic.cpu(v.index as usize);
+            let pending = g.is_some_and(|g| g.work.load(Ordering::Acquire) || vm.vgic.deliverable(v.index as usize, g));
+            let in_flight = g.is_some_and(|g| g.timer_in_flight.load(Ordering::Acquire));
+            if v.pcpu as usize == cpu {
+                // SAFETY: this pCPU owns the vCPU (a snapshot for a human; the
+                // loaded vCPU's saved registers are from its last exit).
+                let ctx = unsafe { v.context() };
+                info!(
+                    "dump: vm \"{}\" vCPU {} on pCPU {}: picked {} times, {} irq exits, {:?} blocked={} running={} pending={pending} timer_in_flight={in_flight} pc={:#010x} cpsr={:#x} cntv_ctl={:#x} cntv_cval={:#x} (vcnt now {:#x})",
+                    vm.name(), v.index, v.pcpu, v.picks.load(Ordering::Relaxed), v.irq_exits.load(Ordering::Relaxed), v.power(), v.blocked.load(Ordering::Acquire), v.running.load(Ordering::Acquire),
+                    ctx.regs.pc, ctx.regs.cpsr, ctx.el1.cntv_ctl, ctx.el1.cntv_cval, now.wrapping_sub(vm.cntvoff)
+                );
+                info!("dump:   r={:x?} lr_usr={:#x} lr_svc={:#x} sp_svc={:#x}", ctx.regs.r, ctx.regs.lr_usr, ctx.el1.lr_svc, ctx.el1.sp_svc);
+                let (pend, en) = vm.vgic.private_state(v.index as usize);
+                info!("dump:   gich hcr={:#x} vmcr={:#x} apr={:#x} lr={:x?} private pending={pend:#x} enabled={en:#x}", ctx.gich.hcr, ctx.gich.vmcr, ctx.gich.apr, &ctx.gich.lr[..4]);
+            } else {
+                info!(
+                    "dump: vm \"{}\" vCPU {} on pCPU {}: {:?} blocked={} running={} pending={pending} timer_in_flight={in_flight}",
+                    vm.name(), v.index, v.pcpu, v.power(), v.blocked.load(Ordering::Acquire), v.running.load(Ordering::Acquire)
+                );
+            }
+        }
+    }
+}
+
 /// Bytes from the physical console go to the focused VM's UART. Ctrl-\
 /// then a digit moves the focus; Ctrl-\ twice sends one Ctrl-\.
 fn console_input() {
@@ -618,6 +667,10 @@ fn console_input() {
                     continue;
                 }
                 ESCAPE => {}
+                b'd' => {
+                    dump_state();
+                    continue;
+                }
                 _ => continue,
             }
         } else if b == ESCAPE {
@@ -670,6 +723,10 @@ fn handle_trap(cpu: usize, r: VcpuRef, vm: &'static Vm, vcpu: &'static Vcpu, ctx
             let idx = vcpu.index as usize;
             if t.hsr & 1 != 0 || vm.vgic.cpu(idx).is_none() {
                 return Next::Reschedule; // WFE (a spinning lock): yield
+            }
+            // EOIs not yet reported by the maintenance interrupt (see `unload`).
+            if vm.vgic.maintenance(idx, &mut Gich::new()) {
+                gic::enable_private(PPI_VTIMER);
             }
             if vm.vgic.has_pending(idx, &Gich::new()) {
                 return Next::Resume;

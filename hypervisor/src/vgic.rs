@@ -366,6 +366,11 @@ impl Vgic {
         false
     }
 
+    /// (pending, enabled) SGI/PPI bits of a vCPU, for diagnostics.
+    pub fn private_state(&self, vcpu: usize) -> (u32, u32) {
+        self.cpus.get(vcpu).map_or((0, 0), |c| (c.pending.load(Acquire), c.enabled.load(Acquire)))
+    }
+
     /// Is anything pending, enabled and routed to `vcpu` outside the list
     /// registers? (For a vCPU that is not loaded.)
     pub fn deliverable(&self, vcpu: usize, c: &VgicCpu) -> bool {

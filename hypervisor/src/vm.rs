@@ -146,6 +146,10 @@ pub struct Vcpu {
     pub blocked: AtomicBool,
     /// Inside the guest (or its exit handling) on its pCPU right now.
     pub running: AtomicBool,
+    /// How many times the scheduler has picked it, and its exits by
+    /// physical interrupt (diagnostics for `Ctrl-\\ d`).
+    pub picks: AtomicU32,
+    pub irq_exits: AtomicU32,
     ctx: UnsafeCell<VcpuContext>,
 }
 
@@ -163,6 +167,8 @@ impl Vcpu {
             on_request: Mutex::new((0, [0; 3])),
             blocked: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            picks: AtomicU32::new(0),
+            irq_exits: AtomicU32::new(0),
             ctx: UnsafeCell::new(boot.unwrap_or_else(|| VcpuContext::boot(0, 0, 0, 0))),
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! - `setup`           install what is missing: apt packages, the armv7a-none-eabi target
 //! - `build`           build the hypervisor and the test guests for armv7a-none-eabi
-//! - `run [CONFIG]`    set up, build, pack CONFIG (default: examples/hello.toml), boot it in QEMU
+//! - `run [CONFIG]`    set up, build, pack CONFIG (default: examples/linux-smp.toml), boot it in QEMU
 //! - `test`            every test: host unit tests, then the QEMU scenarios
 //! - `bench`           micro-benchmarks under QEMU -icount (instruction counts)
 //! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml
@@ -29,7 +29,7 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
 }
 
-pub const DEFAULT_CONFIG: &str = "examples/hello.toml";
+pub const DEFAULT_CONFIG: &str = "examples/linux-smp.toml";
 
 fn usage() -> ExitCode {
     eprintln!(

@@ -7,6 +7,10 @@
 //! `tessera_enter_guest` with an exit code. So a trap is, to Rust, a
 //! function return: handlers are ordinary code on the ordinary stack.
 //!
+//! Every entry clears the exclusive monitor (CLREX): without it, two vCPUs
+//! sharing a pCPU can interleave LDREX/STREX pairs and lose an update (seen
+//! as a Linux ticket lock that nobody holds).
+//!
 //! The guest never changes SP_hyp, so on a trap SP still points at the frame
 //! `tessera_enter_guest` pushed. HYP mode shares LR with User mode (Arm ARM
 //! B1.3.2), so the guest's LR_usr is saved and restored here too.
@@ -115,6 +119,10 @@ tessera_enter_guest:                @ (regs: *mut GuestRegs) -> exit code
     ldr     r1, [r0, #{cpsr_off}]
     msr     spsr_cxsf, r1
     ldr     lr, [r0, #{lr_off}]
+    @ Clear the local exclusive monitor: Armv7 does not on exception return,
+    @ and a vCPU preempted between LDREX and STREX must not complete its
+    @ STREX on a reservation that another vCPU (or this hypervisor) made.
+    clrex
     ldm     r0, {{r0-r12}}
     eret
     "#,
