@@ -133,6 +133,19 @@ fn runnable(cpu: usize, r: VcpuRef) -> bool {
             }
             // SAFETY: this pCPU owns `r`.
             let loaded = unsafe { percpu(cpu) }.loaded == Some(r);
+            // An interrupt already in its list registers (live if loaded, saved
+            // otherwise: a flush may have moved it there after the WFI).
+            let in_lrs = if loaded {
+                use crate::vgic::ListRegs;
+                let g = Gich::new();
+                (0..g.count()).any(|i| g.read(i) & crate::vgic::hw::LR_STATE_PENDING != 0)
+            } else {
+                // SAFETY: this pCPU owns `r`, which is not loaded.
+                unsafe { vcpu.context() }.gich.lr.iter().any(|l| l & crate::vgic::hw::LR_STATE_PENDING != 0)
+            };
+            if in_lrs {
+                return true;
+            }
             if !loaded && timer_deadline(vm, vcpu).is_some_and(|d| timer::counter() >= d) {
                 vm.vgic.raise_timer(idx);
                 return true;
