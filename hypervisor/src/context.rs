@@ -96,17 +96,11 @@ impl Default for GichState {
 /// VFP/Advanced SIMD registers: d0-d31, FPSCR, FPEXC (layout used by the
 /// arch switch code).
 #[repr(C, align(8))]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct FpState {
     pub d: [u64; 32],
     pub fpscr: u32,
     pub fpexc: u32,
-}
-
-impl Default for FpState {
-    fn default() -> Self {
-        Self { d: [0; 32], fpscr: 0, fpexc: 0 }
-    }
 }
 
 /// CPSR mode and mask bits.

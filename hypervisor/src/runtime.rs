@@ -227,7 +227,7 @@ fn boot_primary(dtb_hint: u32) -> ! {
     if payload.pcpus as usize > b.cpus {
         fatal(format_args!("the image was packed for {} pCPUs but the board has {}", payload.pcpus, b.cpus));
     }
-    let payload_end = board::PAYLOAD_BASE as u64 + tessera_payload::total_size(payload_bytes(&payload)).unwrap_or(0) as u64;
+    let payload_end = board::PAYLOAD_BASE as u64 + tessera_payload::total_size(payload.raw()).unwrap_or(0) as u64;
     let free_start = PhysAddr(payload_end).align_up(BLOCK_2M);
     if free_start.raw() >= ram_end {
         fatal(format_args!("no RAM left after the payload"));
@@ -286,10 +286,6 @@ unsafe fn read_board_checked(dtb: u32) -> Result<Board, &'static str> {
     }
     // SAFETY: forwarded; the magic is there.
     unsafe { board::read_board(dtb) }
-}
-
-fn payload_bytes<'a>(p: &Payload<'a>) -> &'a [u8] {
-    p.raw()
 }
 
 /// Finds and checks the payload at its fixed address.

@@ -395,7 +395,7 @@ impl Vgic {
             // ITLinesNumber and CPUNumber (IHI 0048B 4.3.2).
             0x004 => (NR_IRQS as u32 / 32 - 1) | ((self.nr_cpus() as u32 - 1) << 5),
             0x008 => 0x0200_143b, // IIDR: Arm, GICv2
-            0x100..=0x17f | 0x180..=0x1ff => {
+            0x100..=0x1ff => {
                 let n = word(if off < 0x180 { 0x100 } else { 0x180 });
                 match n {
                     0 => c.enabled.load(Acquire),
@@ -403,7 +403,7 @@ impl Vgic {
                     _ => 0,
                 }
             }
-            0x200..=0x27f | 0x280..=0x2ff => {
+            0x200..=0x2ff => {
                 let n = word(if off < 0x280 { 0x200 } else { 0x280 });
                 match n {
                     0 => c.pending.load(Acquire),
