@@ -576,7 +576,9 @@ fn run(cpu: usize, r: VcpuRef) {
         {
             break;
         }
-        if WOKEN[cpu].swap(false, Ordering::AcqRel) {
+        // A plain load first: the swap is an exclusive-access loop, and most
+        // exits (every hypercall) find nothing woken.
+        if WOKEN[cpu].load(Ordering::Relaxed) && WOKEN[cpu].swap(false, Ordering::AcqRel) {
             arm_next_event(cpu, Some(r));
         }
     }
