@@ -16,6 +16,7 @@ pub mod mm;
 pub mod mmio;
 pub mod sched;
 pub mod vgic;
+pub mod virtio;
 pub mod vm;
 
 #[cfg(target_arch = "arm")]
