@@ -844,6 +844,12 @@ fn hvc(cpu: usize, vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) 
         }
         Action::CpuOff => {
             vcpu.power_off();
+            // With no vCPU on (or being started), nothing can ever CPU_ON
+            // one again: the VM is over, not merely idle.
+            if vm.vcpus.iter().all(|v| v.power() == Power::Off) {
+                info!("vm \"{}\" (id {}): its last running vCPU called PSCI CPU_OFF", vm.name(), vm.id);
+                end_vm(vm, VmState::Exited, 0);
+            }
             Next::Reschedule
         }
         Action::Shutdown(status) => {

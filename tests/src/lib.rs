@@ -209,6 +209,19 @@ pub const SCENARIOS: &[Scenario] = &[
         overlap: &[],
     },
     Scenario {
+        name: "hostile-cpu-off-last-vcpu",
+        config: "tests/configs/hostile-cpu-off-last.toml",
+        deadline_secs: 90,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0))],
+        lines: &[
+            "hostile: hostile case cpu-off-last",
+            "tessera: vm \"hostile\" (id 2): its last running vCPU called PSCI CPU_OFF",
+            "peer: memory intact",
+        ],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
         name: "hostile-unmapped",
         config: "tests/configs/hostile-unmapped.toml",
         deadline_secs: 90,

@@ -7,6 +7,8 @@
 //!   RAM, which the scenario reads from the hypervisor's boot log).
 //! - `bad-args`: hypercalls with hostile arguments; each must come back
 //!   with its documented error, and the VM exits 0.
+//! - `cpu-off-last`: powers off its only vCPU with PSCI CPU_OFF; the VM
+//!   must end (nothing could start it again) instead of hanging the system.
 //! - `gic-garbage`: writes pseudo-random values to every register of the
 //!   emulated GIC distributor and UART (SGI storms included), then checks
 //!   it still runs and exits 0.
@@ -47,6 +49,11 @@ fn main() -> u32 {
         }
         "bad-args" => bad_args(),
         "gic-garbage" => gic_garbage(),
+        "cpu-off-last" => {
+            let r = tessera_guest::psci::cpu_off();
+            println!("SURVIVED CPU_OFF of the last vCPU: {r}");
+            3
+        }
         other => {
             println!("unknown case {other}");
             4
