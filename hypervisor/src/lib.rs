@@ -22,6 +22,8 @@ pub mod vm;
 #[cfg(target_arch = "arm")]
 pub mod arch;
 #[cfg(target_arch = "arm")]
+pub mod physdev;
+#[cfg(target_arch = "arm")]
 pub mod platform;
 #[cfg(target_arch = "arm")]
 mod runtime;

@@ -236,10 +236,14 @@ fn boot_primary(dtb_hint: u32) -> ! {
     let bitmap: &'static mut [u64] = Vec::leak(alloc::vec![0u64; frames.div_ceil(64)]);
     let mut fa = FrameAllocator::new(free_start, frames, bitmap);
     let vms = create_vms(payload, &b, &mut fa);
+    *crate::physdev::FRAMES.lock() = Some(fa);
+    crate::physdev::probe(&b.virtio[..b.virtio_count]);
     RUNNING_VMS.store(vms.len() as u32, Ordering::Release);
     VMS.call_once(|| vms);
     crate::vm::KICK.call_once(|| kick);
-    info!("{} MiB of RAM left free", fa.free_bytes() >> 20);
+    if let Some(fa) = crate::physdev::FRAMES.lock().as_ref() {
+        info!("{} MiB of RAM left free", fa.free_bytes() >> 20);
+    }
     UART_IRQ.store(b.uart_irq, Ordering::Relaxed);
     gic::enable_spi(b.uart_irq, 0);
     arch::uart::enable_rx_interrupt();

@@ -35,6 +35,8 @@ pub fn command(b: &Boot) -> Command {
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
         // A hypervisor panic ends QEMU with a failure status.
         .args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
+        // The board's entropy source, which VMs with a virtio-rng share.
+        .args(["-device", "virtio-rng-device"])
         .arg("-kernel")
         .arg(b.image);
     if b.icount {

@@ -25,6 +25,9 @@ pub struct Board {
     pub gich: u32,
     pub gicv: u32,
     pub pcie_ecam: Option<(u32, u32)>, // ECAM base, first 32-bit MMIO window
+    /// virtio-mmio register windows (QEMU has 32, most empty).
+    pub virtio: [u32; 32],
+    pub virtio_count: usize,
 }
 
 fn reg_base(node: &fdt::node::FdtNode<'_, '_>, i: usize) -> Option<u32> {
@@ -51,6 +54,8 @@ pub unsafe fn read_board(addr: u32) -> Result<Board, &'static str> {
         gich: 0,
         gicv: 0,
         pcie_ecam: None,
+        virtio: [0; 32],
+        virtio_count: 0,
     };
     for cpu in fdt.cpus() {
         if b.cpus < b.cpu_mpidrs.len() {
@@ -71,6 +76,14 @@ pub unsafe fn read_board(addr: u32) -> Result<Board, &'static str> {
     b.gicc = reg_base(&gic, 1).ok_or("GIC without CPU interface")?;
     b.gich = reg_base(&gic, 2).ok_or("GIC without virtualization extensions (no GICH)")?;
     b.gicv = reg_base(&gic, 3).ok_or("GIC without virtualization extensions (no GICV)")?;
+    for node in fdt.all_nodes().filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio"))) {
+        if let Some(base) = reg_base(&node, 0) {
+            if b.virtio_count < b.virtio.len() {
+                b.virtio[b.virtio_count] = base;
+                b.virtio_count += 1;
+            }
+        }
+    }
     if let Some(pci) = fdt.find_compatible(&["pci-host-ecam-generic"]) {
         let ecam = reg_base(&pci, 0);
         // ranges: <pci-addr(3 cells) cpu-addr(2) size(2)>; find 32-bit MMIO (space 0b10).
