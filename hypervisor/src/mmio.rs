@@ -102,6 +102,12 @@ pub struct MmioRegion<'a> {
     pub device: &'a dyn MmioDevice,
 }
 
+impl<'a> MmioRegion<'a> {
+    pub fn clone_ref(&self) -> MmioRegion<'a> {
+        MmioRegion { base: self.base, size: self.size, device: self.device }
+    }
+}
+
 /// The devices of one VM, sorted by base address.
 pub struct MmioBus<'a> {
     regions: &'a [MmioRegion<'a>],

@@ -234,10 +234,14 @@ fn boot_primary(dtb_hint: u32) -> ! {
     }
     let frames = ((ram_end - free_start.raw()) / PAGE_SIZE) as usize;
     let bitmap: &'static mut [u64] = Vec::leak(alloc::vec![0u64; frames.div_ceil(64)]);
-    let mut fa = FrameAllocator::new(free_start, frames, bitmap);
-    let vms = create_vms(payload, &b, &mut fa);
+    let fa = FrameAllocator::new(free_start, frames, bitmap);
+    // The board's devices first: VMs may be given backends on them.
     *crate::physdev::FRAMES.lock() = Some(fa);
     crate::physdev::probe(&b.virtio[..b.virtio_count]);
+    let vms = {
+        let mut frames = crate::physdev::FRAMES.lock();
+        create_vms(payload, &b, frames.as_mut().expect("set just above"))
+    };
     RUNNING_VMS.store(vms.len() as u32, Ordering::Release);
     VMS.call_once(|| vms);
     crate::vm::KICK.call_once(|| kick);
@@ -398,7 +402,16 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
         for (cpu, n) in placed.iter().enumerate().filter(|(_, n)| **n > 0) {
             info!("vm \"{}\": {n} vCPU(s) on pCPU {cpu}", d.name);
         }
-        out.push(Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot));
+        let entropy: Option<fn(&mut [u8]) -> usize> = if d.devices & tessera_payload::device::VIRTIO_RNG != 0 {
+            if !crate::physdev::has_rng() {
+                fatal(format_args!("vm \"{}\" has a virtio-rng, but the board has no entropy source (virtio-rng)", d.name));
+            }
+            info!("vm \"{}\": virtio-rng at IPA {}, SPI {}", d.name, guest_map::VIRTIO0, guest_map::VIRTIO0_SPI);
+            Some(crate::physdev::entropy)
+        } else {
+            None
+        };
+        out.push(Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot, entropy));
     }
     Vec::leak(out)
 }

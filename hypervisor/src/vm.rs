@@ -90,7 +90,46 @@ pub mod guest_map {
     pub const UART_SIZE: u32 = 0x1000;
     /// The UART's interrupt: SPI 1 (INTID 33).
     pub const UART_SPI: usize = 1;
+    /// virtio-mmio slot 0 (QEMU virt's first slot address) and its SPI 16.
+    pub const VIRTIO0: Ipa = Ipa(0x0a00_0000);
+    pub const VIRTIO0_SIZE: u32 = crate::virtio::mmio::WINDOW_SIZE;
+    pub const VIRTIO0_SPI: usize = 16;
 }
+
+/// Entropy for a VM's virtio-rng: the board's own source (a function the
+/// arch glue provides; it returns how many bytes it filled).
+pub struct BoardEntropy(pub fn(&mut [u8]) -> usize);
+
+impl crate::virtio::rng::EntropySource for BoardEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        let (mut done, mut idle) = (0, 0);
+        while done < buf.len() {
+            let n = (self.0)(&mut buf[done..]);
+            if n == 0 {
+                idle += 1;
+                // A board fault, not guest input: no entropy is not zeroes.
+                assert!(idle < 64, "the board's entropy source stopped answering");
+            }
+            done += n;
+        }
+    }
+}
+
+/// A virtio device's interrupt line: an SPI of the VM's virtual GIC.
+pub struct SpiSink {
+    pub vgic: &'static Vgic,
+    pub vcpus: &'static [Vcpu],
+    pub spi: usize,
+}
+
+impl crate::virtio::mmio::IrqSink for SpiSink {
+    fn set_level(&self, level: bool) {
+        wake(self.vcpus, self.vgic.set_spi_level(self.spi, level));
+    }
+}
+
+pub type VirtioRngDevice =
+    crate::virtio::mmio::VirtioMmio<crate::virtio::rng::VirtioRng<BoardEntropy>, GuestRam, SpiSink>;
 
 /// How a VM ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,10 +390,22 @@ pub struct Vm {
     pub cntvoff: u64,
     pub boot: BootImage,
     pub resets: AtomicU32,
+    /// virtio-rng in virtio-mmio slot 0, if the configuration asked for it.
+    pub rng: Option<VirtioRngDevice>,
 }
 
 impl Vm {
-    pub fn new(id: u32, name: &str, ram: GuestRam, vttbr: u64, vcpus: &'static [Vcpu], cntvoff: u64, boot: BootImage) -> Self {
+    #[allow(clippy::too_many_arguments)] // each is a distinct part of the VM
+    pub fn new(
+        id: u32,
+        name: &str,
+        ram: GuestRam,
+        vttbr: u64,
+        vcpus: &'static [Vcpu],
+        cntvoff: u64,
+        boot: BootImage,
+        entropy: Option<fn(&mut [u8]) -> usize>,
+    ) -> Self {
         let console: &'static VmConsole = leak(VmConsole::new(id, name));
         let vgic: &'static Vgic = leak(Vgic::new(vcpus.len()));
         Self {
@@ -369,6 +420,13 @@ impl Vm {
             cntvoff,
             boot,
             resets: AtomicU32::new(0),
+            rng: entropy.map(|f| {
+                crate::virtio::mmio::VirtioMmio::new(
+                    crate::virtio::rng::VirtioRng::new(BoardEntropy(f)),
+                    ram,
+                    SpiSink { vgic, vcpus, spi: guest_map::VIRTIO0_SPI },
+                )
+            }),
         }
     }
 
@@ -429,6 +487,14 @@ impl Vm {
             MmioRegion { base: guest_map::GICD, size: guest_map::GICD_SIZE, device: &gicd },
             MmioRegion { base: guest_map::UART, size: guest_map::UART_SIZE, device: &self.uart },
         ];
+        if let Some(rng) = &self.rng {
+            let all = [
+                regions[0].clone_ref(),
+                regions[1].clone_ref(),
+                MmioRegion { base: guest_map::VIRTIO0, size: guest_map::VIRTIO0_SIZE, device: rng },
+            ];
+            return MmioBus::new(&all).access(vcpu, ipa, abort, regs);
+        }
         MmioBus::new(&regions).access(vcpu, ipa, abort, regs)
     }
 }
@@ -570,7 +636,7 @@ mod tests {
         let mut buf = vec![0u8; 16];
         let vcpus: &'static [Vcpu] = Box::leak(Box::new([Vcpu::new(0, 0, Some(VcpuContext::boot(0x4000_0000, 0, 0, 0)))]));
         let boot = BootImage { payload_index: 0, entry: 0x4000_0000, regs: [0; 3], reset_count_ipa: None };
-        let vm = Vm::new(1, "hello", ram(&mut buf), 0, vcpus, 0, boot);
+        let vm = Vm::new(1, "hello", ram(&mut buf), 0, vcpus, 0, boot, None);
         assert_eq!(vm.name(), "hello");
         assert!(vm.is_running());
         assert!(vm.end(VmState::Stopped, 9));

@@ -200,6 +200,21 @@ pub const SCENARIOS: &[Scenario] = &[
         overlap: &[],
     },
     Scenario {
+        name: "linux-virtio-rng",
+        config: "tests/configs/linux-rng.toml",
+        deadline_secs: 180,
+        vms: &[("linux", Want::Exit(0))],
+        lines: &[
+            "tessera: physical virtio-rng at",
+            "tessera: vm \"linux\": virtio-rng at IPA 0x0a000000, SPI 16",
+            "linux: tessera-init: hwrng virtio_rng.0",
+            "linux: tessera-init: read 4096 bytes from /dev/hwrng",
+            "linux: tessera-init: hwrng bytes look random",
+        ],
+        absent: &["Kernel panic", "Oops", "BUG:", "NOT random"],
+        overlap: &[],
+    },
+    Scenario {
         name: "hostile-gic-garbage",
         config: "tests/configs/hostile-gic-garbage.toml",
         deadline_secs: 90,

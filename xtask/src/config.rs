@@ -93,6 +93,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// The pCPUs this VM may run on, as written; `None` = all of them.
     pub pcpus: Option<Vec<u32>>,
+    /// `[[vm.device]] type = "rng"`: a virtio-rng fed by the board's.
+    pub virtio_rng: bool,
 }
 
 impl VmConfig {
@@ -197,6 +199,16 @@ struct RawVm {
     vcpus: u32,
     memory_mib: u32,
     pcpus: Option<Vec<u32>>,
+    #[serde(default)]
+    device: Vec<RawDevice>,
+}
+
+/// `[[vm.device]]`: a virtual device of the VM.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 /// Reads, parses and checks a configuration file. Paths inside it are taken
@@ -479,6 +491,22 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
             })?),
             None => None,
         };
+        let mut virtio_rng = false;
+        for (d, dev) in vm.device.iter().enumerate() {
+            let dkey = format!("vm[{i}].device[{d}].type");
+            match dev.kind.as_str() {
+                "rng" if virtio_rng => {
+                    return err(dkey, format!("{vm_} has more than one rng device"));
+                }
+                "rng" => virtio_rng = true,
+                other => {
+                    return err(
+                        dkey,
+                        format!("{vm_}: unknown device type {other:?}: \"rng\" is the one supported today (console, block and net are not yet)"),
+                    );
+                }
+            }
+        }
         vms.push(VmConfig {
             name,
             kernel,
@@ -487,6 +515,7 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
             vcpus: vm.vcpus,
             memory_mib: mib,
             pcpus: vm.pcpus,
+            virtio_rng,
         });
     }
 

@@ -29,7 +29,14 @@ pub struct GuestDtb<'a> {
     pub cmdline: &'a str,
     /// Guest-physical `[start, end)` of the initrd, if any.
     pub initrd: Option<Range<u32>>,
+    /// A virtio-rng in virtio-mmio slot 0.
+    pub virtio_rng: bool,
 }
+
+/// The guest's virtio-mmio slot 0 (QEMU virt's first slot address) and its
+/// interrupt, SPI 16 (`hypervisor/src/vm.rs`, `guest_map`).
+pub const VIRTIO_SLOT0: u32 = 0x0a00_0000;
+pub const VIRTIO_SLOT0_SPI: u32 = 16;
 
 /// Builds the flattened device tree; fails only if it would exceed
 /// [`MAX_DTB_SIZE`] (or on strings the format cannot hold).
@@ -122,6 +129,15 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
     fdt.end_node(uart)?;
 
+    if vm.virtio_rng {
+        let rng = fdt.begin_node(&format!("virtio_mmio@{VIRTIO_SLOT0:x}"))?;
+        fdt.property_string("compatible", "virtio,mmio")?;
+        fdt.property_array_u32("reg", &[VIRTIO_SLOT0, 0x200])?;
+        fdt.property_array_u32("interrupts", &[0, VIRTIO_SLOT0_SPI, 4])?;
+        fdt.property_null("dma-coherent")?;
+        fdt.end_node(rng)?;
+    }
+
     let chosen = fdt.begin_node("chosen")?;
     fdt.property_string("bootargs", vm.cmdline)?;
     fdt.property_string("stdout-path", &format!("/{UART_NODE}"))?;
@@ -152,6 +168,7 @@ mod tests {
             ram_size: 256 << 20,
             cmdline: "console=hvc0 root=/dev/vda",
             initrd: Some(0x4ff0_0000..0x4ff1_2345),
+            virtio_rng: true,
         };
         let blob = build(&vm).unwrap();
         check(&blob, &vm);
@@ -171,6 +188,8 @@ mod tests {
             .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(cells[6..9], [1, 11, 0xf04], "virtual timer PPI to 4 CPUs");
+        let rng = fdt.find_compatible(&["virtio,mmio"]).expect("virtio-rng node");
+        assert_eq!(rng.reg().unwrap().next().unwrap().starting_address as usize, 0x0a00_0000);
         let reset = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
         assert_eq!(reset.value, [0, 0, 0, 0]);
         let bare = GuestDtb {
@@ -205,6 +224,7 @@ mod tests {
             ram_size: 128 << 20,
             cmdline: "console=ttyAMA0",
             initrd: None,
+            virtio_rng: false,
         };
         let blob = build(&vm).unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
@@ -249,7 +269,7 @@ mod tests {
     #[test]
     fn the_reset_count_is_one_fixed_cell() {
         for (vcpus, cmdline, initrd) in [(1, "", None), (4, "console=ttyAMA0 tessera.test=reboot", Some(0x4700_0000..0x4710_0000))] {
-            let vm = GuestDtb { name: "r", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline, initrd };
+            let vm = GuestDtb { name: "r", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline, initrd, virtio_rng: false };
             let blob = build(&vm).unwrap();
             let fdt = fdt::Fdt::new(&blob).unwrap();
             let prop = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
@@ -261,7 +281,7 @@ mod tests {
     #[test]
     fn timer_ppis_go_to_at_most_eight_cpus() {
         for (vcpus, mask) in [(1u32, 0x1u32), (4, 0xf), (8, 0xff), (9, 0xff), (64, 0xff)] {
-            let vm = GuestDtb { name: "t", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline: "", initrd: None };
+            let vm = GuestDtb { name: "t", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline: "", initrd: None, virtio_rng: false };
             let blob = build(&vm).unwrap();
             let fdt = fdt::Fdt::new(&blob).unwrap();
             let irqs = cells(&fdt.find_node("/timer").unwrap(), "interrupts");
@@ -279,6 +299,7 @@ mod tests {
             ram_size: 2 << 20,
             cmdline: &long,
             initrd: Some(0x4000_0000..0x4000_1000),
+            virtio_rng: false,
         };
         let blob = build(&vm).unwrap();
         assert!(blob.len() < MAX_DTB_SIZE / 4, "{} bytes", blob.len());

@@ -332,17 +332,4 @@ mod tests {
             assert!(!packed.vm_names.is_empty());
         }
     }
-
-    /// Makes every artifact for real (downloads, a kernel build of a few
-    /// minutes): `cargo test -p xtask -- --ignored make_every_linux_artifact`.
-    #[test]
-    #[ignore]
-    fn make_every_linux_artifact() {
-        for c in ["tests/configs/linux-2on2.toml", "tests/configs/linux-debian.toml"] {
-            ensure_artifacts_for(&root().join(c)).unwrap();
-        }
-        for a in ARTIFACTS {
-            assert!(out_dir().join(a).is_file(), "{a}");
-        }
-    }
 }

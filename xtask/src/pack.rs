@@ -216,6 +216,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
         ram_size,
         cmdline: &vm.cmdline,
         initrd: initrd_range.clone(),
+        virtio_rng: vm.virtio_rng,
     })
     .map_err(|e| ConfigError::key(&cfg.file, key("cmdline"), format!("{who}: {e}")))?;
 
@@ -250,6 +251,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
         affinity: vm.affinity(&cfg.system),
         entry,
         boot_regs: [0, 0xFFFF_FFFF, dtb_ipa],
+        devices: if vm.virtio_rng { tessera_payload::device::VIRTIO_RNG } else { 0 },
         regions,
     })
 }
@@ -395,6 +397,7 @@ memory_mib = 4
                 ram_size: 128 * MIB,
                 cmdline: "console=hvc0 rdinit=/init",
                 initrd: Some(initrd_ipa..initrd_ipa + 5000),
+                virtio_rng: false,
             },
         );
 
@@ -428,6 +431,7 @@ memory_mib = 4
                 ram_size: 4 * MIB,
                 cmdline: "",
                 initrd: None,
+                virtio_rng: false,
             },
         );
     }

@@ -93,7 +93,16 @@ pub struct VmDesc<'a> {
     pub boot: BootProtocol,
     /// Boot registers r0-r2 of vCPU 0.
     pub boot_regs: [u32; 3],
+    /// Virtual devices, one bit each ([`device`]).
+    pub devices: u32,
     regions: [Option<Region>; MAX_REGIONS],
+}
+
+/// Bits of [`VmDesc::devices`].
+pub mod device {
+    /// A virtio-rng (virtio-mmio slot 0) fed by the board's entropy source.
+    pub const VIRTIO_RNG: u32 = 1 << 0;
+    pub const ALL: u32 = VIRTIO_RNG;
 }
 
 impl<'a> VmDesc<'a> {
@@ -181,6 +190,8 @@ mod v {
     pub const R0: usize = 56;
     pub const REGION_COUNT: usize = 68;
     pub const REGION_TABLE: usize = 72;
+    /// Zero in payloads written before devices existed: no devices.
+    pub const DEVICES: usize = 76;
 }
 
 /// CRC-32 of the payload with the crc field taken as zero.
@@ -312,6 +323,10 @@ impl<'a> Payload<'a> {
             other => return Err(bad("boot_protocol", other)),
         };
         let boot_regs = [rd32(b, e + v::R0), rd32(b, e + v::R0 + 4), rd32(b, e + v::R0 + 8)];
+        let devices = rd32(b, e + v::DEVICES);
+        if devices & !device::ALL != 0 {
+            return Err(bad("devices", devices));
+        }
         let count = rd32(b, e + v::REGION_COUNT) as usize;
         if count > MAX_REGIONS {
             return Err(bad("region_count", count as u32));
@@ -333,7 +348,7 @@ impl<'a> Payload<'a> {
             }
             *slot = Some(region);
         }
-        Ok(VmDesc { name, vcpus, ram_base, ram_size, affinity, entry, boot, boot_regs, regions })
+        Ok(VmDesc { name, vcpus, ram_base, ram_size, affinity, entry, boot, boot_regs, devices, regions })
     }
 }
 
@@ -354,6 +369,7 @@ pub mod write {
         pub affinity: u32,
         pub entry: u32,
         pub boot_regs: [u32; 3],
+        pub devices: u32,
         /// (kind, ipa, bytes)
         pub regions: Vec<(RegionKind, u32, Vec<u8>)>,
     }
@@ -393,6 +409,7 @@ pub mod write {
             for (k, r) in vm.boot_regs.iter().enumerate() {
                 put(&mut out, e + v::R0 + 4 * k, *r);
             }
+            put(&mut out, e + v::DEVICES, vm.devices);
             put(&mut out, e + v::REGION_COUNT, vm.regions.len() as u32);
             put(&mut out, e + v::REGION_TABLE, next_region as u32);
             for (kind, ipa, bytes) in &vm.regions {
@@ -439,6 +456,7 @@ mod tests {
                     affinity: 0b01,
                     entry: 0x4000_0000,
                     boot_regs: [0, !0, 0x40f0_0000],
+                    devices: device::VIRTIO_RNG,
                     regions: vec![
                         (RegionKind::Kernel, 0x4000_0000, vec![1, 2, 3, 4, 5]),
                         (RegionKind::Dtb, 0x40f0_0000, vec![0xd0, 0x0d, 0xfe, 0xed]),
@@ -452,6 +470,7 @@ mod tests {
                     affinity: 0b11,
                     entry: 0x4000_0100,
                     boot_regs: [0, !0, 0],
+                    devices: 0,
                     regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![9; 300])],
                 },
             ],
@@ -466,6 +485,7 @@ mod tests {
         let vm = p.vm(0);
         assert_eq!(vm.name, "hello");
         assert_eq!(vm.boot_regs, [0, !0, 0x40f0_0000]);
+        assert_eq!((vm.devices, p.vm(1).devices), (device::VIRTIO_RNG, 0));
         let regions: Vec<_> = vm.regions().copied().collect();
         assert_eq!(regions.len(), 2);
         assert_eq!(p.region_bytes(&regions[0]), &[1, 2, 3, 4, 5]);
@@ -508,6 +528,7 @@ mod tests {
             (e + v::AFFINITY, 0, "affinity"),
             (e + v::ENTRY, 0x1000, "entry"),
             (h::VM_COUNT, 0, "vm_count"),
+            (e + v::DEVICES, 1 << 7, "devices"),
         ];
         for &(off, val, what) in cases {
             let mut b = base.clone();
