@@ -215,6 +215,20 @@ pub const SCENARIOS: &[Scenario] = &[
         overlap: &[],
     },
     Scenario {
+        name: "hostile-virtqueue",
+        config: "tests/configs/hostile-virtqueue.toml",
+        deadline_secs: 90,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0))],
+        lines: &[
+            "hostile: virtio slot 0: magic 0x74726976 version 2 device 4",
+            "hostile: virtio device reported NEEDS_RESET",
+            "hostile: after reset status 0x0",
+            "peer: memory intact",
+        ],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
         name: "hostile-gic-garbage",
         config: "tests/configs/hostile-gic-garbage.toml",
         deadline_secs: 90,

@@ -9,6 +9,9 @@
 //!   with its documented error, and the VM exits 0.
 //! - `cpu-off-last`: powers off its only vCPU with PSCI CPU_OFF; the VM
 //!   must end (nothing could start it again) instead of hanging the system.
+//! - `virtio-bad-queue`: sets up its virtio-rng (virtio-mmio slot 0) like a
+//!   driver, then offers a buffer outside its RAM: the device must report
+//!   NEEDS_RESET (and a configuration-change interrupt) and recover on reset.
 //! - `gic-garbage`: writes pseudo-random values to every register of the
 //!   emulated GIC distributor and UART (SGI storms included), then checks
 //!   it still runs and exits 0.
@@ -49,6 +52,7 @@ fn main() -> u32 {
         }
         "bad-args" => bad_args(),
         "gic-garbage" => gic_garbage(),
+        "virtio-bad-queue" => virtio_bad_queue(),
         "cpu-off-last" => {
             let r = tessera_guest::psci::cpu_off();
             println!("SURVIVED CPU_OFF of the last vCPU: {r}");
@@ -117,5 +121,66 @@ fn gic_garbage() -> u32 {
         println!("garbage round {round} done");
     }
     println!("still running after {writes} garbage writes to the GIC distributor and UART");
+    0
+}
+
+fn virtio_bad_queue() -> u32 {
+    const V: usize = 0x0a00_0000;
+    let r = |off: usize| guest_rt::mmio_read(V + off);
+    let w = |off: usize, v: u32| guest_rt::mmio_write(V + off, v);
+    let (magic, version, id) = (r(0x000), r(0x004), r(0x008));
+    println!("virtio slot 0: magic {magic:#x} version {version} device {id}");
+    if (magic, version, id) != (0x7472_6976, 2, 4) {
+        println!("WRONG: no virtio-rng in slot 0");
+        return 1;
+    }
+    // Status: ACKNOWLEDGE, DRIVER; features: VERSION_1 only; FEATURES_OK.
+    w(0x070, 1);
+    w(0x070, 1 | 2);
+    w(0x024, 1);
+    w(0x020, 1); // bit 32: VIRTIO_F_VERSION_1
+    w(0x024, 0);
+    w(0x020, 0);
+    w(0x070, 1 | 2 | 8);
+    // One queue of 8 at 0x4018_0000: descriptors, then driver and device rings.
+    let q: usize = 0x4018_0000;
+    let put16 = |a: usize, v: u16| {
+        // SAFETY: our own RAM, past the image.
+        unsafe { core::ptr::write_volatile(a as *mut u16, v) }
+    };
+    let put32 = |a: usize, v: u32| {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(a as *mut u32, v) }
+    };
+    // Descriptor 0: 64 device-writable bytes at 0x3000_0000, outside our RAM.
+    put32(q, 0x3000_0000);
+    put32(q + 4, 0);
+    put32(q + 8, 64);
+    put16(q + 12, 2); // VIRTQ_DESC_F_WRITE
+    put16(q + 14, 0);
+    put16(q + 0x100, 0); // avail.flags
+    put16(q + 0x104, 0); // avail.ring[0] = descriptor 0
+    put16(q + 0x102, 1); // avail.idx
+    w(0x030, 0);
+    w(0x038, 8);
+    w(0x080, q as u32);
+    w(0x084, 0);
+    w(0x090, (q + 0x100) as u32);
+    w(0x094, 0);
+    w(0x0a0, (q + 0x200) as u32);
+    w(0x0a4, 0);
+    w(0x044, 1); // QueueReady
+    w(0x070, 1 | 2 | 8 | 4); // DRIVER_OK
+    w(0x050, 0); // QueueNotify
+    let (status, isr) = (r(0x070), r(0x060));
+    println!("after the bad buffer: status {status:#x}, interrupt status {isr:#x}");
+    if status & 0x40 == 0 || isr & 2 == 0 {
+        println!("WRONG: the device did not report NEEDS_RESET");
+        return 1;
+    }
+    println!("virtio device reported NEEDS_RESET");
+    w(0x064, isr); // InterruptACK
+    w(0x070, 0); // reset
+    println!("after reset status {:#x}", r(0x070));
     0
 }
