@@ -235,13 +235,17 @@ fn boot_primary(dtb_hint: u32) -> ! {
     let frames = ((ram_end - free_start.raw()) / PAGE_SIZE) as usize;
     let bitmap: &'static mut [u64] = Vec::leak(alloc::vec![0u64; frames.div_ceil(64)]);
     let fa = FrameAllocator::new(free_start, frames, bitmap);
-    // The board's devices first: VMs may be given backends on them.
+    // VMs first, so where their RAM lies does not depend on the board's
+    // devices; then the board's devices, whose DMA buffers come after.
+    let mut fa = fa;
+    let vms = create_vms(payload, &b, &mut fa);
     *crate::physdev::FRAMES.lock() = Some(fa);
     crate::physdev::probe(&b.virtio[..b.virtio_count]);
-    let vms = {
-        let mut frames = crate::physdev::FRAMES.lock();
-        create_vms(payload, &b, frames.as_mut().expect("set just above"))
-    };
+    for vm in vms.iter().filter(|vm| vm.rng.is_some()) {
+        if !crate::physdev::has_rng() {
+            fatal(format_args!("vm \"{}\" has a virtio-rng, but the board has no entropy source (virtio-rng)", vm.name()));
+        }
+    }
     RUNNING_VMS.store(vms.len() as u32, Ordering::Release);
     VMS.call_once(|| vms);
     crate::vm::KICK.call_once(|| kick);
@@ -403,9 +407,6 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
             info!("vm \"{}\": {n} vCPU(s) on pCPU {cpu}", d.name);
         }
         let entropy: Option<fn(&mut [u8]) -> usize> = if d.devices & tessera_payload::device::VIRTIO_RNG != 0 {
-            if !crate::physdev::has_rng() {
-                fatal(format_args!("vm \"{}\" has a virtio-rng, but the board has no entropy source (virtio-rng)", d.name));
-            }
             info!("vm \"{}\": virtio-rng at IPA {}, SPI {}", d.name, guest_map::VIRTIO0, guest_map::VIRTIO0_SPI);
             Some(crate::physdev::entropy)
         } else {

@@ -205,8 +205,8 @@ pub const SCENARIOS: &[Scenario] = &[
         deadline_secs: 180,
         vms: &[("linux", Want::Exit(0))],
         lines: &[
-            "tessera: physical virtio-rng at",
             "tessera: vm \"linux\": virtio-rng at IPA 0x0a000000, SPI 16",
+            "tessera: physical virtio-rng at",
             "linux: tessera-init: hwrng virtio_rng.0",
             "linux: tessera-init: read 4096 bytes from /dev/hwrng",
             "linux: tessera-init: hwrng bytes look random",
