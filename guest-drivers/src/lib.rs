@@ -20,6 +20,8 @@ mod calls;
 pub mod console;
 pub mod hvc;
 pub mod psci;
+#[cfg(feature = "virtio")]
+pub mod virtio_hal;
 
 pub use calls::{
     abi_version, arch_features, call_count, call_uid, console_write, console_write_raw, features,

@@ -229,6 +229,15 @@ pub const SCENARIOS: &[Scenario] = &[
         overlap: &[],
     },
     Scenario {
+        name: "guest-virtio-drivers",
+        config: "tests/configs/virtio-drivers-rng.toml",
+        deadline_secs: 60,
+        vms: &[("vrng", Want::Exit(0))],
+        lines: &["vrng: virtio-rng through virtio-drivers: 256 bytes"],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
         name: "hostile-gic-garbage",
         config: "tests/configs/hostile-gic-garbage.toml",
         deadline_secs: 90,

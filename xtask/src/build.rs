@@ -26,17 +26,10 @@ pub fn target_dir() -> PathBuf {
 /// Builds everything that runs on the board; returns the hypervisor ELF.
 pub fn all() -> Result<PathBuf, String> {
     let td = target_dir();
-    cargo(&[
-        "build",
-        "--release",
-        "--target",
-        crate::setup::TARGET,
-        "--target-dir",
-        td.to_str().unwrap(),
-        "-p",
-        "tessera-hypervisor",
-        "-p",
-        "test-guests",
-    ])?;
+    // Two builds, so Cargo resolves features separately: the hypervisor uses
+    // `virtio-drivers` with `alloc`, the guests (which have no heap) without.
+    for package in ["tessera-hypervisor", "test-guests"] {
+        cargo(&["build", "--release", "--target", crate::setup::TARGET, "--target-dir", td.to_str().unwrap(), "-p", package])?;
+    }
     Ok(td.join(crate::setup::TARGET).join("release").join("tessera"))
 }

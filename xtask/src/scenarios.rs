@@ -31,7 +31,7 @@ impl Tally {
 pub fn test_verb() -> Result<(), String> {
     let start = Instant::now();
     setup::run()?;
-    build::cargo(&["test", "--workspace", "--exclude", "test-guests"])?;
+    build::cargo(&["test", "--workspace", "--exclude", "test-guests", "--all-features"])?;
     let hyp = build::all()?;
     let mut t = Tally { passed: 0, failed: Vec::new() };
     bad_configs(&hyp, &mut t)?;
