@@ -96,16 +96,11 @@ pub trait MmioDevice: Sync {
     fn write(&self, vcpu: u32, offset: u32, size: u8, value: u32);
 }
 
+#[derive(Clone, Copy)]
 pub struct MmioRegion<'a> {
     pub base: Ipa,
     pub size: u32,
     pub device: &'a dyn MmioDevice,
-}
-
-impl<'a> MmioRegion<'a> {
-    pub fn clone_ref(&self) -> MmioRegion<'a> {
-        MmioRegion { base: self.base, size: self.size, device: self.device }
-    }
 }
 
 /// The devices of one VM, sorted by base address.

@@ -136,12 +136,10 @@ fn runnable(cpu: usize, r: VcpuRef) -> bool {
             // An interrupt already in its list registers (live if loaded, saved
             // otherwise: a flush may have moved it there after the WFI).
             let in_lrs = if loaded {
-                use crate::vgic::ListRegs;
-                let g = Gich::new();
-                (0..g.count()).any(|i| g.read(i) & crate::vgic::hw::LR_STATE_PENDING != 0)
+                crate::vgic::any_pending(&Gich::new())
             } else {
                 // SAFETY: this pCPU owns `r`, which is not loaded.
-                unsafe { vcpu.context() }.gich.lr.iter().any(|l| l & crate::vgic::hw::LR_STATE_PENDING != 0)
+                unsafe { vcpu.context() }.gich.lr.iter().any(|&l| crate::vgic::hw::lr_pending(l))
             };
             if in_lrs {
                 return true;
@@ -234,10 +232,9 @@ fn boot_primary(dtb_hint: u32) -> ! {
     }
     let frames = ((ram_end - free_start.raw()) / PAGE_SIZE) as usize;
     let bitmap: &'static mut [u64] = Vec::leak(alloc::vec![0u64; frames.div_ceil(64)]);
-    let fa = FrameAllocator::new(free_start, frames, bitmap);
+    let mut fa = FrameAllocator::new(free_start, frames, bitmap);
     // VMs first, so where their RAM lies does not depend on the board's
     // devices; then the board's devices, whose DMA buffers come after.
-    let mut fa = fa;
     let vms = create_vms(payload, &b, &mut fa);
     *crate::physdev::FRAMES.lock() = Some(fa);
     crate::physdev::probe(&b.virtio[..b.virtio_count]);
@@ -754,10 +751,11 @@ fn handle_trap(cpu: usize, r: VcpuRef, vm: &'static Vm, vcpu: &'static Vcpu, ctx
                 return Next::Reschedule; // WFE (a spinning lock): yield
             }
             // EOIs not yet reported by the maintenance interrupt (see `unload`).
-            if vm.vgic.maintenance(idx, &mut Gich::new()) {
+            let mut lrs = Gich::new();
+            if vm.vgic.maintenance(idx, &mut lrs) {
                 gic::enable_private(PPI_VTIMER);
             }
-            if vm.vgic.has_pending(idx, &Gich::new()) {
+            if vm.vgic.has_pending(idx, &lrs) {
                 return Next::Resume;
             }
             vcpu.blocked.store(true, Ordering::Release);

@@ -51,9 +51,18 @@ pub mod hw {
     pub const LR_STATE_PENDING: u32 = 1 << 28;
     pub const LR_STATE_ACTIVE: u32 = 1 << 29;
     pub const LR_EOI: u32 = 1 << 19;
+    /// Does this list-register value hold a pending interrupt?
+    pub fn lr_pending(v: u32) -> bool {
+        v & LR_STATE_PENDING != 0
+    }
     pub fn lr(id: u32, source: u32, priority: u8, eoi: bool) -> u32 {
         id | (source & 7) << 10 | ((priority >> 3) as u32) << 23 | LR_STATE_PENDING | if eoi { LR_EOI } else { 0 }
     }
+}
+
+/// Does any list register hold a pending interrupt (a WFI wake-up reason)?
+pub fn any_pending(lrs: &impl ListRegs) -> bool {
+    (0..lrs.count()).any(|i| hw::lr_pending(lrs.read(i)))
 }
 
 /// Per-vCPU state: banked SGI/PPI configuration and what is pending.
@@ -356,7 +365,7 @@ impl Vgic {
     /// something is pending outside the list registers, a flush is asked for.
     pub fn has_pending(&self, vcpu: usize, lrs: &impl ListRegs) -> bool {
         let Some(c) = self.cpus.get(vcpu) else { return false };
-        if (0..lrs.count()).any(|i| lrs.read(i) & hw::LR_STATE_PENDING != 0) {
+        if any_pending(lrs) {
             return true;
         }
         if self.deliverable(vcpu, c) {

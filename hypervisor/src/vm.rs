@@ -483,19 +483,15 @@ impl Vm {
     /// An access to the VM's emulated devices (GIC distributor, UART).
     pub fn mmio(&self, vcpu: u32, ipa: Ipa, abort: &DataAbort, regs: &mut impl Regs) -> Result<(), MmioError> {
         let gicd = GicdMmio(self);
-        let regions = [
-            MmioRegion { base: guest_map::GICD, size: guest_map::GICD_SIZE, device: &gicd },
-            MmioRegion { base: guest_map::UART, size: guest_map::UART_SIZE, device: &self.uart },
-        ];
-        if let Some(rng) = &self.rng {
-            let all = [
-                regions[0].clone_ref(),
-                regions[1].clone_ref(),
-                MmioRegion { base: guest_map::VIRTIO0, size: guest_map::VIRTIO0_SIZE, device: rng },
-            ];
-            return MmioBus::new(&all).access(vcpu, ipa, abort, regs);
+        let gicd = MmioRegion { base: guest_map::GICD, size: guest_map::GICD_SIZE, device: &gicd };
+        let uart = MmioRegion { base: guest_map::UART, size: guest_map::UART_SIZE, device: &self.uart };
+        match &self.rng {
+            Some(rng) => {
+                let rng = MmioRegion { base: guest_map::VIRTIO0, size: guest_map::VIRTIO0_SIZE, device: rng };
+                MmioBus::new(&[gicd, uart, rng]).access(vcpu, ipa, abort, regs)
+            }
+            None => MmioBus::new(&[gicd, uart]).access(vcpu, ipa, abort, regs),
         }
-        MmioBus::new(&regions).access(vcpu, ipa, abort, regs)
     }
 }
 

@@ -89,11 +89,6 @@ pub const HCR_GUEST: u32 =
 /// physical timer (PL1PCEN = 0): guests get the virtual timer.
 const CNTHCTL_VALUE: u32 = 1 << 0;
 
-/// HCPTR: RES1 bits, plus TCP10/TCP11: guest VFP/Advanced SIMD use traps.
-/// The hypervisor does not switch that state between vCPUs yet, so a guest
-/// using it is stopped rather than allowed to see another VM's registers.
-const HCPTR_VALUE: u32 = 0x33ff | (1 << 10) | (1 << 11);
-
 /// Per-pCPU HYP configuration for running guests.
 pub fn init_hyp_regs() {
     // SAFETY: these registers only configure how guests are trapped and
@@ -101,13 +96,13 @@ pub fn init_hyp_regs() {
     unsafe {
         HCR::write(HCR_GUEST);
         HSTR::write(0);
-        HCPTR::write(HCPTR_VALUE);
         CNTHCTL::write(CNTHCTL_VALUE);
         CNTVOFF::write(0);
         VTCR::write(stage2::VTCR);
         VPIDR::write(MIDR::read());
     }
-    aarch32_cpu::asm::isb();
+    // Guest VFP use traps until the first vCPU's state is loaded (lazy switch).
+    super::vfp::trap_guest_fp(true);
 }
 
 /// Loads a vCPU's address space and identity.

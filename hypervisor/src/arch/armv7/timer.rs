@@ -12,15 +12,6 @@ pub fn counter() -> u64 {
     CNTPCT::read()
 }
 
-/// Fires the HYP timer PPI after `ticks` counter ticks.
-pub fn arm_slice(ticks: u32) {
-    // SAFETY: the HYP timer belongs to the hypervisor; ENABLE=1, IMASK=0.
-    unsafe {
-        CNTHP_TVAL::write(ticks);
-        CNTHP_CTL::write(1);
-    }
-}
-
 pub fn disarm_slice() {
     // SAFETY: as above; disabling also clears its interrupt.
     unsafe { CNTHP_CTL::write(0) };
