@@ -200,3 +200,43 @@ mod tests {
         assert_eq!(lines(&[b"\x1b[1m\n"]), ["\x1b[1m"]);
     }
 }
+
+/// `fmt::Write` into a fixed array, truncating what does not fit (labels,
+/// device serials: no allocation).
+pub struct ByteWriter<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> ByteWriter<N> {
+    pub const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The text written, up to the last whole character that fitted.
+    pub fn as_str(&self) -> &str {
+        match core::str::from_utf8(self.as_bytes()) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&self.buf[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+}
+
+impl<const N: usize> Default for ByteWriter<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Write for ByteWriter<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}

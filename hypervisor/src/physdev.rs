@@ -1,6 +1,11 @@
 //! The board's own virtio devices (QEMU's virtio-mmio slots), driven by the
 //! hypervisor through the `virtio-drivers` crate. Each is a backend that
-//! VMs share: today the entropy source (virtio-rng).
+//! VMs share: the entropy source (virtio-rng) and the disks (virtio-blk,
+//! found by their serial, which is the disk's name in the configuration).
+//!
+//! Disk I/O is synchronous: the vCPU whose request it is waits for the
+//! physical device, holding that disk's lock (another VM's request to the
+//! same disk waits its turn; other disks are independent).
 //!
 //! DMA memory comes from the hypervisor's frame allocator; RAM is
 //! identity-mapped in HYP mode, so a buffer's address is its physical
@@ -12,6 +17,9 @@ use crate::mm::frame::FrameAllocator;
 use crate::{info, warn};
 use core::ptr::NonNull;
 use spin::Mutex;
+use crate::vm::DiskIo;
+use crate::virtio::blk::BackendError;
+use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
@@ -61,9 +69,41 @@ type Rng = VirtIORng<HypHal, MmioTransport<'static>>;
 /// The board's virtio-rng, shared by every VM that has a virtio-rng.
 static RNG: Mutex<Option<Rng>> = Mutex::new(None);
 
+type Blk = VirtIOBlk<HypHal, MmioTransport<'static>>;
+
+/// The board's disks, in the payload's disk order.
+static DISKS: [Mutex<Option<Blk>>; tessera_payload::MAX_DISKS] = [const { Mutex::new(None) }; tessera_payload::MAX_DISKS];
+
+/// The disks as VMs' block devices reach them.
+pub struct PhysDisks;
+pub static PHYS_DISKS: PhysDisks = PhysDisks;
+
+impl DiskIo for PhysDisks {
+    fn read(&self, disk: u32, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        let mut d = DISKS.get(disk as usize).ok_or(BackendError)?.lock();
+        let d = d.as_mut().ok_or(BackendError)?;
+        d.read_blocks(usize::try_from(sector).map_err(|_| BackendError)?, buf).map_err(|_| BackendError)
+    }
+    fn write(&self, disk: u32, sector: u64, buf: &[u8]) -> Result<(), BackendError> {
+        let mut d = DISKS.get(disk as usize).ok_or(BackendError)?.lock();
+        let d = d.as_mut().ok_or(BackendError)?;
+        d.write_blocks(usize::try_from(sector).map_err(|_| BackendError)?, buf).map_err(|_| BackendError)
+    }
+    fn flush(&self, disk: u32) -> Result<(), BackendError> {
+        let mut d = DISKS.get(disk as usize).ok_or(BackendError)?.lock();
+        d.as_mut().ok_or(BackendError)?.flush().map_err(|_| BackendError)
+    }
+}
+
+/// The capacity in bytes of disk `disk`, if the board has it.
+pub fn disk_size(disk: usize) -> Option<u64> {
+    DISKS.get(disk)?.lock().as_ref().map(|d| d.capacity() * 512)
+}
+
 /// Looks at every virtio-mmio slot the DTB named and takes the devices it
-/// has a backend for.
-pub fn probe(slots: &[u32]) {
+/// has a backend for: the first virtio-rng, and each virtio-blk whose
+/// serial is one of `disks` (the payload's disk names, in order).
+pub fn probe(slots: &[u32], disks: &[&str]) {
     for &base in slots {
         let header = NonNull::new(base as usize as *mut VirtIOHeader).expect("slot at address 0");
         // SAFETY: `base` is a virtio-mmio register window the host DTB named,
@@ -79,6 +119,24 @@ pub fn probe(slots: &[u32]) {
                     *RNG.lock() = Some(r);
                 }
                 Err(e) => warn!("virtio-rng at {base:#010x} did not start: {e:?}"),
+            }
+        } else if transport.device_type() == DeviceType::Block {
+            let mut blk = match Blk::new(transport) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!("virtio-blk at {base:#010x} did not start: {e:?}");
+                    continue;
+                }
+            };
+            let mut id = [0u8; 20];
+            let n = blk.device_id(&mut id).unwrap_or(0);
+            let serial = core::str::from_utf8(&id[..n]).unwrap_or("");
+            match disks.iter().position(|d| *d == serial) {
+                Some(k) if DISKS[k].lock().is_none() => {
+                    info!("disk \"{serial}\": {} MiB, virtio-blk at {base:#010x}", blk.capacity() >> 11);
+                    *DISKS[k].lock() = Some(blk);
+                }
+                _ => warn!("virtio-blk at {base:#010x} (serial {serial:?}) is not a disk of the configuration; left alone"),
             }
         }
     }

@@ -18,14 +18,14 @@ use crate::mmio::{self, DataAbort};
 use crate::platform::qemu_virt::{self as board, Board};
 use crate::sched::{self, RunQueue};
 use crate::vgic::{PPI_MAINTENANCE, PPI_VTIMER};
-use crate::vm::{guest_map, BootImage, CallerCtx, GuestRam, Power, Vcpu, VcpuContext, Vm, VmState};
+use crate::vm::{guest_map, BoardBackends, BootImage, CallerCtx, GuestRam, Power, Vcpu, VcpuContext, Vm, VmState};
 use crate::{console, error, info, warn};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use spin::Once;
-use tessera_payload::{Payload, RegionKind};
+use tessera_payload::{Device, DeviceDesc, Payload, RegionKind};
 
 const MAX_CPUS: usize = arch::MAX_CPUS;
 const MAX_QUEUE: usize = 64;
@@ -237,12 +237,12 @@ fn boot_primary(dtb_hint: u32) -> ! {
     // devices; then the board's devices, whose DMA buffers come after.
     let vms = create_vms(payload, &b, &mut fa);
     *crate::physdev::FRAMES.lock() = Some(fa);
-    crate::physdev::probe(&b.virtio[..b.virtio_count]);
-    for vm in vms.iter().filter(|vm| vm.rng.is_some()) {
-        if !crate::physdev::has_rng() {
-            fatal(format_args!("vm \"{}\" has a virtio-rng, but the board has no entropy source (virtio-rng)", vm.name()));
-        }
+    let mut disk_names = [""; tessera_payload::MAX_DISKS];
+    for (k, n) in disk_names.iter_mut().enumerate().take(payload.disk_count()) {
+        *n = payload.disk(k).name;
     }
+    crate::physdev::probe(&b.virtio[..b.virtio_count], &disk_names[..payload.disk_count()]);
+    check_backends(payload, vms);
     RUNNING_VMS.store(vms.len() as u32, Ordering::Release);
     VMS.call_once(|| vms);
     crate::vm::KICK.call_once(|| kick);
@@ -403,15 +403,60 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
         for (cpu, n) in placed.iter().enumerate().filter(|(_, n)| **n > 0) {
             info!("vm \"{}\": {n} vCPU(s) on pCPU {cpu}", d.name);
         }
-        let entropy: Option<fn(&mut [u8]) -> usize> = if d.devices & tessera_payload::device::VIRTIO_RNG != 0 {
-            info!("vm \"{}\": virtio-rng at IPA {}, SPI {}", d.name, guest_map::VIRTIO0, guest_map::VIRTIO0_SPI);
-            Some(crate::physdev::entropy)
-        } else {
-            None
-        };
-        out.push(Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot, entropy));
+        let devices: Vec<DeviceDesc> = d.devices().copied().collect();
+        let board = BoardBackends { entropy: crate::physdev::entropy, disks: &crate::physdev::PHYS_DISKS };
+        out.push(Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot, &devices, &board));
     }
     Vec::leak(out)
+}
+
+/// Every device a VM was given has its board backend, or the system stops
+/// before any VM runs: a disk that is missing or smaller than the image
+/// the configuration named, an rng without a board entropy source.
+fn check_backends(p: &Payload<'static>, vms: &[Vm]) {
+    for (k, vm) in vms.iter().enumerate() {
+        for d in p.vm(k).devices() {
+            let (ipa, spi) = guest_map::virtio_slot(d.slot);
+            match d.device {
+                Device::Rng if !crate::physdev::has_rng() => {
+                    fatal(format_args!("vm \"{}\" has a virtio-rng, but the board has no entropy source (virtio-rng)", vm.name()));
+                }
+                Device::Block { disk, .. } => {
+                    let want = p.disk(disk as usize);
+                    match crate::physdev::disk_size(disk as usize) {
+                        None => fatal(format_args!(
+                            "vm \"{}\": disk \"{}\" is not on the board (a virtio-blk with serial {:?})",
+                            vm.name(),
+                            want.name,
+                            want.name
+                        )),
+                        Some(have) if have < want.size => fatal(format_args!(
+                            "disk \"{}\" has {have} bytes on the board, the configuration expects {}",
+                            want.name, want.size
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                _ => {}
+            }
+            match d.device {
+                Device::Block { disk, offset, size, read_only } => info!(
+                    "vm \"{}\": virtio-blk at IPA {ipa}, SPI {spi}: disk \"{}\" bytes {offset:#x}..{:#x}{}",
+                    vm.name(),
+                    p.disk(disk as usize).name,
+                    offset + size,
+                    if read_only { ", read-only" } else { "" }
+                ),
+                Device::Net { .. } if !vm.virtio.iter().any(|v| v.slot == d.slot) => {
+                    warn!("vm \"{}\": virtio-net is not implemented yet; slot {} left empty", vm.name(), d.slot)
+                }
+                _ => {
+                    let kind = vm.virtio.iter().find(|v| v.slot == d.slot).map_or("?", |v| v.kind());
+                    info!("vm \"{}\": {kind} at IPA {ipa}, SPI {spi}", vm.name())
+                }
+            }
+        }
+    }
 }
 
 /// Where the guest DTB's `/chosen/tessera,reset-count` value lies in the
@@ -644,6 +689,7 @@ fn drain_interrupts(cpu: usize) {
     let age = (timer::frequency() / 20) as u64;
     for vm in vms() {
         vm.console.flush_stale(now, age);
+        vm.hvc.flush_stale(now, age);
     }
 }
 
@@ -931,6 +977,9 @@ fn reset_vm(_cpu: usize, vm: &'static Vm, caller: &Vcpu) {
     let payload = PAYLOAD.get().expect("payload loaded at boot");
     load_image(&vm.ram, payload, vm.boot.payload_index, &vm.boot, n);
     vm.vgic.reset();
+    for dev in vm.virtio {
+        dev.reset();
+    }
     for (i, v) in vm.vcpus.iter().enumerate() {
         v.reset((i == 0).then_some((vm.boot.entry, vm.boot.regs)));
     }

@@ -12,6 +12,11 @@ use crate::context::{El1State, FpState, GichState, GuestRegs};
 use crate::devices::pl011::{Pl011, UartBackend};
 use crate::mmio::{DataAbort, MmioBus, MmioDevice, MmioError, MmioRegion, Regs};
 use crate::vgic::Vgic;
+use crate::virtio::blk::{BackendError, BlockBackend, VirtioBlk, SECTOR};
+use crate::virtio::console::{ConsoleSink, VirtioConsole};
+use crate::virtio::rng::VirtioRng;
+use crate::virtio::VirtioMmio;
+use tessera_payload::{Device, DeviceDesc};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use hypercall_abi::psci;
@@ -90,10 +95,16 @@ pub mod guest_map {
     pub const UART_SIZE: u32 = 0x1000;
     /// The UART's interrupt: SPI 1 (INTID 33).
     pub const UART_SPI: usize = 1;
-    /// virtio-mmio slot 0 (QEMU virt's first slot address) and its SPI 16.
+    /// virtio-mmio slot 0 (QEMU virt's first slot address) and its SPI 16;
+    /// slot n is `VIRTIO_SLOT_SIZE` * n above, with SPI 16 + n.
     pub const VIRTIO0: Ipa = Ipa(0x0a00_0000);
-    pub const VIRTIO0_SIZE: u32 = crate::virtio::mmio::WINDOW_SIZE;
+    pub const VIRTIO_SLOT_SIZE: u32 = crate::virtio::mmio::WINDOW_SIZE;
     pub const VIRTIO0_SPI: usize = 16;
+    pub const VIRTIO_SLOTS: u32 = tessera_payload::MAX_DEVICES as u32;
+
+    pub fn virtio_slot(slot: u32) -> (Ipa, usize) {
+        (VIRTIO0.add(slot as u64 * VIRTIO_SLOT_SIZE as u64), VIRTIO0_SPI + slot as usize)
+    }
 }
 
 /// Entropy for a VM's virtio-rng: the board's own source (a function the
@@ -128,8 +139,111 @@ impl crate::virtio::mmio::IrqSink for SpiSink {
     }
 }
 
-pub type VirtioRngDevice =
-    crate::virtio::mmio::VirtioMmio<crate::virtio::rng::VirtioRng<BoardEntropy>, GuestRam, SpiSink>;
+/// The board's disks, as block devices' backends reach them: whole
+/// sectors at absolute positions on disk `disk` (the runtime drives the
+/// physical devices; tests use memory).
+pub trait DiskIo: Sync {
+    fn read(&self, disk: u32, sector: u64, buf: &mut [u8]) -> Result<(), BackendError>;
+    fn write(&self, disk: u32, sector: u64, buf: &[u8]) -> Result<(), BackendError>;
+    fn flush(&self, disk: u32) -> Result<(), BackendError>;
+}
+
+/// A VM's range of a disk: the backend of its virtio-blk. The device model
+/// has already checked every request against `sectors`.
+pub struct DiskRange {
+    pub io: &'static dyn DiskIo,
+    pub disk: u32,
+    pub first: u64,
+    pub sectors: u64,
+}
+
+impl BlockBackend for DiskRange {
+    fn sectors(&self) -> u64 {
+        self.sectors
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.io.read(self.disk, self.first + sector, buf)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BackendError> {
+        self.io.write(self.disk, self.first + sector, buf)
+    }
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.io.flush(self.disk)
+    }
+}
+
+/// A virtio-console's output: a console of its own, labelled
+/// `<vm>.hvc0`, so its lines never interleave with the UART's.
+pub struct ConsoleOut(pub &'static VmConsole);
+
+impl ConsoleSink for ConsoleOut {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+}
+
+/// What the board gives VMs' devices (the runtime fills it in).
+pub struct BoardBackends {
+    pub entropy: fn(&mut [u8]) -> usize,
+    pub disks: &'static dyn DiskIo,
+}
+
+type Mmio<D> = VirtioMmio<D, GuestRam, SpiSink>;
+
+/// A VM's device in one virtio-mmio slot.
+pub enum VirtioDev {
+    Rng(Mmio<VirtioRng<BoardEntropy>>),
+    Console(Mmio<VirtioConsole<ConsoleOut>>),
+    Block(Mmio<VirtioBlk<DiskRange>>),
+}
+
+pub struct VirtioSlot {
+    pub slot: u32,
+    pub dev: VirtioDev,
+}
+
+impl VirtioSlot {
+    /// None for a device this hypervisor cannot provide.
+    fn new(d: &DeviceDesc, ram: GuestRam, irq: SpiSink, board: &BoardBackends, hvc: &'static VmConsole) -> Option<Self> {
+        let dev = match d.device {
+            Device::Rng => VirtioDev::Rng(VirtioMmio::new(VirtioRng::new(BoardEntropy(board.entropy)), ram, irq)),
+            Device::Console => VirtioDev::Console(VirtioMmio::new(VirtioConsole::new(ConsoleOut(hvc)), ram, irq)),
+            Device::Block { disk, offset, size, read_only } => {
+                let range = DiskRange { io: board.disks, disk, first: offset / SECTOR, sectors: size / SECTOR };
+                let mut id = crate::console::ByteWriter::<20>::new();
+                let _ = core::fmt::Write::write_fmt(&mut id, format_args!("tessera-vd{}", d.slot));
+                VirtioDev::Block(VirtioMmio::new(VirtioBlk::new(range, read_only, id.as_bytes()), ram, irq))
+            }
+            Device::Net { .. } => return None,
+        };
+        Some(Self { slot: d.slot, dev })
+    }
+
+    pub fn device(&self) -> &dyn MmioDevice {
+        match &self.dev {
+            VirtioDev::Rng(d) => d,
+            VirtioDev::Console(d) => d,
+            VirtioDev::Block(d) => d,
+        }
+    }
+
+    /// The VM is being reset: so is the device.
+    pub fn reset(&self) {
+        match &self.dev {
+            VirtioDev::Rng(d) => d.reset_device(),
+            VirtioDev::Console(d) => d.reset_device(),
+            VirtioDev::Block(d) => d.reset_device(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match &self.dev {
+            VirtioDev::Rng(_) => "virtio-rng",
+            VirtioDev::Console(_) => "virtio-console",
+            VirtioDev::Block(_) => "virtio-blk",
+        }
+    }
+}
 
 /// How a VM ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,11 +405,13 @@ impl Vcpu {
 }
 
 pub const NAME_LEN: usize = tessera_payload::NAME_LEN;
+/// A console's label: the VM's name and a suffix (".hvc0").
+pub const LABEL_LEN: usize = NAME_LEN + 8;
 
 /// A VM's console output: line-buffered, labelled with the VM's name.
 pub struct VmConsole {
     id: u32,
-    name: [u8; NAME_LEN],
+    name: [u8; LABEL_LEN],
     name_len: usize,
     buf: Mutex<LineBuffer<200>>,
     /// When (CLOCK ticks) the oldest unprinted partial line began; 0 if none.
@@ -304,8 +420,8 @@ pub struct VmConsole {
 
 impl VmConsole {
     pub fn new(id: u32, name: &str) -> Self {
-        let mut n = [0u8; NAME_LEN];
-        let len = name.len().min(NAME_LEN);
+        let mut n = [0u8; LABEL_LEN];
+        let len = name.len().min(LABEL_LEN);
         n[..len].copy_from_slice(&name.as_bytes()[..len]);
         Self { id, name: n, name_len: len, buf: Mutex::new(LineBuffer::new()), partial_since: AtomicU64::new(0) }
     }
@@ -390,8 +506,10 @@ pub struct Vm {
     pub cntvoff: u64,
     pub boot: BootImage,
     pub resets: AtomicU32,
-    /// virtio-rng in virtio-mmio slot 0, if the configuration asked for it.
-    pub rng: Option<VirtioRngDevice>,
+    /// The virtio-mmio devices, in slot order.
+    pub virtio: &'static [VirtioSlot],
+    /// Output of a virtio-console (`<vm>.hvc0`), if it has one.
+    pub hvc: &'static VmConsole,
 }
 
 impl Vm {
@@ -404,10 +522,23 @@ impl Vm {
         vcpus: &'static [Vcpu],
         cntvoff: u64,
         boot: BootImage,
-        entropy: Option<fn(&mut [u8]) -> usize>,
+        devices: &[DeviceDesc],
+        board: &BoardBackends,
     ) -> Self {
+        extern crate alloc;
         let console: &'static VmConsole = leak(VmConsole::new(id, name));
+        let mut label = crate::console::ByteWriter::<LABEL_LEN>::new();
+        let _ = core::fmt::Write::write_fmt(&mut label, format_args!("{name}.hvc0"));
+        // A source id of its own: bit 31 set (VM ids are small).
+        let hvc: &'static VmConsole = leak(VmConsole::new(id | 1 << 31, label.as_str()));
         let vgic: &'static Vgic = leak(Vgic::new(vcpus.len()));
+        let virtio: alloc::vec::Vec<VirtioSlot> = devices
+            .iter()
+            .filter_map(|d| {
+                let (_, spi) = guest_map::virtio_slot(d.slot);
+                VirtioSlot::new(d, ram, SpiSink { vgic, vcpus, spi }, board, hvc)
+            })
+            .collect();
         Self {
             id,
             ram,
@@ -420,13 +551,8 @@ impl Vm {
             cntvoff,
             boot,
             resets: AtomicU32::new(0),
-            rng: entropy.map(|f| {
-                crate::virtio::mmio::VirtioMmio::new(
-                    crate::virtio::rng::VirtioRng::new(BoardEntropy(f)),
-                    ram,
-                    SpiSink { vgic, vcpus, spi: guest_map::VIRTIO0_SPI },
-                )
-            }),
+            virtio: alloc::vec::Vec::leak(virtio),
+            hvc,
         }
     }
 
@@ -485,10 +611,12 @@ impl Vm {
         let gicd = GicdMmio(self);
         let gicd = MmioRegion { base: guest_map::GICD, size: guest_map::GICD_SIZE, device: &gicd };
         let uart = MmioRegion { base: guest_map::UART, size: guest_map::UART_SIZE, device: &self.uart };
-        match &self.rng {
-            Some(rng) => {
-                let rng = MmioRegion { base: guest_map::VIRTIO0, size: guest_map::VIRTIO0_SIZE, device: rng };
-                MmioBus::new(&[gicd, uart, rng]).access(vcpu, ipa, abort, regs)
+        let slot = ipa.raw().wrapping_sub(guest_map::VIRTIO0.raw()) / guest_map::VIRTIO_SLOT_SIZE as u64;
+        match self.virtio.iter().find(|v| v.slot as u64 == slot) {
+            Some(v) => {
+                let (base, _) = guest_map::virtio_slot(v.slot);
+                let dev = MmioRegion { base, size: guest_map::VIRTIO_SLOT_SIZE, device: v.device() };
+                MmioBus::new(&[gicd, uart, dev]).access(vcpu, ipa, abort, regs)
             }
             None => MmioBus::new(&[gicd, uart]).access(vcpu, ipa, abort, regs),
         }
@@ -632,8 +760,27 @@ mod tests {
         let mut buf = vec![0u8; 16];
         let vcpus: &'static [Vcpu] = Box::leak(Box::new([Vcpu::new(0, 0, Some(VcpuContext::boot(0x4000_0000, 0, 0, 0)))]));
         let boot = BootImage { payload_index: 0, entry: 0x4000_0000, regs: [0; 3], reset_count_ipa: None };
-        let vm = Vm::new(1, "hello", ram(&mut buf), 0, vcpus, 0, boot, None);
+        struct NoDisks;
+        impl DiskIo for NoDisks {
+            fn read(&self, _: u32, _: u64, _: &mut [u8]) -> Result<(), BackendError> {
+                Err(BackendError)
+            }
+            fn write(&self, _: u32, _: u64, _: &[u8]) -> Result<(), BackendError> {
+                Err(BackendError)
+            }
+            fn flush(&self, _: u32) -> Result<(), BackendError> {
+                Err(BackendError)
+            }
+        }
+        let board = BoardBackends { entropy: |b| b.len(), disks: &NoDisks };
+        let devices = [
+            DeviceDesc { slot: 0, device: Device::Console },
+            DeviceDesc { slot: 3, device: Device::Block { disk: 0, offset: 1024, size: 4096, read_only: true } },
+        ];
+        let vm = Vm::new(1, "hello", ram(&mut buf), 0, vcpus, 0, boot, &devices, &board);
         assert_eq!(vm.name(), "hello");
+        assert_eq!(vm.hvc.name(), "hello.hvc0");
+        assert_eq!(vm.virtio.iter().map(|v| (v.slot, v.kind())).collect::<Vec<_>>(), [(0, "virtio-console"), (3, "virtio-blk")]);
         assert!(vm.is_running());
         assert!(vm.end(VmState::Stopped, 9));
         assert!(!vm.end(VmState::Exited, 0), "a second fault does not end it again");

@@ -37,6 +37,74 @@ pub struct Scenario {
     pub overlap: &'static [(&'static str, &'static str)],
 }
 
+/// What a disk scenario needs besides its console: images made before the
+/// run, and files read back out of them after it, checked against the
+/// checksums the VMs printed.
+pub struct DiskScenario {
+    /// The [`Scenario`] this belongs to.
+    pub scenario: &'static str,
+    /// Made fresh before every run (paths relative to the workspace root).
+    pub images: &'static [DiskImage],
+    /// After the run: each file's MD5, read by the host from the image,
+    /// must equal the hex digest that ends the VM's console line starting
+    /// with `line` (the `VM: ` label included).
+    pub readback: &'static [Readback],
+    /// Console lines (prefix, as in `readback`) whose digest must equal
+    /// the MD5 of the content the host put in image `image`.
+    pub expect_content: &'static [(&'static str, usize)],
+}
+
+pub struct DiskImage {
+    pub path: &'static str,
+    pub size_mib: u32,
+    pub content: DiskContent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskContent {
+    /// All zeroes (a VM makes its own filesystem).
+    Zero,
+    /// An ext2 filesystem over the whole image holding `/data`: `bytes`
+    /// bytes of a fixed pseudo-random sequence (made with the host's
+    /// mke2fs).
+    Ext2Data { bytes: u32 },
+    /// Every sector holds its own number: "sector N" and NUL padding.
+    SectorNumbers,
+}
+
+pub struct Readback {
+    pub image: &'static str,
+    /// The VM's range: an ext2 filesystem.
+    pub offset_mib: u32,
+    pub size_mib: u32,
+    pub file: &'static str,
+    pub line: &'static str,
+}
+
+pub const DISK_SCENARIOS: &[DiskScenario] = &[
+    DiskScenario {
+        scenario: "linux-blk-two-vms",
+        images: &[DiskImage { path: "target/disks/blk-two-vms.img", size_mib: 64, content: DiskContent::Zero }],
+        readback: &[
+            Readback { image: "target/disks/blk-two-vms.img", offset_mib: 0, size_mib: 32, file: "/data", line: "left: tessera-init: wrote /data md5 " },
+            Readback { image: "target/disks/blk-two-vms.img", offset_mib: 32, size_mib: 32, file: "/data", line: "right: tessera-init: wrote /data md5 " },
+        ],
+        expect_content: &[],
+    },
+    DiskScenario {
+        scenario: "linux-blk-shared-ro",
+        images: &[DiskImage { path: "target/disks/blk-shared-ro.img", size_mib: 16, content: DiskContent::Ext2Data { bytes: 1 << 20 } }],
+        readback: &[],
+        expect_content: &[("left: tessera-init: read /data md5 ", 0), ("right: tessera-init: read /data md5 ", 0)],
+    },
+    DiskScenario {
+        scenario: "guest-virtio-blk",
+        images: &[DiskImage { path: "target/disks/guest-blk.img", size_mib: 4, content: DiskContent::SectorNumbers }],
+        readback: &[],
+        expect_content: &[],
+    },
+];
+
 /// Never acceptable in any scenario.
 pub const ALWAYS_ABSENT: &[&str] = &["PANIC", "SURVIVED", "memory corrupted", "guest panic", "FAILED", "WRONG:"];
 
@@ -205,8 +273,8 @@ pub const SCENARIOS: &[Scenario] = &[
         deadline_secs: 180,
         vms: &[("linux", Want::Exit(0))],
         lines: &[
-            "tessera: vm \"linux\": virtio-rng at IPA 0x0a000000, SPI 16",
             "tessera: physical virtio-rng at",
+            "tessera: vm \"linux\": virtio-rng at IPA 0x0a000000, SPI 16",
             "linux: tessera-init: hwrng virtio_rng.0",
             "linux: tessera-init: read 4096 bytes from /dev/hwrng",
             "linux: tessera-init: hwrng bytes look random",
@@ -234,6 +302,56 @@ pub const SCENARIOS: &[Scenario] = &[
         deadline_secs: 60,
         vms: &[("vrng", Want::Exit(0))],
         lines: &["vrng: virtio-rng through virtio-drivers: 256 bytes"],
+        absent: &[],
+        overlap: &[],
+    },
+    Scenario {
+        name: "linux-blk-two-vms",
+        config: "tests/configs/linux-blk-two-vms.toml",
+        deadline_secs: 180,
+        vms: &[("left", Want::Exit(0)), ("right", Want::Exit(0))],
+        lines: &[
+            "tessera: disk \"shared\": 64 MiB, virtio-blk at",
+            "tessera: vm \"left\": virtio-blk at IPA 0x0a000000, SPI 16: disk \"shared\" bytes 0x0..0x2000000",
+            "tessera: vm \"right\": virtio-blk at IPA 0x0a000000, SPI 16: disk \"shared\" bytes 0x2000000..0x4000000",
+            "left: tessera-init: made ext2 on /dev/vda (32768 KiB)",
+            "left: tessera-init: wrote /data md5 ",
+            "right: tessera-init: made ext2 on /dev/vda (32768 KiB)",
+            "right: tessera-init: wrote /data md5 ",
+        ],
+        absent: &["Kernel panic", "Oops", "BUG:", "I/O error", "EXT2-fs error"],
+        overlap: &[("left", "right")],
+    },
+    Scenario {
+        name: "linux-blk-shared-ro",
+        config: "tests/configs/linux-blk-shared-ro.toml",
+        deadline_secs: 180,
+        vms: &[("left", Want::Exit(0)), ("right", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"left\": virtio-blk at IPA 0x0a000000, SPI 16: disk \"ro\" bytes 0x0..0x1000000, read-only",
+            "left: tessera-init: read /data md5 ",
+            "left: tessera-init: write to the filesystem refused",
+            "left: tessera-init: write to /dev/vda refused",
+            "right: tessera-init: read /data md5 ",
+            "right: tessera-init: write to the filesystem refused",
+            "right: tessera-init: write to /dev/vda refused",
+        ],
+        absent: &["Kernel panic", "Oops", "BUG:", "EXT2-fs error"],
+        overlap: &[("left", "right")],
+    },
+    Scenario {
+        name: "guest-virtio-blk",
+        config: "tests/configs/guest-virtio-blk.toml",
+        deadline_secs: 60,
+        vms: &[("vblk", Want::Exit(0))],
+        lines: &[
+            "vblk: rw: 4096 sectors, read sector 7: \"sector 2055\"",
+            "vblk: rw: wrote sector 5 and read it back",
+            "vblk: rw: a read past the end of the range is refused",
+            "vblk: ro: 2048 sectors, read-only, read sector 2047: \"sector 2047\"",
+            "vblk: ro: a write is refused",
+            "vblk: all block checks passed",
+        ],
         absent: &[],
         overlap: &[],
     },

@@ -18,6 +18,7 @@ pub fn run() -> Result<(), String> {
         deadline: Duration::from_secs(300),
         echo: false,
         icount: true,
+        disks: &packed.disks,
         interactive: false,
     })?;
     outcome::verdict(&packed.vm_names, &c)?;
@@ -66,6 +67,7 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
             deadline: Duration::from_secs(300),
             echo: false,
             icount: false,
+            disks: &packed.disks,
             interactive: false,
         });
         tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());

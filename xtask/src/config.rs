@@ -14,6 +14,21 @@
 //! vcpus = 1            # 1..=64
 //! memory_mib = 16      # a multiple of 2, at least 2
 //! pcpus = [0]          # optional pCPU affinity; absent = every pCPU
+//!
+//! [[vm.device]]        # virtio devices, in virtio-mmio slots 0, 1, ...
+//! type = "rng"         # rng | console | block | net
+//! # block: disk = "name", offset_mib = 0, size_mib = 32, read_only = false
+//! # net:   switch = "name", mac = "02:00:00:00:00:01" (optional)
+//!
+//! [[disk]]             # a board disk that block devices take ranges of
+//! name = "disk0"
+//! image = "path"       # raw image, relative to this file
+//! size_mib = 64        # optional: create a zeroed image if there is none
+//!
+//! [[channel]]          # inter-VM shared memory with a doorbell
+//! name = "ring"
+//! size_kib = 64        # 4 to 16384, a multiple of 4
+//! vms = ["a", "b"]     # the VMs that map it
 //! ```
 //!
 //! Parsing happens twice on purpose: first into toml's spanned tree, which
@@ -72,7 +87,60 @@ pub struct Config {
     pub system: SystemConfig,
     /// In file order; never empty.
     pub vms: Vec<VmConfig>,
+    /// `[[disk]]`, in file order (a block device's `disk` is an index here).
+    pub disks: Vec<DiskConfig>,
+    /// `[[channel]]`, in file order.
+    pub channels: Vec<ChannelConfig>,
+    /// Virtual switch names, in order of first use (a net device's `switch`
+    /// is an index here).
+    pub switches: Vec<String>,
 }
+
+/// A board disk: QEMU attaches `image` as a virtio-blk whose serial is `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub name: String,
+    pub image: PathBuf,
+    /// Bytes. With `create`, the size to create it with; else the file's.
+    pub size: u64,
+    /// The image does not exist yet: `cargo xtask` creates it zeroed.
+    pub create: bool,
+}
+
+/// A shared-memory channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub size: u32,
+    /// Indexes of member VMs.
+    pub vms: Vec<usize>,
+}
+
+/// A VM's virtio device in virtio-mmio slot `slot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    pub slot: u32,
+    pub kind: DeviceKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Rng,
+    Console,
+    Block { disk: usize, offset: u64, size: u64, read_only: bool },
+    Net { switch: usize, mac: [u8; 6] },
+}
+
+/// Limits of the devices sections.
+pub const MAX_DEVICES: usize = tessera_payload::MAX_DEVICES;
+pub const MAX_DISKS: usize = tessera_payload::MAX_DISKS;
+pub const MAX_CHANNELS: usize = tessera_payload::MAX_CHANNELS;
+pub const MAX_CHANNEL_KIB: u32 = 16 << 10;
+/// Channel k lies at this IPA + k * 16 MiB in every member VM, and rings
+/// SPI 48 + k (SPIs 16-47 are the virtio slots).
+pub const CHANNEL_IPA: u32 = tessera_payload::CHANNEL_WINDOW.0;
+pub const CHANNEL_STRIDE: u32 = MAX_CHANNEL_KIB << 10;
+pub const CHANNEL_SPI: u32 = 48;
 
 /// The board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,8 +161,10 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// The pCPUs this VM may run on, as written; `None` = all of them.
     pub pcpus: Option<Vec<u32>>,
-    /// `[[vm.device]] type = "rng"`: a virtio-rng fed by the board's.
-    pub virtio_rng: bool,
+    /// `[[vm.device]]`, in slot order.
+    pub devices: Vec<DeviceConfig>,
+    /// Channels this VM maps (indexes into `Config::channels`).
+    pub channels: Vec<usize>,
 }
 
 impl VmConfig {
@@ -180,6 +250,26 @@ struct RawConfig {
     system: RawSystem,
     #[serde(default)]
     vm: Vec<RawVm>,
+    #[serde(default)]
+    disk: Vec<RawDisk>,
+    #[serde(default)]
+    channel: Vec<RawChannel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    name: String,
+    image: PathBuf,
+    size_mib: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    name: String,
+    size_kib: u32,
+    vms: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +299,49 @@ struct RawVm {
 struct RawDevice {
     #[serde(rename = "type")]
     kind: String,
+    disk: Option<String>,
+    offset_mib: Option<u32>,
+    size_mib: Option<u32>,
+    read_only: Option<bool>,
+    switch: Option<String>,
+    mac: Option<String>,
+}
+
+impl RawDevice {
+    /// The keys set, for "does not apply" checks.
+    fn keys(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        let set = [
+            ("disk", self.disk.is_some()),
+            ("offset_mib", self.offset_mib.is_some()),
+            ("size_mib", self.size_mib.is_some()),
+            ("read_only", self.read_only.is_some()),
+            ("switch", self.switch.is_some()),
+            ("mac", self.mac.is_some()),
+        ];
+        for (name, on) in set {
+            if on {
+                k.push(name);
+            }
+        }
+        k
+    }
+}
+
+/// "52:54:00:12:34:56" -> bytes.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
 }
 
 /// Reads, parses and checks a configuration file. Paths inside it are taken
@@ -395,6 +528,8 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
         );
     }
 
+    let disks = check_disks(path, dir, &raw.disk)?;
+    let mut switches: Vec<String> = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut vms = Vec::with_capacity(raw.vm.len());
     for (i, vm) in raw.vm.into_iter().enumerate() {
@@ -491,21 +626,13 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
             })?),
             None => None,
         };
-        let mut virtio_rng = false;
+        if vm.device.len() > MAX_DEVICES {
+            return err(key("device"), format!("{vm_} has {} devices, at most {MAX_DEVICES} fit its virtio-mmio slots", vm.device.len()));
+        }
+        let mut devices = Vec::new();
         for (d, dev) in vm.device.iter().enumerate() {
-            let dkey = format!("vm[{i}].device[{d}].type");
-            match dev.kind.as_str() {
-                "rng" if virtio_rng => {
-                    return err(dkey, format!("{vm_} has more than one rng device"));
-                }
-                "rng" => virtio_rng = true,
-                other => {
-                    return err(
-                        dkey,
-                        format!("{vm_}: unknown device type {other:?}: \"rng\" is the one supported today (console, block and net are not yet)"),
-                    );
-                }
-            }
+            let kind = check_device(path, i, d, &vm_, dev, &disks, &mut switches)?;
+            devices.push(DeviceConfig { slot: d as u32, kind });
         }
         vms.push(VmConfig {
             name,
@@ -515,19 +642,252 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
             vcpus: vm.vcpus,
             memory_mib: mib,
             pcpus: vm.pcpus,
-            virtio_rng,
+            devices,
+            channels: Vec::new(),
         });
     }
+    check_disk_sharing(path, &vms, &disks)?;
+    check_macs(path, &vms)?;
+    let channels = check_channels(path, &raw.channel, &mut vms, &names)?;
 
     let config = Config {
         file: path.to_path_buf(),
         system,
         vms,
+        disks,
+        channels,
+        switches,
     };
     // The payload is at least one 2 MiB block; the packer checks again with
     // its real size.
     check_memory_fit(&config, 0)?;
     Ok(config)
+}
+
+fn check_disks(path: &Path, dir: &Path, raw: &[RawDisk]) -> Result<Vec<DiskConfig>, ConfigError> {
+    if raw.len() > MAX_DISKS {
+        return Err(ConfigError::key(path, "disk", format!("{} disks defined, at most {MAX_DISKS} are supported", raw.len())));
+    }
+    let mut out: Vec<DiskConfig> = Vec::new();
+    for (k, d) in raw.iter().enumerate() {
+        let key = |f: &str| format!("disk[{k}].{f}");
+        let name_ok = !d.name.is_empty()
+            && d.name.len() <= 20 // the virtio-blk serial holds 20 bytes
+            && d.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !name_ok {
+            return Err(ConfigError::key(path, key("name"), format!("{:?} is not a valid disk name: use 1 to 20 characters of A-Z, a-z, 0-9, _ and -", d.name)));
+        }
+        if let Some(j) = out.iter().position(|o| o.name == d.name) {
+            return Err(ConfigError::key(path, key("name"), format!("duplicate disk name \"{}\" (disk[{j}] has it too)", d.name)));
+        }
+        let joined = dir.join(&d.image);
+        let image = std::path::absolute(&joined).unwrap_or(joined);
+        let who = format!("disk \"{}\"", d.name);
+        let (size, create) = match (std::fs::metadata(&image), d.size_mib) {
+            (Ok(m), want) => {
+                if !m.is_file() {
+                    return Err(ConfigError::key(path, key("image"), format!("{who}: {}: not a regular file", image.display())));
+                }
+                if m.len() == 0 || m.len() % tessera_payload::SECTOR != 0 {
+                    return Err(ConfigError::key(path, key("image"), format!("{who}: {}: {} bytes, not a non-zero multiple of 512", image.display(), m.len())));
+                }
+                if let Some(mib) = want.filter(|&mib| mib as u64 * MIB != m.len()) {
+                    return Err(ConfigError::key(path, key("size_mib"), format!("{who}: the image {} has {} bytes, not {mib} MiB", image.display(), m.len())));
+                }
+                (m.len(), false)
+            }
+            (Err(_), Some(mib)) if (1..=65536).contains(&mib) => (mib as u64 * MIB, true),
+            (Err(_), Some(mib)) => {
+                return Err(ConfigError::key(path, key("size_mib"), format!("{who}: must be 1 to 65536 MiB (got {mib})")));
+            }
+            (Err(e), None) => {
+                return Err(ConfigError::key(path, key("image"), format!("{who}: cannot use image file {}: {e} (give size_mib to create it)", image.display())));
+            }
+        };
+        out.push(DiskConfig { name: d.name.clone(), image, size, create });
+    }
+    Ok(out)
+}
+
+const MIB: u64 = 1 << 20;
+
+fn check_device(
+    path: &Path,
+    vm: usize,
+    d: usize,
+    who: &str,
+    dev: &RawDevice,
+    disks: &[DiskConfig],
+    switches: &mut Vec<String>,
+) -> Result<DeviceKind, ConfigError> {
+    let key = |f: &str| format!("vm[{vm}].device[{d}].{f}");
+    let err = |f: &str, reason: String| Err(ConfigError::key(path, key(f), reason));
+    let allowed: &[&str] = match dev.kind.as_str() {
+        "rng" | "console" => &[],
+        "block" => &["disk", "offset_mib", "size_mib", "read_only"],
+        "net" => &["switch", "mac"],
+        other => {
+            return err("type", format!("{who}: unknown device type {other:?}: use \"rng\", \"console\", \"block\" or \"net\""));
+        }
+    };
+    if let Some(k) = dev.keys().into_iter().find(|k| !allowed.contains(k)) {
+        return err(k, format!("{who}: key \"{k}\" does not apply to a {} device", dev.kind));
+    }
+    Ok(match dev.kind.as_str() {
+        "rng" => DeviceKind::Rng,
+        "console" => DeviceKind::Console,
+        "block" => {
+            let Some(name) = &dev.disk else {
+                return err("disk", format!("{who}: a block device needs disk = \"<name of a [[disk]]>\""));
+            };
+            let Some(disk) = disks.iter().position(|x| &x.name == name) else {
+                let known: Vec<&str> = disks.iter().map(|x| x.name.as_str()).collect();
+                return err("disk", format!("{who}: no [[disk]] is named {name:?} (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") }));
+            };
+            let offset = dev.offset_mib.unwrap_or(0) as u64 * MIB;
+            let avail = disks[disk].size.saturating_sub(offset);
+            let size = match dev.size_mib {
+                Some(0) => return err("size_mib", format!("{who}: a block device needs at least 1 MiB")),
+                Some(mib) => mib as u64 * MIB,
+                None => avail,
+            };
+            if offset >= disks[disk].size || size > avail {
+                return err(
+                    if dev.size_mib.is_some() { "size_mib" } else { "offset_mib" },
+                    format!(
+                        "{who}: the range {} MiB + {} MiB does not fit in disk \"{name}\" ({} bytes)",
+                        offset / MIB,
+                        size / MIB,
+                        disks[disk].size
+                    ),
+                );
+            }
+            DeviceKind::Block { disk, offset, size, read_only: dev.read_only.unwrap_or(false) }
+        }
+        _ => {
+            let Some(name) = &dev.switch else {
+                return err("switch", format!("{who}: a net device needs switch = \"<name>\""));
+            };
+            let name_ok = !name.is_empty() && name.len() <= 31 && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+            if !name_ok {
+                return err("switch", format!("{who}: {name:?} is not a valid switch name"));
+            }
+            let switch = match switches.iter().position(|s| s == name) {
+                Some(s) => s,
+                None if switches.len() < tessera_payload::MAX_SWITCHES as usize => {
+                    switches.push(name.clone());
+                    switches.len() - 1
+                }
+                None => return err("switch", format!("{who}: more than {} switches", tessera_payload::MAX_SWITCHES)),
+            };
+            let mac = match &dev.mac {
+                Some(m) => {
+                    let Some(mac) = parse_mac(m) else {
+                        return err("mac", format!("{who}: {m:?} is not a MAC address like \"02:00:00:00:00:01\""));
+                    };
+                    if mac[0] & 1 != 0 || mac == [0; 6] {
+                        return err("mac", format!("{who}: {m} is a group (multicast) or zero address, not a port's"));
+                    }
+                    mac
+                }
+                // Locally administered (bit 1), unicast: 02:54:53 ("TS"), VM, slot.
+                None => [0x02, 0x54, 0x53, 0, vm as u8 + 1, d as u8],
+            };
+            DeviceKind::Net { switch, mac }
+        }
+    })
+}
+
+/// A writable range may not overlap any other VM's range on the same
+/// disk; read-only ranges may overlap each other (that is sharing).
+fn check_disk_sharing(path: &Path, vms: &[VmConfig], disks: &[DiskConfig]) -> Result<(), ConfigError> {
+    let mut ranges = Vec::new();
+    for (i, vm) in vms.iter().enumerate() {
+        for dev in &vm.devices {
+            if let DeviceKind::Block { disk, offset, size, read_only } = dev.kind {
+                ranges.push((i, dev.slot, disk, offset..offset + size, read_only));
+            }
+        }
+    }
+    for (a, x) in ranges.iter().enumerate() {
+        for y in &ranges[..a] {
+            let overlap = x.2 == y.2 && x.3.start < y.3.end && y.3.start < x.3.end;
+            if overlap && !(x.4 && y.4) {
+                return Err(ConfigError::key(
+                    path,
+                    format!("vm[{}].device[{}].offset_mib", x.0, x.1),
+                    format!(
+                        "VM \"{}\": its range of disk \"{}\" overlaps VM \"{}\"'s, and one of them is writable: only read-only ranges may be shared",
+                        vms[x.0].name, disks[x.2].name, vms[y.0].name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_macs(path: &Path, vms: &[VmConfig]) -> Result<(), ConfigError> {
+    let mut seen: Vec<([u8; 6], usize, usize, u32)> = Vec::new();
+    for (i, vm) in vms.iter().enumerate() {
+        for dev in &vm.devices {
+            if let DeviceKind::Net { switch, mac } = dev.kind {
+                if let Some(o) = seen.iter().find(|o| o.0 == mac && o.2 == switch) {
+                    let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+                    return Err(ConfigError::key(
+                        path,
+                        format!("vm[{i}].device[{}].mac", dev.slot),
+                        format!("VM \"{}\": MAC {} is already used on this switch by VM \"{}\"", vm.name, m.join(":"), vms[o.1].name),
+                    ));
+                }
+                seen.push((mac, i, switch, dev.slot));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_channels(
+    path: &Path,
+    raw: &[RawChannel],
+    vms: &mut [VmConfig],
+    names: &BTreeMap<String, usize>,
+) -> Result<Vec<ChannelConfig>, ConfigError> {
+    if raw.len() > MAX_CHANNELS {
+        return Err(ConfigError::key(path, "channel", format!("{} channels defined, at most {MAX_CHANNELS} are supported", raw.len())));
+    }
+    let mut out: Vec<ChannelConfig> = Vec::new();
+    for (k, c) in raw.iter().enumerate() {
+        let key = |f: &str| format!("channel[{k}].{f}");
+        let name_ok = !c.name.is_empty() && c.name.len() <= MAX_NAME_LEN && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(ConfigError::key(path, key("name"), format!("{:?} is not a valid channel name", c.name)));
+        }
+        if let Some(j) = out.iter().position(|o| o.name == c.name) {
+            return Err(ConfigError::key(path, key("name"), format!("duplicate channel name \"{}\" (channel[{j}] has it too)", c.name)));
+        }
+        if c.size_kib == 0 || c.size_kib % 4 != 0 || c.size_kib > MAX_CHANNEL_KIB {
+            return Err(ConfigError::key(path, key("size_kib"), format!("channel \"{}\": must be a multiple of 4 KiB from 4 to {MAX_CHANNEL_KIB} (got {})", c.name, c.size_kib)));
+        }
+        let mut members = Vec::new();
+        for v in &c.vms {
+            let Some(&i) = names.get(v) else {
+                return Err(ConfigError::key(path, key("vms"), format!("channel \"{}\": no VM is named {v:?}", c.name)));
+            };
+            if members.contains(&i) {
+                return Err(ConfigError::key(path, key("vms"), format!("channel \"{}\": VM {v:?} is listed twice", c.name)));
+            }
+            members.push(i);
+        }
+        if members.len() < 2 {
+            return Err(ConfigError::key(path, key("vms"), format!("channel \"{}\": name at least two VMs", c.name)));
+        }
+        for &i in &members {
+            vms[i].channels.push(k);
+        }
+        out.push(ChannelConfig { name: c.name.clone(), size: c.size_kib << 10, vms: members });
+    }
+    Ok(out)
 }
 
 /// Resolves `p` against the config's folder and checks it is a non-empty file

@@ -29,13 +29,28 @@ pub struct GuestDtb<'a> {
     pub cmdline: &'a str,
     /// Guest-physical `[start, end)` of the initrd, if any.
     pub initrd: Option<Range<u32>>,
-    /// A virtio-rng in virtio-mmio slot 0.
-    pub virtio_rng: bool,
+    /// The virtio-mmio slots that hold a device.
+    pub virtio_slots: &'a [u32],
+    /// The shared-memory channels the VM maps.
+    pub channels: &'a [DtbChannel<'a>],
+}
+
+/// A `tessera,channel` node: shared memory and its doorbell interrupt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DtbChannel<'a> {
+    /// The channel number the doorbell hypercall takes.
+    pub id: u32,
+    pub name: &'a str,
+    pub ipa: u32,
+    pub size: u32,
+    pub spi: u32,
 }
 
 /// The guest's virtio-mmio slot 0 (QEMU virt's first slot address) and its
-/// interrupt, SPI 16 (`hypervisor/src/vm.rs`, `guest_map`).
+/// interrupt, SPI 16 (`hypervisor/src/vm.rs`, `guest_map`); slot n is
+/// 0x200 * n above, with SPI 16 + n.
 pub const VIRTIO_SLOT0: u32 = 0x0a00_0000;
+pub const VIRTIO_SLOT_SIZE: u32 = 0x200;
 pub const VIRTIO_SLOT0_SPI: u32 = 16;
 
 /// Builds the flattened device tree; fails only if it would exceed
@@ -129,13 +144,25 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
     fdt.end_node(uart)?;
 
-    if vm.virtio_rng {
-        let rng = fdt.begin_node(&format!("virtio_mmio@{VIRTIO_SLOT0:x}"))?;
+    for &slot in vm.virtio_slots {
+        let base = VIRTIO_SLOT0 + slot * VIRTIO_SLOT_SIZE;
+        let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
         fdt.property_string("compatible", "virtio,mmio")?;
-        fdt.property_array_u32("reg", &[VIRTIO_SLOT0, 0x200])?;
-        fdt.property_array_u32("interrupts", &[0, VIRTIO_SLOT0_SPI, 4])?;
+        fdt.property_array_u32("reg", &[base, VIRTIO_SLOT_SIZE])?;
+        fdt.property_array_u32("interrupts", &[0, VIRTIO_SLOT0_SPI + slot, 4])?;
         fdt.property_null("dma-coherent")?;
-        fdt.end_node(rng)?;
+        fdt.end_node(node)?;
+    }
+
+    for c in vm.channels {
+        let node = fdt.begin_node(&format!("tessera-channel@{:x}", c.ipa))?;
+        fdt.property_string("compatible", "tessera,channel")?;
+        fdt.property_array_u32("reg", &[c.ipa, c.size])?;
+        // Edge-triggered: each doorbell is one event.
+        fdt.property_array_u32("interrupts", &[0, c.spi, 1])?;
+        fdt.property_u32("tessera,channel-id", c.id)?;
+        fdt.property_string("tessera,channel-name", c.name)?;
+        fdt.end_node(node)?;
     }
 
     let chosen = fdt.begin_node("chosen")?;
@@ -168,7 +195,8 @@ mod tests {
             ram_size: 256 << 20,
             cmdline: "console=hvc0 root=/dev/vda",
             initrd: Some(0x4ff0_0000..0x4ff1_2345),
-            virtio_rng: true,
+            virtio_slots: &[0, 3],
+            channels: &[DtbChannel { id: 1, name: "ring", ipa: 0x1100_0000, size: 0x1000, spi: 49 }],
         };
         let blob = build(&vm).unwrap();
         check(&blob, &vm);
@@ -180,16 +208,18 @@ mod tests {
         assert_eq!(uart.reg().unwrap().next().unwrap().starting_address as usize, 0x0900_0000);
         assert_eq!(fdt.chosen().stdout().unwrap().name, "pl011@9000000");
         let timer = fdt.find_compatible(&["arm,armv7-timer"]).unwrap();
-        let cells: Vec<u32> = timer
-            .property("interrupts")
-            .unwrap()
-            .value
-            .chunks(4)
-            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+        assert_eq!(cells(&timer, "interrupts")[6..9], [1, 11, 0xf04], "virtual timer PPI to 4 CPUs");
+        let slots: Vec<_> = fdt
+            .all_nodes()
+            .filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "virtio,mmio")))
+            .map(|n| (n.reg().unwrap().next().unwrap().starting_address as usize, cells(&n, "interrupts")))
             .collect();
-        assert_eq!(cells[6..9], [1, 11, 0xf04], "virtual timer PPI to 4 CPUs");
-        let rng = fdt.find_compatible(&["virtio,mmio"]).expect("virtio-rng node");
-        assert_eq!(rng.reg().unwrap().next().unwrap().starting_address as usize, 0x0a00_0000);
+        assert_eq!(slots, [(0x0a00_0000, vec![0u32, 16, 4]), (0x0a00_0600, vec![0, 19, 4])]);
+        let ch = fdt.find_compatible(&["tessera,channel"]).expect("channel node");
+        let r = ch.reg().unwrap().next().unwrap();
+        assert_eq!((r.starting_address as usize, r.size), (0x1100_0000, Some(0x1000)));
+        assert_eq!(ch.property("tessera,channel-id").unwrap().as_usize(), Some(1));
+        assert_eq!(cells(&ch, "interrupts"), [0, 49, 1]);
         let reset = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
         assert_eq!(reset.value, [0, 0, 0, 0]);
         let bare = GuestDtb {
@@ -224,7 +254,7 @@ mod tests {
             ram_size: 128 << 20,
             cmdline: "console=ttyAMA0",
             initrd: None,
-            virtio_rng: false,
+            virtio_slots: &[], channels: &[],
         };
         let blob = build(&vm).unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
@@ -269,7 +299,7 @@ mod tests {
     #[test]
     fn the_reset_count_is_one_fixed_cell() {
         for (vcpus, cmdline, initrd) in [(1, "", None), (4, "console=ttyAMA0 tessera.test=reboot", Some(0x4700_0000..0x4710_0000))] {
-            let vm = GuestDtb { name: "r", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline, initrd, virtio_rng: false };
+            let vm = GuestDtb { name: "r", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline, initrd, virtio_slots: &[], channels: &[] };
             let blob = build(&vm).unwrap();
             let fdt = fdt::Fdt::new(&blob).unwrap();
             let prop = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
@@ -281,7 +311,7 @@ mod tests {
     #[test]
     fn timer_ppis_go_to_at_most_eight_cpus() {
         for (vcpus, mask) in [(1u32, 0x1u32), (4, 0xf), (8, 0xff), (9, 0xff), (64, 0xff)] {
-            let vm = GuestDtb { name: "t", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline: "", initrd: None, virtio_rng: false };
+            let vm = GuestDtb { name: "t", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline: "", initrd: None, virtio_slots: &[], channels: &[] };
             let blob = build(&vm).unwrap();
             let fdt = fdt::Fdt::new(&blob).unwrap();
             let irqs = cells(&fdt.find_node("/timer").unwrap(), "interrupts");
@@ -299,7 +329,7 @@ mod tests {
             ram_size: 2 << 20,
             cmdline: &long,
             initrd: Some(0x4000_0000..0x4000_1000),
-            virtio_rng: false,
+            virtio_slots: &[], channels: &[],
         };
         let blob = build(&vm).unwrap();
         assert!(blob.len() < MAX_DTB_SIZE / 4, "{} bytes", blob.len());

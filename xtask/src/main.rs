@@ -9,6 +9,7 @@
 mod bench;
 mod build;
 mod config;
+mod disks;
 mod dtb;
 mod elf_image;
 mod kernel;

@@ -34,6 +34,7 @@ pub fn run_verb(config: &str) -> Result<(), String> {
         deadline: Duration::from_secs(deadline),
         echo: true,
         icount: false,
+        disks: &packed.disks,
         interactive: true,
     };
     eprintln!("xtask: booting {} ({} pCPUs, {} MiB)", packed.image.display(), packed.pcpus, packed.memory_mib);

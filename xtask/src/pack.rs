@@ -37,11 +37,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tessera_payload::write::{build, VmImage};
-use tessera_payload::{Payload, RegionKind, MAX_REGIONS};
+use tessera_payload::write::{build, ChannelImage, DiskImage, Shared, VmImage};
+use tessera_payload::{Device, DeviceDesc, Payload, RegionKind, MAX_REGIONS};
 
-use crate::config::{self, check_memory_fit, Config, ConfigError, VmConfig};
-use crate::dtb::{self, GuestDtb, MAX_DTB_SIZE};
+use crate::config::{self, check_memory_fit, Config, ConfigError, DeviceKind, DiskConfig, VmConfig};
+use crate::dtb::{self, DtbChannel, GuestDtb, MAX_DTB_SIZE};
 use crate::elf_image::write_bootable_elf;
 use crate::kernel::{self, KernelImage};
 
@@ -67,6 +67,8 @@ pub struct Packed {
     pub memory_mib: u32,
     /// The VMs, in configuration order (the payload's order).
     pub vm_names: Vec<String>,
+    /// The board's disks (QEMU `-drive`s).
+    pub disks: Vec<DiskConfig>,
 }
 
 /// Loads and validates `config`, builds the payload and writes
@@ -108,6 +110,7 @@ pub fn pack(config: &Path, hypervisor_elf: &Path, out_dir: &Path) -> Result<Pack
         pcpus: cfg.system.pcpus,
         memory_mib: cfg.system.memory_mib,
         vm_names: cfg.vms.iter().map(|v| v.name.clone()).collect(),
+        disks: cfg.disks.clone(),
     })
 }
 
@@ -120,7 +123,16 @@ pub fn build_payload(cfg: &Config) -> Result<Vec<u8>, ConfigError> {
         .enumerate()
         .map(|(i, vm)| lay_out_vm(cfg, i, vm))
         .collect::<Result<Vec<_>, _>>()?;
-    let payload = build(cfg.system.pcpus, cfg.system.memory_mib, &images);
+    let shared = Shared {
+        disks: cfg.disks.iter().map(|d| DiskImage { name: d.name.clone(), size: d.size }).collect(),
+        channels: cfg
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(k, c)| ChannelImage { name: c.name.clone(), ipa: channel_ipa(k), size: c.size, spi: config::CHANNEL_SPI + k as u32 })
+            .collect(),
+    };
+    let payload = build(cfg.system.pcpus, cfg.system.memory_mib, &images, &shared);
     check_memory_fit(cfg, payload.len() as u64)?;
     if let Err(e) = Payload::parse(&payload) {
         // The checks above should make this impossible: a packer bug.
@@ -130,6 +142,11 @@ pub fn build_payload(cfg: &Config) -> Result<Vec<u8>, ConfigError> {
         ));
     }
     Ok(payload)
+}
+
+/// Channel k's guest address, the same in every member VM.
+fn channel_ipa(k: usize) -> u32 {
+    config::CHANNEL_IPA + k as u32 * config::CHANNEL_STRIDE
 }
 
 fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigError> {
@@ -209,6 +226,18 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
     let initrd_range = initrd
         .as_ref()
         .map(|b| low as u32..(low + b.len() as u64) as u32);
+    let slots: Vec<u32> = vm.devices.iter().map(|d| d.slot).collect();
+    let channels: Vec<DtbChannel> = vm
+        .channels
+        .iter()
+        .map(|&k| DtbChannel {
+            id: k as u32,
+            name: &cfg.channels[k].name,
+            ipa: channel_ipa(k),
+            size: cfg.channels[k].size,
+            spi: config::CHANNEL_SPI + k as u32,
+        })
+        .collect();
     let dtb = dtb::build(&GuestDtb {
         name: &vm.name,
         vcpus: vm.vcpus,
@@ -216,7 +245,8 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
         ram_size,
         cmdline: &vm.cmdline,
         initrd: initrd_range.clone(),
-        virtio_rng: vm.virtio_rng,
+        virtio_slots: &slots,
+        channels: &channels,
     })
     .map_err(|e| ConfigError::key(&cfg.file, key("cmdline"), format!("{who}: {e}")))?;
 
@@ -251,7 +281,22 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
         affinity: vm.affinity(&cfg.system),
         entry,
         boot_regs: [0, 0xFFFF_FFFF, dtb_ipa],
-        devices: if vm.virtio_rng { tessera_payload::device::VIRTIO_RNG } else { 0 },
+        devices: vm
+            .devices
+            .iter()
+            .map(|d| DeviceDesc {
+                slot: d.slot,
+                device: match d.kind {
+                    DeviceKind::Rng => Device::Rng,
+                    DeviceKind::Console => Device::Console,
+                    DeviceKind::Block { disk, offset, size, read_only } => {
+                        Device::Block { disk: disk as u32, offset, size, read_only }
+                    }
+                    DeviceKind::Net { switch, mac } => Device::Net { switch: switch as u32, mac },
+                },
+            })
+            .collect(),
+        channels: vm.channels.iter().fold(0, |m, &k| m | 1 << k),
         regions,
     })
 }
@@ -397,7 +442,8 @@ memory_mib = 4
                 ram_size: 128 * MIB,
                 cmdline: "console=hvc0 rdinit=/init",
                 initrd: Some(initrd_ipa..initrd_ipa + 5000),
-                virtio_rng: false,
+                virtio_slots: &[],
+                channels: &[],
             },
         );
 
@@ -431,7 +477,8 @@ memory_mib = 4
                 ram_size: 4 * MIB,
                 cmdline: "",
                 initrd: None,
-                virtio_rng: false,
+                virtio_slots: &[],
+                channels: &[],
             },
         );
     }

@@ -17,6 +17,8 @@ pub struct Boot<'a> {
     pub interactive: bool,
     /// `-icount shift=0`: the virtual clock advances one ns per instruction.
     pub icount: bool,
+    /// The board's disks, each a virtio-blk whose serial is its name.
+    pub disks: &'a [crate::config::DiskConfig],
 }
 
 pub struct Console {
@@ -36,16 +38,36 @@ pub fn command(b: &Boot) -> Command {
         // A hypervisor panic ends QEMU with a failure status.
         .args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
         // The board's entropy source, which VMs with a virtio-rng share.
-        .args(["-device", "virtio-rng-device"])
-        .arg("-kernel")
-        .arg(b.image);
+        .args(["-device", "virtio-rng-device"]);
+    for d in b.disks {
+        // QEMU option values escape a comma by doubling it.
+        let file = d.image.display().to_string().replace(',', ",,");
+        c.args(["-drive", &format!("if=none,id=disk-{},format=raw,file={file}", d.name)]);
+        c.args(["-device", &format!("virtio-blk-device,drive=disk-{0},serial={0}", d.name)]);
+    }
+    c.arg("-kernel").arg(b.image);
     if b.icount {
         c.args(["-icount", "shift=0,sleep=off"]); // idle time warps to the next event: no host time counts
     }
     c
 }
 
+/// Creates the disk images the configuration asked for that do not exist
+/// yet: zero-filled (sparse) files of their size.
+pub fn create_disks(disks: &[crate::config::DiskConfig]) -> Result<(), String> {
+    for d in disks.iter().filter(|d| d.create && !d.image.exists()) {
+        if let Some(dir) = d.image.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let f = std::fs::File::create(&d.image).map_err(|e| format!("cannot create disk image {}: {e}", d.image.display()))?;
+        f.set_len(d.size).map_err(|e| format!("cannot size disk image {}: {e}", d.image.display()))?;
+        eprintln!("xtask: created disk image {} ({} MiB)", d.image.display(), d.size >> 20);
+    }
+    Ok(())
+}
+
 pub fn boot(b: &Boot) -> Result<Console, String> {
+    create_disks(b.disks)?;
     let start = Instant::now();
     let mut child = command(b)
         .stdin(if b.interactive { Stdio::inherit() } else { Stdio::null() })

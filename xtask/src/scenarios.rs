@@ -6,7 +6,7 @@
 use crate::{build, elf_image, outcome, pack, qemu, root, setup};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tessera_scenarios::{check, SCENARIOS};
+use tessera_scenarios::{check, DISK_SCENARIOS, SCENARIOS};
 
 struct Tally {
     passed: u32,
@@ -54,6 +54,10 @@ fn only_filter(t: &mut Tally, hyp: &Path) -> Result<(), String> {
 
 fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), String> {
     crate::linux::ensure_artifacts_for(&root().join(s.config))?;
+    let disks = DISK_SCENARIOS.iter().find(|d| d.scenario == s.name);
+    if let Some(d) = disks {
+        crate::disks::prepare(d)?;
+    }
     let packed = pack::pack(&root().join(s.config), hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
     let c = qemu::boot(&qemu::Boot {
         image: &packed.image,
@@ -62,9 +66,13 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
         deadline: Duration::from_secs(s.deadline_secs),
         echo: std::env::var_os("TESSERA_ECHO").is_some(),
         icount: false,
+        disks: &packed.disks,
         interactive: false,
     })?;
-    let r = check(s, &c.lines, c.status, c.timed_out);
+    let mut r = check(s, &c.lines, c.status, c.timed_out);
+    if let (Ok(()), Some(d)) = (&r, disks) {
+        r = crate::disks::verify(d, &c.lines);
+    }
     if r.is_err() {
         // Show the console of a failed scenario: that is what a developer needs.
         println!("--- console of {} ---", s.name);
@@ -143,6 +151,7 @@ fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
             deadline: Duration::from_secs(30),
             echo: false,
             icount: false,
+            disks: &[],
         interactive: false,
         })?;
         let report = tessera_scenarios::console::Report::parse(&c.lines);

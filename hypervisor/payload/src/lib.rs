@@ -8,9 +8,12 @@
 //! Layout (all integers little-endian, all offsets from the payload start):
 //!
 //! ```text
-//! Header       64 bytes   magic, version, sizes, CRC-32, system, VM table
+//! Header       64 bytes   magic, version, sizes, CRC-32, system, tables
 //! VmEntry      96 bytes   one per VM, at vm_table_offset
 //! Region       16 bytes   image regions of a VM, at its region_table_offset
+//! DeviceEntry  32 bytes   virtio devices of a VM, at its device_table_offset
+//! DiskEntry    48 bytes   the board's disks VMs share, at disk_table_offset
+//! ChannelEntry 48 bytes   inter-VM shared-memory channels, at channel_table_offset
 //! blobs                   the bytes the regions point at
 //! ```
 //!
@@ -23,7 +26,8 @@ extern crate alloc;
 use core::fmt;
 
 pub const MAGIC: [u8; 8] = *b"TESSERA\0";
-pub const VERSION: u32 = 1;
+/// 2: device, disk and channel tables (version 1 had one device bit).
+pub const VERSION: u32 = 2;
 pub const HEADER_SIZE: usize = 64;
 pub const VM_ENTRY_SIZE: usize = 96;
 pub const REGION_SIZE: usize = 16;
@@ -32,6 +36,19 @@ pub const NAME_LEN: usize = 32;
 pub const MAX_VMS: usize = 16;
 pub const MAX_VCPUS: u32 = 64;
 pub const MAX_REGIONS: usize = 8;
+pub const DEVICE_SIZE: usize = 32;
+pub const DISK_SIZE: usize = 48;
+pub const CHANNEL_SIZE: usize = 48;
+/// virtio-mmio slots per VM (QEMU virt has 32; the guest map mirrors it).
+pub const MAX_DEVICES: usize = 32;
+pub const MAX_DISKS: usize = 4;
+pub const MAX_SWITCHES: u32 = 8;
+/// Channels are a bitmask in the VM entry.
+pub const MAX_CHANNELS: usize = 16;
+/// Channel memory lies below guest RAM, in this window of the IPA space.
+pub const CHANNEL_WINDOW: (u32, u32) = (0x1000_0000, 0x3000_0000);
+/// Disk ranges are in whole sectors.
+pub const SECTOR: u64 = 512;
 
 /// How the first vCPU of a VM is entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,21 +110,69 @@ pub struct VmDesc<'a> {
     pub boot: BootProtocol,
     /// Boot registers r0-r2 of vCPU 0.
     pub boot_regs: [u32; 3],
-    /// Virtual devices, one bit each ([`device`]).
-    pub devices: u32,
+    /// Bit k set: the VM maps channel k.
+    pub channels: u32,
     regions: [Option<Region>; MAX_REGIONS],
+    devices: [Option<DeviceDesc>; MAX_DEVICES],
 }
 
-/// Bits of [`VmDesc::devices`].
-pub mod device {
-    /// A virtio-rng (virtio-mmio slot 0) fed by the board's entropy source.
-    pub const VIRTIO_RNG: u32 = 1 << 0;
-    pub const ALL: u32 = VIRTIO_RNG;
+/// A virtio device of a VM, in virtio-mmio slot `slot` (guest address
+/// 0x0a00_0000 + slot * 0x200, SPI 16 + slot, as on QEMU's virt board).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceDesc {
+    pub slot: u32,
+    pub device: Device,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// virtio-rng fed by the board's entropy source.
+    Rng,
+    /// virtio-console: the VM's output, labelled like its UART's.
+    Console,
+    /// virtio-blk over `size` bytes of disk `disk` from byte `offset`
+    /// (whole sectors, inside the disk).
+    Block { disk: u32, offset: u64, size: u64, read_only: bool },
+    /// virtio-net on virtual switch `switch`, with its own unicast MAC.
+    Net { switch: u32, mac: [u8; 6] },
+}
+
+impl Device {
+    #[cfg(any(feature = "alloc", test))]
+    fn kind(&self) -> u32 {
+        match self {
+            Device::Rng => 1,
+            Device::Console => 2,
+            Device::Block { .. } => 3,
+            Device::Net { .. } => 4,
+        }
+    }
+}
+
+/// A disk of the board (QEMU `-drive` on a virtio-blk with `serial=name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskDesc<'a> {
+    pub name: &'a str,
+    /// Bytes; every range on it lies below this.
+    pub size: u64,
+}
+
+/// A shared-memory channel: `size` bytes at guest address `ipa` in each VM
+/// whose `channels` has its bit; its doorbell is SPI `spi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelDesc<'a> {
+    pub name: &'a str,
+    pub ipa: u32,
+    pub size: u32,
+    pub spi: u32,
 }
 
 impl<'a> VmDesc<'a> {
     pub fn regions(&self) -> impl Iterator<Item = &Region> + '_ {
         self.regions.iter().flatten()
+    }
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceDesc> + '_ {
+        self.devices.iter().flatten()
     }
 }
 
@@ -119,6 +184,10 @@ pub struct Payload<'a> {
     pub memory_mib: u32,
     vm_count: usize,
     vm_table: usize,
+    disk_count: usize,
+    disk_table: usize,
+    channel_count: usize,
+    channel_table: usize,
 }
 
 /// Why a payload was refused. Each variant's message is what the hypervisor prints.
@@ -136,6 +205,10 @@ pub enum PayloadError {
     BadField { vm: Option<usize>, field: &'static str, value: u32 },
     /// a region does not fit in the payload or in the VM's RAM
     BadRegion { vm: usize, region: usize },
+    /// a device entry is inconsistent
+    BadDevice { vm: usize, device: usize, field: &'static str },
+    /// a disk or channel entry is inconsistent
+    BadShared { table: &'static str, index: usize, field: &'static str },
 }
 
 impl fmt::Display for PayloadError {
@@ -158,12 +231,33 @@ impl fmt::Display for PayloadError {
             Self::BadRegion { vm, region } => {
                 write!(f, "VM entry {vm}: region {region} lies outside the payload or the VM's RAM")
             }
+            Self::BadDevice { vm, device, field } => {
+                write!(f, "VM entry {vm}: device {device}: field {field} is invalid")
+            }
+            Self::BadShared { table, index, field } => {
+                write!(f, "{table} entry {index}: field {field} is invalid")
+            }
         }
     }
 }
 
 fn rd32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+fn rd64(b: &[u8], off: usize) -> u64 {
+    rd32(b, off) as u64 | (rd32(b, off + 4) as u64) << 32
+}
+
+/// A NUL-padded name of [A-Za-z0-9_-], 1 to NAME_LEN - 1 bytes.
+fn name_at(b: &[u8], off: usize) -> Option<&str> {
+    let raw = &b[off..off + NAME_LEN];
+    let len = raw.iter().position(|&c| c == 0)?;
+    let name = core::str::from_utf8(&raw[..len]).ok()?;
+    let ok = !name.is_empty()
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && raw[len..].iter().all(|&c| c == 0);
+    ok.then_some(name)
 }
 
 /// Header field offsets.
@@ -176,6 +270,23 @@ mod h {
     pub const MEMORY_MIB: usize = 28;
     pub const VM_COUNT: usize = 32;
     pub const VM_TABLE: usize = 36;
+    pub const DISK_COUNT: usize = 40;
+    pub const DISK_TABLE: usize = 44;
+    pub const CHANNEL_COUNT: usize = 48;
+    pub const CHANNEL_TABLE: usize = 52;
+}
+
+/// Device entry field offsets: kind, slot, then per kind
+/// (block: disk, flags, offset, size; net: switch, -, MAC in the low 48
+/// bits of `C`; rng, console: all zero).
+mod d {
+    pub const KIND: usize = 0;
+    pub const SLOT: usize = 4;
+    pub const A: usize = 8;
+    pub const B: usize = 12;
+    pub const C: usize = 16;
+    pub const D: usize = 24;
+    pub const READ_ONLY: u32 = 1;
 }
 
 /// VM entry field offsets.
@@ -190,8 +301,9 @@ mod v {
     pub const R0: usize = 56;
     pub const REGION_COUNT: usize = 68;
     pub const REGION_TABLE: usize = 72;
-    /// Zero in payloads written before devices existed: no devices.
-    pub const DEVICES: usize = 76;
+    pub const DEVICE_COUNT: usize = 76;
+    pub const DEVICE_TABLE: usize = 80;
+    pub const CHANNELS: usize = 84;
 }
 
 /// CRC-32 of the payload with the crc field taken as zero.
@@ -244,15 +356,48 @@ impl<'a> Payload<'a> {
         if vm_table.checked_add(vm_count * VM_ENTRY_SIZE).is_none_or(|end| end > total) {
             return Err(PayloadError::BadField { vm: None, field: "vm_table_offset", value: vm_table as u32 });
         }
+        let table = |count_at: usize, table_at: usize, max: usize, entry: usize, what: &'static str| {
+            let count = rd32(bytes, count_at) as usize;
+            if count > max {
+                return Err(PayloadError::BadField { vm: None, field: what, value: count as u32 });
+            }
+            let at = rd32(bytes, table_at) as usize;
+            if at.checked_add(count * entry).is_none_or(|end| end > total) {
+                return Err(PayloadError::BadField { vm: None, field: what, value: at as u32 });
+            }
+            Ok((count, at))
+        };
+        let (disk_count, disk_table) = table(h::DISK_COUNT, h::DISK_TABLE, MAX_DISKS, DISK_SIZE, "disk_table")?;
+        let (channel_count, channel_table) =
+            table(h::CHANNEL_COUNT, h::CHANNEL_TABLE, MAX_CHANNELS, CHANNEL_SIZE, "channel_table")?;
         let p = Payload {
             bytes,
             pcpus: rd32(bytes, h::PCPUS),
             memory_mib: rd32(bytes, h::MEMORY_MIB),
             vm_count,
             vm_table,
+            disk_count,
+            disk_table,
+            channel_count,
+            channel_table,
         };
         if p.pcpus == 0 || p.pcpus > 32 {
             return Err(PayloadError::BadField { vm: None, field: "pcpus", value: p.pcpus });
+        }
+        for i in 0..disk_count {
+            p.decode_disk(i)?;
+        }
+        for i in 0..channel_count {
+            let c = p.decode_channel(i)?;
+            for k in 0..i {
+                let o = p.decode_channel(k)?;
+                if o.spi == c.spi {
+                    return Err(PayloadError::BadShared { table: "channel", index: i, field: "spi" });
+                }
+                if (c.ipa as u64) < o.ipa as u64 + o.size as u64 && o.ipa < c.ipa + c.size {
+                    return Err(PayloadError::BadShared { table: "channel", index: i, field: "ipa" });
+                }
+            }
         }
         for i in 0..vm_count {
             p.decode_vm(i)?;
@@ -276,6 +421,98 @@ impl<'a> Payload<'a> {
 
     pub fn vms(&self) -> impl Iterator<Item = VmDesc<'a>> + '_ {
         (0..self.vm_count).map(|i| self.vm(i))
+    }
+
+    pub fn disk_count(&self) -> usize {
+        self.disk_count
+    }
+
+    /// The checked disk entry `i` (`i < disk_count()`).
+    pub fn disk(&self, i: usize) -> DiskDesc<'a> {
+        self.decode_disk(i).expect("payload checked by parse")
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channel_count
+    }
+
+    /// The checked channel entry `i` (`i < channel_count()`).
+    pub fn channel(&self, i: usize) -> ChannelDesc<'a> {
+        self.decode_channel(i).expect("payload checked by parse")
+    }
+
+    fn decode_disk(&self, i: usize) -> Result<DiskDesc<'a>, PayloadError> {
+        let e = self.disk_table + i * DISK_SIZE;
+        let bad = |field| PayloadError::BadShared { table: "disk", index: i, field };
+        let name = name_at(self.bytes, e).ok_or(bad("name"))?;
+        let size = rd64(self.bytes, e + 32);
+        if size == 0 || !size.is_multiple_of(SECTOR) {
+            return Err(bad("size"));
+        }
+        Ok(DiskDesc { name, size })
+    }
+
+    fn decode_channel(&self, i: usize) -> Result<ChannelDesc<'a>, PayloadError> {
+        let b = self.bytes;
+        let e = self.channel_table + i * CHANNEL_SIZE;
+        let bad = |field| PayloadError::BadShared { table: "channel", index: i, field };
+        let name = name_at(b, e).ok_or(bad("name"))?;
+        let (ipa, size, spi) = (rd32(b, e + 32), rd32(b, e + 36), rd32(b, e + 40));
+        if size == 0 || !size.is_multiple_of(4096) {
+            return Err(bad("size"));
+        }
+        let in_window = ipa >= CHANNEL_WINDOW.0 && (ipa as u64 + size as u64) <= CHANNEL_WINDOW.1 as u64;
+        if !ipa.is_multiple_of(4096) || !in_window {
+            return Err(bad("ipa"));
+        }
+        // SPIs 16-47 are the virtio slots; a doorbell takes one above them.
+        if !(48..48 + MAX_CHANNELS as u32).contains(&spi) {
+            return Err(bad("spi"));
+        }
+        Ok(ChannelDesc { name, ipa, size, spi })
+    }
+
+    fn decode_device(&self, vm: usize, j: usize, e: usize) -> Result<DeviceDesc, PayloadError> {
+        let b = self.bytes;
+        let bad = |field| PayloadError::BadDevice { vm, device: j, field };
+        let slot = rd32(b, e + d::SLOT);
+        if slot as usize >= MAX_DEVICES {
+            return Err(bad("slot"));
+        }
+        let (a, bb, c, dd) = (rd32(b, e + d::A), rd32(b, e + d::B), rd64(b, e + d::C), rd64(b, e + d::D));
+        let device = match rd32(b, e + d::KIND) {
+            1 | 2 if (a, bb, c, dd) != (0, 0, 0, 0) => return Err(bad("parameters")),
+            1 => Device::Rng,
+            2 => Device::Console,
+            3 => {
+                if a as usize >= self.disk_count {
+                    return Err(bad("disk"));
+                }
+                let disk = self.decode_disk(a as usize)?;
+                if bb & !d::READ_ONLY != 0 {
+                    return Err(bad("flags"));
+                }
+                let fits = c.checked_add(dd).is_some_and(|end| end <= disk.size);
+                if dd == 0 || !c.is_multiple_of(SECTOR) || !dd.is_multiple_of(SECTOR) || !fits {
+                    return Err(bad("range"));
+                }
+                Device::Block { disk: a, offset: c, size: dd, read_only: bb & d::READ_ONLY != 0 }
+            }
+            4 => {
+                if a >= MAX_SWITCHES || bb != 0 || dd != 0 || c >> 48 != 0 {
+                    return Err(bad("switch"));
+                }
+                let m = c.to_le_bytes();
+                let mac = [m[0], m[1], m[2], m[3], m[4], m[5]];
+                // Group addresses (bit 0 of the first byte) are not a port.
+                if mac[0] & 1 != 0 || mac == [0; 6] {
+                    return Err(bad("mac"));
+                }
+                Device::Net { switch: a, mac }
+            }
+            _ => return Err(bad("kind")),
+        };
+        Ok(DeviceDesc { slot, device })
     }
 
     /// The bytes of a region (checked by `parse`).
@@ -323,9 +560,27 @@ impl<'a> Payload<'a> {
             other => return Err(bad("boot_protocol", other)),
         };
         let boot_regs = [rd32(b, e + v::R0), rd32(b, e + v::R0 + 4), rd32(b, e + v::R0 + 8)];
-        let devices = rd32(b, e + v::DEVICES);
-        if devices & !device::ALL != 0 {
-            return Err(bad("devices", devices));
+        let channels = rd32(b, e + v::CHANNELS);
+        if channels >> self.channel_count != 0 {
+            return Err(bad("channels", channels));
+        }
+        let dev_count = rd32(b, e + v::DEVICE_COUNT) as usize;
+        if dev_count > MAX_DEVICES {
+            return Err(bad("device_count", dev_count as u32));
+        }
+        let dev_table = rd32(b, e + v::DEVICE_TABLE) as usize;
+        if dev_table.checked_add(dev_count * DEVICE_SIZE).is_none_or(|end| end > b.len()) {
+            return Err(bad("device_table_offset", dev_table as u32));
+        }
+        let mut devices = [None; MAX_DEVICES];
+        let mut slots = 0u32;
+        for (j, out) in devices.iter_mut().enumerate().take(dev_count) {
+            let dev = self.decode_device(i, j, dev_table + j * DEVICE_SIZE)?;
+            if slots & (1 << dev.slot) != 0 {
+                return Err(PayloadError::BadDevice { vm: i, device: j, field: "slot" });
+            }
+            slots |= 1 << dev.slot;
+            *out = Some(dev);
         }
         let count = rd32(b, e + v::REGION_COUNT) as usize;
         if count > MAX_REGIONS {
@@ -348,7 +603,14 @@ impl<'a> Payload<'a> {
             }
             *slot = Some(region);
         }
-        Ok(VmDesc { name, vcpus, ram_base, ram_size, affinity, entry, boot, boot_regs, devices, regions })
+        for k in 0..self.channel_count {
+            let c = self.decode_channel(k)?;
+            let overlaps = (c.ipa as u64) < ram_base as u64 + ram_size as u64 && ram_base < c.ipa + c.size;
+            if channels & (1 << k) != 0 && overlaps {
+                return Err(bad("channels", channels));
+            }
+        }
+        Ok(VmDesc { name, vcpus, ram_base, ram_size, affinity, entry, boot, boot_regs, channels, regions, devices })
     }
 }
 
@@ -369,20 +631,73 @@ pub mod write {
         pub affinity: u32,
         pub entry: u32,
         pub boot_regs: [u32; 3],
-        pub devices: u32,
+        pub devices: Vec<DeviceDesc>,
+        /// Bit k: the VM maps channel k.
+        pub channels: u32,
         /// (kind, ipa, bytes)
         pub regions: Vec<(RegionKind, u32, Vec<u8>)>,
+    }
+
+    pub struct DiskImage {
+        pub name: String,
+        pub size: u64,
+    }
+
+    pub struct ChannelImage {
+        pub name: String,
+        pub ipa: u32,
+        pub size: u32,
+        pub spi: u32,
+    }
+
+    /// What the board shares between VMs.
+    #[derive(Default)]
+    pub struct Shared {
+        pub disks: Vec<DiskImage>,
+        pub channels: Vec<ChannelImage>,
     }
 
     fn put(b: &mut [u8], off: usize, v: u32) {
         b[off..off + 4].copy_from_slice(&v.to_le_bytes());
     }
 
+    fn put64(b: &mut [u8], off: usize, v: u64) {
+        b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn put_name(b: &mut [u8], off: usize, name: &str) {
+        let n = name.len().min(NAME_LEN - 1);
+        b[off..off + n].copy_from_slice(&name.as_bytes()[..n]);
+    }
+
+    fn put_device(b: &mut [u8], e: usize, dev: &DeviceDesc) {
+        put(b, e + d::KIND, dev.device.kind());
+        put(b, e + d::SLOT, dev.slot);
+        match dev.device {
+            Device::Rng | Device::Console => {}
+            Device::Block { disk, offset, size, read_only } => {
+                put(b, e + d::A, disk);
+                put(b, e + d::B, if read_only { d::READ_ONLY } else { 0 });
+                put64(b, e + d::C, offset);
+                put64(b, e + d::D, size);
+            }
+            Device::Net { switch, mac } => {
+                put(b, e + d::A, switch);
+                let mut m = [0u8; 8];
+                m[..6].copy_from_slice(&mac);
+                put64(b, e + d::C, u64::from_le_bytes(m));
+            }
+        }
+    }
+
     /// Serialises the system. The caller has validated the configuration; the
     /// result is checked once more with [`Payload::parse`] by the packer.
-    pub fn build(pcpus: u32, memory_mib: u32, vms: &[VmImage]) -> Vec<u8> {
+    pub fn build(pcpus: u32, memory_mib: u32, vms: &[VmImage], shared: &Shared) -> Vec<u8> {
         let vm_table = HEADER_SIZE;
-        let region_tables = vm_table + vms.len() * VM_ENTRY_SIZE;
+        let disk_table = vm_table + vms.len() * VM_ENTRY_SIZE;
+        let channel_table = disk_table + shared.disks.len() * DISK_SIZE;
+        let mut next_device = channel_table + shared.channels.len() * CHANNEL_SIZE;
+        let region_tables = next_device + vms.iter().map(|v| v.devices.len()).sum::<usize>() * DEVICE_SIZE;
         let n_regions: usize = vms.iter().map(|v| v.regions.len()).sum();
         let mut blob_off = align16(region_tables + n_regions * REGION_SIZE);
         let mut out = vec![0u8; blob_off];
@@ -393,6 +708,22 @@ pub mod write {
         put(&mut out, h::MEMORY_MIB, memory_mib);
         put(&mut out, h::VM_COUNT, vms.len() as u32);
         put(&mut out, h::VM_TABLE, vm_table as u32);
+        put(&mut out, h::DISK_COUNT, shared.disks.len() as u32);
+        put(&mut out, h::DISK_TABLE, disk_table as u32);
+        for (k, disk) in shared.disks.iter().enumerate() {
+            let e = disk_table + k * DISK_SIZE;
+            put_name(&mut out, e, &disk.name);
+            put64(&mut out, e + 32, disk.size);
+        }
+        put(&mut out, h::CHANNEL_COUNT, shared.channels.len() as u32);
+        put(&mut out, h::CHANNEL_TABLE, channel_table as u32);
+        for (k, c) in shared.channels.iter().enumerate() {
+            let e = channel_table + k * CHANNEL_SIZE;
+            put_name(&mut out, e, &c.name);
+            put(&mut out, e + 32, c.ipa);
+            put(&mut out, e + 36, c.size);
+            put(&mut out, e + 40, c.spi);
+        }
         let mut next_region = region_tables;
         let mut blobs: Vec<u8> = Vec::new();
         for (i, vm) in vms.iter().enumerate() {
@@ -409,7 +740,13 @@ pub mod write {
             for (k, r) in vm.boot_regs.iter().enumerate() {
                 put(&mut out, e + v::R0 + 4 * k, *r);
             }
-            put(&mut out, e + v::DEVICES, vm.devices);
+            put(&mut out, e + v::CHANNELS, vm.channels);
+            put(&mut out, e + v::DEVICE_COUNT, vm.devices.len() as u32);
+            put(&mut out, e + v::DEVICE_TABLE, next_device as u32);
+            for dev in &vm.devices {
+                put_device(&mut out, next_device, dev);
+                next_device += DEVICE_SIZE;
+            }
             put(&mut out, e + v::REGION_COUNT, vm.regions.len() as u32);
             put(&mut out, e + v::REGION_TABLE, next_region as u32);
             for (kind, ipa, bytes) in &vm.regions {
@@ -440,7 +777,7 @@ pub mod write {
 
 #[cfg(test)]
 mod tests {
-    use super::write::{build, VmImage};
+    use super::write::{build, ChannelImage, DiskImage, Shared, VmImage};
     use super::*;
 
     fn sample() -> Vec<u8> {
@@ -456,7 +793,12 @@ mod tests {
                     affinity: 0b01,
                     entry: 0x4000_0000,
                     boot_regs: [0, !0, 0x40f0_0000],
-                    devices: device::VIRTIO_RNG,
+                    devices: vec![
+                        DeviceDesc { slot: 0, device: Device::Rng },
+                        DeviceDesc { slot: 1, device: Device::Block { disk: 0, offset: 512, size: 4096, read_only: true } },
+                        DeviceDesc { slot: 2, device: Device::Net { switch: 1, mac: [2, 0, 0, 0, 0, 7] } },
+                    ],
+                    channels: 0b1,
                     regions: vec![
                         (RegionKind::Kernel, 0x4000_0000, vec![1, 2, 3, 4, 5]),
                         (RegionKind::Dtb, 0x40f0_0000, vec![0xd0, 0x0d, 0xfe, 0xed]),
@@ -470,10 +812,15 @@ mod tests {
                     affinity: 0b11,
                     entry: 0x4000_0100,
                     boot_regs: [0, !0, 0],
-                    devices: 0,
+                    devices: vec![DeviceDesc { slot: 5, device: Device::Console }],
+                    channels: 0b1,
                     regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![9; 300])],
                 },
             ],
+            &Shared {
+                disks: vec![DiskImage { name: "disk0".into(), size: 1 << 20 }],
+                channels: vec![ChannelImage { name: "ring".into(), ipa: 0x1000_0000, size: 8192, spi: 48 }],
+            },
         )
     }
 
@@ -485,7 +832,14 @@ mod tests {
         let vm = p.vm(0);
         assert_eq!(vm.name, "hello");
         assert_eq!(vm.boot_regs, [0, !0, 0x40f0_0000]);
-        assert_eq!((vm.devices, p.vm(1).devices), (device::VIRTIO_RNG, 0));
+        let devs: Vec<_> = vm.devices().copied().collect();
+        assert_eq!(devs.len(), 3);
+        assert_eq!(devs[1].device, Device::Block { disk: 0, offset: 512, size: 4096, read_only: true });
+        assert_eq!(devs[2].device, Device::Net { switch: 1, mac: [2, 0, 0, 0, 0, 7] });
+        assert_eq!(p.vm(1).devices().next().unwrap(), &DeviceDesc { slot: 5, device: Device::Console });
+        assert_eq!(p.disk(0), DiskDesc { name: "disk0", size: 1 << 20 });
+        assert_eq!(p.channel(0), ChannelDesc { name: "ring", ipa: 0x1000_0000, size: 8192, spi: 48 });
+        assert_eq!((vm.channels, p.vm(1).channels), (1, 1));
         let regions: Vec<_> = vm.regions().copied().collect();
         assert_eq!(regions.len(), 2);
         assert_eq!(p.region_bytes(&regions[0]), &[1, 2, 3, 4, 5]);
@@ -528,7 +882,9 @@ mod tests {
             (e + v::AFFINITY, 0, "affinity"),
             (e + v::ENTRY, 0x1000, "entry"),
             (h::VM_COUNT, 0, "vm_count"),
-            (e + v::DEVICES, 1 << 7, "devices"),
+            (e + v::CHANNELS, 0b10, "channels"),
+            (e + v::DEVICE_COUNT, 40, "device_count"),
+            (h::DISK_COUNT, 9, "disk_count"),
         ];
         for &(off, val, what) in cases {
             let mut b = base.clone();
@@ -542,5 +898,38 @@ mod tests {
         let mut b = base.clone();
         b[table..table + 4].copy_from_slice(&0x5000_0000u32.to_le_bytes());
         assert_eq!(Payload::parse(&reseal(b)).unwrap_err(), PayloadError::BadRegion { vm: 0, region: 0 });
+
+        // Devices: each field of the block and net entries.
+        let dt = rd32(&base, e + v::DEVICE_TABLE) as usize;
+        let blk = dt + DEVICE_SIZE;
+        let net = dt + 2 * DEVICE_SIZE;
+        let dev_cases: &[(usize, u64, usize, &str)] = &[
+            (dt + d::SLOT, 32, 4, "slot"),
+            (blk + d::SLOT, 0, 4, "slot"),
+            (dt + d::KIND, 9, 4, "kind"),
+            (dt + d::A, 1, 4, "parameters"),
+            (blk + d::A, 1, 4, "disk"),
+            (blk + d::B, 2, 4, "flags"),
+            (blk + d::C, 100, 8, "range"),
+            (blk + d::C, (1 << 20) - 512, 8, "range"),
+            (blk + d::D, u64::MAX - 511, 8, "range"),
+            (blk + d::D, 0, 8, "range"),
+            (net + d::A, MAX_SWITCHES as u64, 4, "switch"),
+            (net + d::C, 1, 8, "mac"),
+            (net + d::C, 0, 8, "mac"),
+        ];
+        for &(off, val, width, field) in dev_cases {
+            let mut b = base.clone();
+            b[off..off + width].copy_from_slice(&val.to_le_bytes()[..width]);
+            let err = Payload::parse(&reseal(b)).unwrap_err();
+            assert!(matches!(err, PayloadError::BadDevice { vm: 0, field: f, .. } if f == field), "{field}: {err}");
+        }
+        let ct = rd32(&base, h::CHANNEL_TABLE) as usize;
+        for (off, val, field) in [(ct + 32, 0x4000_0000u32, "ipa"), (ct + 36, 100, "size"), (ct + 40, 16, "spi"), (ct, 0, "name")] {
+            let mut b = base.clone();
+            b[off..off + 4].copy_from_slice(&val.to_le_bytes());
+            let err = Payload::parse(&reseal(b)).unwrap_err();
+            assert_eq!(err, PayloadError::BadShared { table: "channel", index: 0, field }, "{field}");
+        }
     }
 }

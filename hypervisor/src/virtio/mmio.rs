@@ -225,6 +225,55 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
         f(&mut self.state.lock().device)
     }
 
+    /// Device-initiated work on queue `queue` (input arriving from outside
+    /// the VM: a packet from the switch, console input). Runs `f` under the
+    /// state lock only if the driver has the device running (DRIVER_OK, not
+    /// NEEDS_RESET, queue ready and valid), with the same outcome rules as a
+    /// notification: `Ok(true)` raises the used-buffer interrupt, an error
+    /// puts the device in NEEDS_RESET. Returns whether `f` ran. Call it with
+    /// no other device's lock held.
+    pub fn device_work(
+        &self,
+        queue: usize,
+        f: impl FnOnce(&mut D, &mut Queue, &dyn GuestMemory) -> Result<bool, QueueError>,
+    ) -> bool {
+        let (ran, after) = {
+            let mut guard = self.state.lock();
+            let s = &mut *guard;
+            let running = s.status & status::DRIVER_OK != 0 && s.status & status::DEVICE_NEEDS_RESET == 0;
+            if !running || queue >= s.num_queues || !s.queues[queue].ready {
+                return false;
+            }
+            let State { device, queues, .. } = s;
+            let q = &mut queues[queue];
+            match q.validate(&self.mem).and_then(|()| f(device, q, &self.mem)) {
+                Ok(false) => (true, After::Nothing),
+                Ok(true) => {
+                    self.interrupt_status.fetch_or(INT_VRING, Ordering::AcqRel);
+                    (true, After::UpdateIrq)
+                }
+                Err(_) => {
+                    self.needs_reset(s);
+                    (true, After::UpdateIrq)
+                }
+            }
+        };
+        if let After::UpdateIrq = after {
+            self.update_irq();
+        }
+        ran
+    }
+
+    /// Resets the device as a driver writing Status 0 would (the VM is
+    /// being reset).
+    pub fn reset_device(&self) {
+        {
+            let mut s = self.state.lock();
+            self.reset(&mut s);
+        }
+        self.update_irq();
+    }
+
     /// The device's configuration changed: bump ConfigGeneration and raise
     /// the configuration-change interrupt (4.2.2.1).
     pub fn config_changed(&self) {

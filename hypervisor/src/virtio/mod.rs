@@ -13,10 +13,14 @@
 //! (for virtio-rng, an [`rng::EntropySource`]). [`queue::Chain`] keeps its
 //! segment list inline (4 KiB), which the 64 KiB HYP stacks afford.
 
+pub mod blk;
+pub mod console;
 pub mod mmio;
 pub mod queue;
 pub mod rng;
 
+#[cfg(test)]
+mod blk_tests;
 #[cfg(test)]
 mod tests;
 

@@ -9,43 +9,43 @@ use crate::mmio::MmioDevice;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-const BASE: u64 = 0x4000_0000;
-const RAM: usize = 1 << 20;
-const DESC: u64 = BASE + 0x1000;
-const AVAIL: u64 = BASE + 0x3000;
-const USED: u64 = BASE + 0x4000;
-const BUF: u64 = BASE + 0x10000;
-const IND: u64 = BASE + 0x8000;
+pub(super) const BASE: u64 = 0x4000_0000;
+pub(super) const RAM: usize = 1 << 20;
+pub(super) const DESC: u64 = BASE + 0x1000;
+pub(super) const AVAIL: u64 = BASE + 0x3000;
+pub(super) const USED: u64 = BASE + 0x4000;
+pub(super) const BUF: u64 = BASE + 0x10000;
+pub(super) const IND: u64 = BASE + 0x8000;
 
-struct FakeMem {
+pub(super) struct FakeMem {
     base: u64,
     bytes: Mutex<Vec<u8>>,
 }
 
 impl FakeMem {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { base: BASE, bytes: Mutex::new(vec![0; RAM]) }
     }
-    fn leak() -> &'static Self {
+    pub(super) fn leak() -> &'static Self {
         Box::leak(Box::new(Self::new()))
     }
-    fn w16(&self, at: u64, v: u16) {
+    pub(super) fn w16(&self, at: u64, v: u16) {
         self.write(Ipa(at), &v.to_le_bytes()).unwrap()
     }
-    fn w32(&self, at: u64, v: u32) {
+    pub(super) fn w32(&self, at: u64, v: u32) {
         self.write(Ipa(at), &v.to_le_bytes()).unwrap()
     }
-    fn r16(&self, at: u64) -> u16 {
+    pub(super) fn r16(&self, at: u64) -> u16 {
         let mut b = [0; 2];
         self.read(Ipa(at), &mut b).unwrap();
         u16::from_le_bytes(b)
     }
-    fn r32(&self, at: u64) -> u32 {
+    pub(super) fn r32(&self, at: u64) -> u32 {
         let mut b = [0; 4];
         self.read(Ipa(at), &mut b).unwrap();
         u32::from_le_bytes(b)
     }
-    fn desc(&self, table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
+    pub(super) fn desc(&self, table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&addr.to_le_bytes());
         b[8..12].copy_from_slice(&len.to_le_bytes());
@@ -54,7 +54,7 @@ impl FakeMem {
         self.write(Ipa(table + 16 * i), &b).unwrap();
     }
     /// Publishes `head` in the available ring of a queue of `size`.
-    fn offer(&self, size: u16, head: u16) {
+    pub(super) fn offer(&self, size: u16, head: u16) {
         let idx = self.r16(AVAIL + 2);
         self.w16(AVAIL + 4 + 2 * (idx % size) as u64, head);
         self.w16(AVAIL + 2, idx.wrapping_add(1));
@@ -95,9 +95,9 @@ impl EntropySource for Counter {
 }
 
 #[derive(Default)]
-struct Line {
-    level: AtomicBool,
-    calls: AtomicUsize,
+pub(super) struct Line {
+    pub(super) level: AtomicBool,
+    pub(super) calls: AtomicUsize,
 }
 impl mmio::IrqSink for Line {
     fn set_level(&self, level: bool) {
@@ -114,16 +114,16 @@ fn rng() -> (Rng, &'static FakeMem, &'static Line) {
     (VirtioMmio::new(VirtioRng::new(Counter(0)), mem, line), mem, line)
 }
 
-fn rd(d: &impl MmioDevice, off: u32) -> u32 {
+pub(super) fn rd(d: &impl MmioDevice, off: u32) -> u32 {
     d.read(0, off, 4)
 }
-fn wr(d: &impl MmioDevice, off: u32, v: u32) {
+pub(super) fn wr(d: &impl MmioDevice, off: u32, v: u32) {
     d.write(0, off, 4, v)
 }
 
 /// Linux's virtio_mmio probe and virtio_dev_probe: returns whether
 /// FEATURES_OK stuck.
-fn handshake(d: &impl MmioDevice, accept: u64) -> bool {
+pub(super) fn handshake(d: &impl MmioDevice, accept: u64) -> bool {
     assert_eq!(rd(d, reg::MAGIC_VALUE), 0x7472_6976);
     assert_eq!(rd(d, reg::VERSION), 2);
     wr(d, reg::STATUS, 0);
@@ -143,7 +143,7 @@ fn handshake(d: &impl MmioDevice, accept: u64) -> bool {
 }
 
 /// vm_setup_vq for queue 0 with `size` entries.
-fn setup_queue(d: &impl MmioDevice, size: u32) {
+pub(super) fn setup_queue(d: &impl MmioDevice, size: u32) {
     wr(d, reg::QUEUE_SEL, 0);
     assert_eq!(rd(d, reg::QUEUE_READY), 0);
     assert_eq!(rd(d, reg::QUEUE_NUM_MAX), MAX_QUEUE_SIZE as u32);
@@ -158,7 +158,7 @@ fn setup_queue(d: &impl MmioDevice, size: u32) {
     assert_eq!(rd(d, reg::QUEUE_READY), 1);
 }
 
-const ALL_OK: u32 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+pub(super) const ALL_OK: u32 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
 
 fn ready_rng(features: u64) -> (Rng, &'static FakeMem, &'static Line) {
     let (d, mem, line) = rng();
