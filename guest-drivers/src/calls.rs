@@ -156,3 +156,13 @@ pub fn shutdown(status: u32) -> ! {
         core::hint::spin_loop();
     }
 }
+
+/// Rings shared-memory channel `channel`'s doorbell (ABI 1.1): every other
+/// VM that maps the channel gets an edge on its interrupt. Returns how many
+/// VMs were notified. `Err(Denied)` if this VM does not map the channel,
+/// `Err(InvalidParameter)` if there is no such channel, `Err(NotSupported)`
+/// if this VM maps none (or the hypervisor predates 1.1).
+pub fn channel_notify(channel: u32) -> Result<u32, Error> {
+    let r = call(Function::ChannelNotify, channel, 0, 0);
+    status(r[0]).map(|()| r[1])
+}

@@ -4,7 +4,7 @@
 /// Major version of the ABI: changes only with a breaking change.
 pub const ABI_VERSION_MAJOR: u32 = 1;
 /// Minor version of the ABI: grows when calls, errors or constants are added.
-pub const ABI_VERSION_MINOR: u32 = 0;
+pub const ABI_VERSION_MINOR: u32 = 1;
 
 /// SMCCC_VERSION's answer: SMC Calling Convention 1.1 (major in bits 31:16, minor in 15:0).
 pub const SMCCC_VERSION_1_1: u32 = 0x0001_0001;
@@ -20,7 +20,7 @@ pub const TESSERA_UID: [u32; 4] = [0xEBEB_3167, 0x814E_9E64, 0x352E_F687, 0xA23C
 
 /// TESSERA_CALL_COUNT's answer: how many Tessera vendor functions
 /// (0x8600_0000-0x8600_FEFF) this version of the ABI defines.
-pub const TESSERA_CALL_COUNT: u32 = 6;
+pub const TESSERA_CALL_COUNT: u32 = 7;
 
 /// A hypercall, identified by the SMCCC function ID the guest puts in r0.
 ///
@@ -132,6 +132,13 @@ pub enum Function {
     /// Errors: none.
     /// Feature bit: [`feature::SHUTDOWN`].
     VmShutdown = 0x8600_0005,
+    /// `TESSERA_CHANNEL_NOTIFY` (since 1.1): Ring a shared-memory channel's doorbell: raise the channel's interrupt (an edge on its SPI) in every other VM that maps it. The channel's memory, id and interrupt are in the guest DTB (`compatible = "tessera,channel"`).
+    ///
+    /// In: r1 = `channel` (the channel's `tessera,channel-id`).
+    /// Out: r0 = status (0 or an error code), r1 = `peers` (how many other VMs were notified).
+    /// Errors: NOT_SUPPORTED (-1), INVALID_PARAMETER (-3), DENIED (-5).
+    /// Feature bit: [`feature::CHANNEL`].
+    ChannelNotify = 0x8600_0006,
     // Tessera vendor service: general queries: 0x8600_FF00..=0x8600_FFFF.
     /// `TESSERA_CALL_COUNT` (since 1.0): How many Tessera vendor functions (0x8600_0000-0x8600_FEFF) exist.
     ///
@@ -172,6 +179,7 @@ impl Function {
         Function::VcpuYield,
         Function::VmInfo,
         Function::VmShutdown,
+        Function::ChannelNotify,
         Function::CallCount,
         Function::CallUid,
         Function::Revision,
@@ -201,6 +209,7 @@ impl Function {
             0x8600_0003 => Some(Function::VcpuYield),
             0x8600_0004 => Some(Function::VmInfo),
             0x8600_0005 => Some(Function::VmShutdown),
+            0x8600_0006 => Some(Function::ChannelNotify),
             0x8600_FF00 => Some(Function::CallCount),
             0x8600_FF01 => Some(Function::CallUid),
             0x8600_FF03 => Some(Function::Revision),
@@ -227,6 +236,7 @@ impl Function {
             Function::VcpuYield => "TESSERA_VCPU_YIELD",
             Function::VmInfo => "TESSERA_VM_INFO",
             Function::VmShutdown => "TESSERA_VM_SHUTDOWN",
+            Function::ChannelNotify => "TESSERA_CHANNEL_NOTIFY",
             Function::CallCount => "TESSERA_CALL_COUNT",
             Function::CallUid => "TESSERA_CALL_UID",
             Function::Revision => "TESSERA_REVISION",
@@ -310,6 +320,9 @@ pub mod feature {
 
     /// TESSERA_VM_SHUTDOWN is available.
     pub const SHUTDOWN: u32 = 1 << 3;
+
+    /// (since 1.1) TESSERA_CHANNEL_NOTIFY is available: the calling VM maps at least one shared-memory channel.
+    pub const CHANNEL: u32 = 1 << 4;
 }
 
 /// PSCI numbers (Arm DEN 0022): PSCI calls report these codes, not [`Error`].

@@ -25,6 +25,14 @@ pub trait Caller {
     fn affinity_info(&self, index: u32) -> i32;
     /// Is `[ipa, ipa+len)` inside this VM's RAM?
     fn in_ram(&self, ipa: Ipa, len: u32) -> bool;
+    /// Bit k set: this VM maps channel k.
+    fn channels(&self) -> u32;
+    /// Rings channel `channel`'s doorbell in the other VMs that map it
+    /// (the caller is a member: checked by the dispatcher); returns how
+    /// many were notified.
+    fn ring_doorbell(&mut self, channel: u32) -> u32;
+    /// How many channels the system has.
+    fn channel_count(&self) -> u32;
 }
 
 /// What the trap handler must do after the call.
@@ -58,7 +66,8 @@ fn psci_ret(code: i32) -> Action {
     ret1(code as u32)
 }
 
-/// The feature bitmap reported by TESSERA_FEATURES.
+/// The feature bitmap every VM gets from TESSERA_FEATURES; a VM that maps
+/// a channel also gets `feature::CHANNEL`.
 pub const FEATURES: u32 = feature::CONSOLE | feature::YIELD | feature::VM_INFO | feature::SHUTDOWN;
 
 /// A vCPU index from a PSCI target MPIDR: Aff0 is the index, higher
@@ -94,11 +103,13 @@ pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
         Function::Features => {
             // Every function this build can decode is implemented; IDs of a
             // later minor version decode to None here.
+            let channel = if c.channels() != 0 { feature::CHANNEL } else { 0 };
             let status = match Function::from_id(r[1]) {
+                Some(Function::ChannelNotify) if channel == 0 => Error::NotSupported.code() as u32,
                 Some(_) => 0,
                 None => Error::NotSupported.code() as u32,
             };
-            Action::Return { regs: [status, FEATURES, 0, 0], count: 2 }
+            Action::Return { regs: [status, FEATURES | channel, 0, 0], count: 2 }
         }
         Function::ConsoleWrite => {
             let (ipa, len) = (Ipa(r[1] as u64), r[2]);
@@ -116,6 +127,19 @@ pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
         Function::VcpuYield => Action::Yield,
         Function::VmInfo => Action::Return { regs: [0, c.vm_id(), c.vcpu_count(), c.vcpu_index()], count: 4 },
         Function::VmShutdown => Action::Shutdown(r[1]),
+        Function::ChannelNotify => {
+            let id = r[1];
+            if c.channels() == 0 {
+                err(Error::NotSupported)
+            } else if id >= c.channel_count() {
+                err(Error::InvalidParameter)
+            } else if c.channels() & (1 << id) == 0 {
+                err(Error::Denied)
+            } else {
+                let peers = c.ring_doorbell(id);
+                Action::Return { regs: [0, peers, 0, 0], count: 2 }
+            }
+        }
 
         Function::PsciVersion => ret1(psci::VERSION_1_1),
         Function::PsciFeatures => match Function::from_id(r[1]) {
@@ -167,6 +191,8 @@ mod tests {
         base: u64,
         console: Vec<u8>,
         on: Vec<(u32, u32, u32)>,
+        channels: u32,
+        rung: Vec<u32>,
     }
 
     impl Caller for FakeVm {
@@ -204,12 +230,22 @@ mod tests {
         fn in_ram(&self, ipa: Ipa, len: u32) -> bool {
             ipa.raw() >= self.base && ipa.raw() + len as u64 <= self.base + self.ram.len() as u64
         }
+        fn channels(&self) -> u32 {
+            self.channels
+        }
+        fn ring_doorbell(&mut self, channel: u32) -> u32 {
+            self.rung.push(channel);
+            2
+        }
+        fn channel_count(&self) -> u32 {
+            3
+        }
     }
 
     fn vm() -> FakeVm {
         let mut ram = vec![0u8; 0x2000];
         ram[0x100..0x105].copy_from_slice(b"hello");
-        FakeVm { ram, base: 0x4000_0000, console: vec![], on: vec![] }
+        FakeVm { ram, base: 0x4000_0000, console: vec![], on: vec![], channels: 0, rung: vec![] }
     }
 
     fn call(v: &mut FakeVm, regs: &[u32]) -> Action {
@@ -231,9 +267,9 @@ mod tests {
         assert_eq!(r0(call(v, &[Function::SmcccVersion.id()])), 0x1_0001);
         assert_eq!(
             call(v, &[Function::AbiVersion.id()]),
-            Action::Return { regs: [0, 1, 0, 0], count: 3 }
+            Action::Return { regs: [0, 1, hypercall_abi::ABI_VERSION_MINOR, 0], count: 3 }
         );
-        assert_eq!(call(v, &[Function::Revision.id()]), Action::Return { regs: [1, 0, 0, 0], count: 2 });
+        assert_eq!(call(v, &[Function::Revision.id()]), Action::Return { regs: [1, hypercall_abi::ABI_VERSION_MINOR, 0, 0], count: 2 });
         assert_eq!(r0(call(v, &[Function::CallCount.id()])), hypercall_abi::TESSERA_CALL_COUNT as i32);
         assert_eq!(
             call(v, &[Function::CallUid.id()]),
@@ -297,5 +333,25 @@ mod tests {
         assert_eq!(call(v, &[Function::PsciSystemOff.id()]), Action::SystemOff);
         assert_eq!(call(v, &[Function::PsciSystemReset.id()]), Action::SystemReset);
         assert_eq!(call(v, &[Function::PsciCpuOff.id()]), Action::CpuOff);
+    }
+
+    #[test]
+    fn channel_doorbell() {
+        let notify = Function::ChannelNotify.id();
+        let features = Function::Features.id();
+        let mut v = vm();
+        // A VM without channels: the call and its feature bit are absent.
+        assert_eq!(r0(call(&mut v, &[notify, 0])), Error::NotSupported.code());
+        assert_eq!(call(&mut v, &[features, notify]), Action::Return { regs: [Error::NotSupported.code() as u32, FEATURES, 0, 0], count: 2 });
+        // Member of channel 1 of 3.
+        v.channels = 0b010;
+        assert_eq!(call(&mut v, &[features, notify]), Action::Return { regs: [0, FEATURES | feature::CHANNEL, 0, 0], count: 2 });
+        assert_eq!(call(&mut v, &[notify, 1]), Action::Return { regs: [0, 2, 0, 0], count: 2 });
+        assert_eq!(r0(call(&mut v, &[notify, 0])), Error::Denied.code(), "not a member");
+        assert_eq!(r0(call(&mut v, &[notify, 2])), Error::Denied.code(), "not a member");
+        for bad in [3, 16, 31, 32, u32::MAX] {
+            assert_eq!(r0(call(&mut v, &[notify, bad])), Error::InvalidParameter.code(), "channel {bad}");
+        }
+        assert_eq!(v.rung, [1], "only the member's own channel rang");
     }
 }

@@ -18,7 +18,7 @@ use crate::mmio::{self, DataAbort};
 use crate::platform::qemu_virt::{self as board, Board};
 use crate::sched::{self, RunQueue};
 use crate::vgic::{PPI_MAINTENANCE, PPI_VTIMER};
-use crate::vm::{guest_map, BoardBackends, BootImage, CallerCtx, GuestRam, Power, Vcpu, VcpuContext, Vm, VmState};
+use crate::vm::{guest_map, BoardBackends, BootImage, CallerCtx, Channel, GuestRam, Power, Vcpu, VcpuContext, Vm, VmState};
 use crate::{console, error, info, warn};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -36,6 +36,8 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 static mut HEAP_SPACE: [u8; HEAP_SIZE] = [0; HEAP_SIZE];
 
 static VMS: Once<&'static [Vm]> = Once::new();
+/// The shared-memory channels, by id (set once, after the VMs).
+static CHANNELS: Once<&'static [Channel]> = Once::new();
 static PAYLOAD: Once<Payload<'static>> = Once::new();
 static RUNNING_VMS: AtomicU32 = AtomicU32::new(0);
 static SLICE_TICKS: AtomicU32 = AtomicU32::new(0);
@@ -245,6 +247,7 @@ fn boot_primary(dtb_hint: u32) -> ! {
     check_backends(payload, vms);
     RUNNING_VMS.store(vms.len() as u32, Ordering::Release);
     VMS.call_once(|| vms);
+    CHANNELS.call_once(|| link_channels(payload, vms));
     crate::vm::KICK.call_once(|| kick);
     if let Some(fa) = crate::physdev::FRAMES.lock().as_ref() {
         info!("{} MiB of RAM left free", fa.free_bytes() >> 20);
@@ -350,6 +353,17 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
     let pcpus = (p.pcpus as usize).min(b.cpus);
     let online_mask = if pcpus >= 32 { !0 } else { (1u32 << pcpus) - 1 };
     let mut load = [0u32; MAX_CPUS];
+    // Channel memory first: every member VM maps the same frames.
+    let channels: Vec<PhysAddr> = (0..p.channel_count())
+        .map(|k| {
+            let c = p.channel(k);
+            let pa = fa.alloc(c.size as u64, PAGE_SIZE).unwrap_or_else(|e| {
+                fatal(format_args!("channel \"{}\": not enough RAM for {} KiB ({} KiB free)", c.name, c.size >> 10, e.free >> 10))
+            });
+            GuestRam { ipa: Ipa(c.ipa as u64), size: c.size as u64, pa, host: pa.raw() as usize as *mut u8 }.zero();
+            pa
+        })
+        .collect();
     let mut out = Vec::with_capacity(p.vm_count());
     for (i, d) in p.vms().enumerate() {
         let id = i as u32 + 1;
@@ -371,6 +385,10 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
                 s2.map(&mut tables, ram.ipa, pa, ram.size, MemType::Normal, Access::RWX)?;
                 // The guest's GIC CPU interface is the hardware's virtual one.
                 s2.map(&mut tables, guest_map::GICC, PhysAddr(b.gicv as u64), guest_map::GICC_SIZE, MemType::Device, Access::RW)?;
+                for (k, &cpa) in channels.iter().enumerate().filter(|(k, _)| d.channels & (1 << k) != 0) {
+                    let c = p.channel(k);
+                    s2.map(&mut tables, Ipa(c.ipa as u64), cpa, c.size as u64, MemType::Normal, Access::RW)?;
+                }
                 Ok(s2)
             })
             .unwrap_or_else(|e| fatal(format_args!("vm \"{}\": cannot build stage-2 tables: {e:?}", d.name)));
@@ -405,7 +423,23 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
         }
         let devices: Vec<DeviceDesc> = d.devices().copied().collect();
         let board = BoardBackends { entropy: crate::physdev::entropy, disks: &crate::physdev::PHYS_DISKS };
-        out.push(Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot, &devices, &board));
+        let mut vm = Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot, &devices, &board);
+        vm.channels = d.channels;
+        out.push(vm);
+    }
+    Vec::leak(out)
+}
+
+/// Each channel's doorbell and member VMs (their memory is mapped already).
+fn link_channels(p: &Payload<'static>, vms: &'static [Vm]) -> &'static [Channel] {
+    let mut out = Vec::with_capacity(p.channel_count());
+    for k in 0..p.channel_count() {
+        let c = p.channel(k);
+        let members: Vec<&'static Vm> = vms.iter().filter(|v| v.channels & (1 << k) != 0).collect();
+        for m in &members {
+            info!("channel {k} \"{}\": {} KiB at IPA {:#010x} in vm \"{}\", doorbell SPI {}", c.name, c.size >> 10, c.ipa, m.name(), c.spi);
+        }
+        out.push(Channel { spi: c.spi as usize, members: Vec::leak(members) });
     }
     Vec::leak(out)
 }
@@ -885,7 +919,8 @@ fn cp15_access(vm: &'static Vm, vcpu: &Vcpu, ctx: &mut VcpuContext, hsr: u32) ->
 fn hvc(cpu: usize, vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
     let mut r = [0u32; 8];
     r.copy_from_slice(&ctx.regs.r[..8]);
-    match hypercall::dispatch(&mut CallerCtx { vm, vcpu }, &r) {
+    let channels = CHANNELS.get().copied().unwrap_or(&[]);
+    match hypercall::dispatch(&mut CallerCtx { vm, vcpu, channels }, &r) {
         Action::Return { regs, count } => {
             let n = count as usize;
             ctx.regs.r[..n].copy_from_slice(&regs[..n]);

@@ -510,6 +510,8 @@ pub struct Vm {
     pub virtio: &'static [VirtioSlot],
     /// Output of a virtio-console (`<vm>.hvc0`), if it has one.
     pub hvc: &'static VmConsole,
+    /// Bit k set: the VM maps channel k (see [`Channel`]).
+    pub channels: u32,
 }
 
 impl Vm {
@@ -553,6 +555,7 @@ impl Vm {
             resets: AtomicU32::new(0),
             virtio: alloc::vec::Vec::leak(virtio),
             hvc,
+            channels: 0,
         }
     }
 
@@ -670,10 +673,32 @@ pub fn kick(pcpu: u32) {
     }
 }
 
+/// A shared-memory channel while VMs run: its doorbell (an edge on `spi`)
+/// and the VMs that map its memory.
+pub struct Channel {
+    pub spi: usize,
+    pub members: &'static [&'static Vm],
+}
+
+impl Channel {
+    /// An edge on the doorbell SPI of every running member but `from`;
+    /// returns how many were notified.
+    pub fn ring(&self, from: &Vm) -> u32 {
+        let mut n = 0;
+        for m in self.members.iter().filter(|m| !core::ptr::eq(**m, from) && m.is_running()) {
+            wake(m.vcpus, m.vgic.pulse_spi(self.spi));
+            n += 1;
+        }
+        n
+    }
+}
+
 /// The dispatcher's view of the calling vCPU.
 pub struct CallerCtx<'a> {
     pub vm: &'a Vm,
     pub vcpu: &'a Vcpu,
+    /// Every channel of the system, by id.
+    pub channels: &'a [Channel],
 }
 
 impl crate::hypercall::Caller for CallerCtx<'_> {
@@ -702,6 +727,15 @@ impl crate::hypercall::Caller for CallerCtx<'_> {
     }
     fn affinity_info(&self, index: u32) -> i32 {
         self.vm.vcpus[index as usize].affinity_info()
+    }
+    fn channels(&self) -> u32 {
+        self.vm.channels
+    }
+    fn channel_count(&self) -> u32 {
+        self.channels.len() as u32
+    }
+    fn ring_doorbell(&mut self, channel: u32) -> u32 {
+        self.channels.get(channel as usize).map_or(0, |c| c.ring(self.vm))
     }
     fn in_ram(&self, ipa: Ipa, len: u32) -> bool {
         self.vm.ram.contains(ipa, len as u64)

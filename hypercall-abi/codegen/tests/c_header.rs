@@ -73,6 +73,7 @@ fn rust_values() -> BTreeMap<String, i64> {
         ("feature::YIELD", feature::YIELD.into()),
         ("feature::VM_INFO", feature::VM_INFO.into()),
         ("feature::SHUTDOWN", feature::SHUTDOWN.into()),
+        ("feature::CHANNEL", feature::CHANNEL.into()),
         ("psci::VERSION_1_1", psci::VERSION_1_1.into()),
         ("psci::SUCCESS", psci::SUCCESS.into()),
         ("psci::NOT_SUPPORTED", psci::NOT_SUPPORTED.into()),

@@ -25,7 +25,7 @@ fn refused(spec: &str, needle: &str) {
 #[test]
 fn the_real_spec_is_accepted() {
     let out = hypercall_abi_codegen::generate(&spec()).unwrap();
-    assert!(out.rust.contains("pub const TESSERA_CALL_COUNT: u32 = 6;"));
+    assert!(out.rust.contains("pub const TESSERA_CALL_COUNT: u32 = 7;"));
 }
 
 #[test]
@@ -103,8 +103,8 @@ fn unknown_references_and_keys_are_refused() {
 fn since_must_not_be_newer_than_the_abi() {
     let s = spec()
         + &call("TESSERA_X", "X", 0x8600_0010, "tessera")
-            .replace("since = \"1.0\"", "since = \"1.1\"");
-    refused(&s, "since \"1.1\"");
+            .replace("since = \"1.0\"", "since = \"1.2\"");
+    refused(&s, "since \"1.2\"");
 }
 
 #[test]
@@ -117,11 +117,11 @@ fn duplicate_error_codes_and_feature_bits_are_refused() {
 
 #[test]
 fn adding_a_call_is_counted() {
-    let s = spec().replace("version = \"1.0\"", "version = \"1.1\"")
+    let s = spec().replace("version = \"1.1\"", "version = \"1.2\"")
         + &call("TESSERA_X", "X", 0x8600_0010, "tessera")
-            .replace("since = \"1.0\"", "since = \"1.1\"");
+            .replace("since = \"1.0\"", "since = \"1.2\"");
     let out = hypercall_abi_codegen::generate(&s).unwrap();
-    assert!(out.rust.contains("pub const TESSERA_CALL_COUNT: u32 = 7;"));
+    assert!(out.rust.contains("pub const TESSERA_CALL_COUNT: u32 = 8;"));
     assert!(out.c_header.contains("#define TESSERA_FN_X"));
     assert!(out.markdown.contains("| `0x8600_0010` | `TESSERA_X` |"));
 }

@@ -122,11 +122,19 @@ pub mod gic {
         // SAFETY: set before IRQs are unmasked on any vCPU (same handler everywhere).
         unsafe { super::IRQ = Some(handler) };
         for &id in ids {
-            w(GICD + 0x100, 1 << id);
+            let (idx, bit) = (id as usize / 32, id % 32);
             // Priority 0xa0, below the mask.
             let reg = GICD + 0x400 + (id as usize & !3);
             let shift = 8 * (id & 3);
             w(reg, (r(reg) & !(0xff << shift)) | (0xa0 << shift));
+            if id >= 32 {
+                // An SPI: to vCPU 0, edge-triggered (doorbells are events).
+                let t = GICD + 0x800 + (id as usize & !3);
+                w(t, (r(t) & !(0xff << shift)) | (1 << shift));
+                let c = GICD + 0xc00 + 4 * (id as usize / 16);
+                w(c, r(c) | 2 << (2 * (id % 16)));
+            }
+            w(GICD + 0x100 + 4 * idx, 1 << bit);
         }
         w(GICC + 0x4, 0xf0); // PMR
         w(GICC, 1); // CTLR
@@ -267,6 +275,39 @@ pub fn reset_count() -> Option<u32> {
     let fdt = unsafe { fdt::Fdt::from_ptr(dtb as usize as *const u8) }.ok()?;
     let v = fdt.find_node("/chosen")?.property("tessera,reset-count")?.value;
     Some(u32::from_be_bytes(v.try_into().ok()?))
+}
+
+/// A shared-memory channel from the guest DTB (`tessera,channel`).
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelInfo {
+    pub id: u32,
+    pub base: usize,
+    pub size: usize,
+    /// The doorbell's interrupt ID (32 + SPI).
+    pub intid: u32,
+}
+
+/// The `n`th `tessera,channel` node of the DTB.
+pub fn channel(n: usize) -> Option<ChannelInfo> {
+    // SAFETY: written once at entry.
+    let dtb = unsafe { DTB };
+    // SAFETY: the hypervisor passed a DTB it generated at this address in our RAM.
+    let fdt = unsafe { fdt::Fdt::from_ptr(dtb as usize as *const u8) }.ok()?;
+    let node = fdt
+        .all_nodes()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "tessera,channel")))
+        .nth(n)?;
+    let reg = node.reg()?.next()?;
+    let cell = |name: &str, i: usize| -> Option<u32> {
+        let v = node.property(name)?.value;
+        Some(u32::from_be_bytes(v.get(4 * i..4 * i + 4)?.try_into().ok()?))
+    };
+    Some(ChannelInfo {
+        id: cell("tessera,channel-id", 0)?,
+        base: reg.starting_address as usize,
+        size: reg.size?,
+        intid: 32 + cell("interrupts", 1)?,
+    })
 }
 
 /// `key=value` from the boot arguments.
