@@ -1,4 +1,5 @@
-//! Builds the target side: the hypervisor and the test guests.
+//! Builds the target side: the hypervisor, the test guests and the FreeRTOS
+//! demo (`rtos-port`).
 
 use crate::root;
 use std::path::PathBuf;
@@ -26,9 +27,10 @@ pub fn target_dir() -> PathBuf {
 /// Builds everything that runs on the board; returns the hypervisor ELF.
 pub fn all() -> Result<PathBuf, String> {
     let td = target_dir();
-    // Two builds, so Cargo resolves features separately: the hypervisor uses
-    // `virtio-drivers` with `alloc`, the guests (which have no heap) without.
-    for package in ["tessera-hypervisor", "test-guests"] {
+    // Separate builds, so Cargo resolves features separately: the hypervisor
+    // uses `virtio-drivers` with `alloc`, the guests (which have no heap)
+    // without; the FreeRTOS demo also compiles the kernel's C sources.
+    for package in ["tessera-hypervisor", "test-guests", "tessera-freertos"] {
         cargo(&["build", "--release", "--target", crate::setup::TARGET, "--target-dir", td.to_str().unwrap(), "-p", package])?;
     }
     Ok(td.join(crate::setup::TARGET).join("release").join("tessera"))

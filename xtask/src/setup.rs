@@ -1,6 +1,7 @@
 //! Installs what a fresh machine lacks, and nothing it already has: the
-//! Debian packages (QEMU, the bare-metal Arm toolchain the ABI's C test
-//! uses) and the Rust target. Safe to run again; fast when all is there.
+//! Debian packages (QEMU, the bare-metal Arm toolchain that the ABI's C test
+//! and the FreeRTOS kernel are compiled with, libclang for `bindgen`) and
+//! the Rust target. Safe to run again; fast when all is there.
 //!
 //! What Linux guests need (the kernel source, the armhf cross compiler,
 //! Debian's armhf package lists) is installed on first use instead, by
@@ -8,19 +9,23 @@
 
 use std::process::Command;
 
-/// (command that proves it is there, Debian package)
+/// (shell test that proves it is there, Debian package)
 const TOOLS: &[(&str, &str)] = &[
-    ("qemu-system-arm", "qemu-system-arm"),
-    ("arm-none-eabi-gcc", "gcc-arm-none-eabi"),
-    ("arm-none-eabi-objdump", "binutils-arm-none-eabi"),
-    ("cc", "gcc"),
-    ("c++", "g++"),
+    ("command -v qemu-system-arm", "qemu-system-arm"),
+    ("command -v arm-none-eabi-gcc", "gcc-arm-none-eabi"),
+    ("command -v arm-none-eabi-objdump", "binutils-arm-none-eabi"),
+    // The C library headers the FreeRTOS kernel includes (string.h, ...).
+    ("test -f /usr/lib/arm-none-eabi/include/string.h", "libnewlib-dev"),
+    ("command -v cc", "gcc"),
+    ("command -v c++", "g++"),
+    // `bindgen` (the FreeRTOS demo's bindings) loads libclang at build time.
+    ("ls /usr/lib/llvm-*/lib/libclang.so", "libclang-dev"),
 ];
 
 pub const TARGET: &str = "armv7a-none-eabi";
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
+fn have(test: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("{test} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
 }
 
 pub fn run() -> Result<(), String> {
