@@ -36,7 +36,74 @@ pub fn run() -> Result<(), String> {
         let avg = f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64;
         println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
     }
+    freertos(&hyp)?;
     linux_boot(&hyp)
+}
+
+/// FreeRTOS (rtos-port): tick-to-task latency and periodic jitter. The
+/// demo's periodic task runs every tick (1 ms) and measures each release
+/// against the virtual counter: latency = when it ran - when its tick was
+/// due; jitter = max - min. Alone, then beside a busy Linux VM on the same
+/// pCPU, in instructions (-icount, 1 pCPU); then the same two and Linux on
+/// the other pCPU, wall clock.
+fn freertos(hyp: &std::path::Path) -> Result<(), String> {
+    let cases = [
+        ("alone", "tests/configs/bench-freertos.toml"),
+        ("beside busy Linux, same pCPU", "tests/configs/bench-freertos-linux-1pcpu.toml"),
+        ("beside busy Linux, other pCPU", "tests/configs/bench-freertos-linux-2pcpu.toml"),
+    ];
+    println!("FreeRTOS periodic task every tick (1 ms, virtual timer), latency from the tick's deadline to the task:");
+    for icount in [true, false] {
+        let unit = if icount { "instructions (-icount shift=0, 1 pCPU)" } else { "wall clock, microseconds" };
+        println!("  {unit:<40}{:>10}{:>10}{:>10}{:>10}", "min", "avg", "max", "jitter");
+        for (what, cfg) in cases {
+            let cfg = root().join(cfg);
+            crate::linux::ensure_artifacts_for(&cfg)?;
+            let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+            if icount && packed.pcpus > 1 {
+                continue; // QEMU's -icount works with one pCPU only
+            }
+            let c = qemu::boot(&qemu::Boot {
+                image: &packed.image,
+                pcpus: packed.pcpus,
+                memory_mib: packed.memory_mib,
+                deadline: Duration::from_secs(300),
+                echo: false,
+                icount,
+                disks: &packed.disks,
+                interactive: false,
+            })?;
+            outcome::verdict(&packed.vm_names, &c)?;
+            let (min, avg, max, cntfrq) = freertos_periodic(&c.lines, packed.vm_names.len() > 1)?;
+            // -icount shift=0: one counter tick per ns, one ns per instruction.
+            let scale = if icount { 1e9 } else { 1e6 } / cntfrq as f64;
+            let [min, avg, max] = [min, avg, max].map(|t| t as f64 * scale);
+            println!("    {what:<38}{min:>10.0}{avg:>10.0}{max:>10.0}{:>10.0}", max - min);
+        }
+    }
+    Ok(())
+}
+
+/// (min, avg, max ticks, CNTFRQ) from the demo's `bench freertos-periodic`
+/// line; with a Linux VM, also checks that Linux was up before the
+/// measurement began (the demo's warm-up) and still busy when it ended.
+fn freertos_periodic(lines: &[String], with_linux: bool) -> Result<(u64, u64, u64, u64), String> {
+    let at = |pat: &str| lines.iter().position(|l| l.starts_with(pat));
+    let i = at("rtos: bench freertos-periodic ").ok_or("the FreeRTOS demo printed no bench line")?;
+    if with_linux {
+        let up = at("linux: tessera-init: up").ok_or("Linux never reached userspace")?;
+        let last_busy = lines.iter().rposition(|l| l.starts_with("linux: tessera-init: busy"));
+        if up > i || last_busy.is_none_or(|b| b < i) {
+            return Err("Linux was not busy during the whole FreeRTOS measurement: raise warmup_ms or busy_secs".into());
+        }
+    }
+    let get = |key: &str| {
+        lines[i]
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u64>().ok())
+            .ok_or(format!("no {key} in {:?}", lines[i]))
+    };
+    Ok((get("min_ticks")?, get("avg_ticks")?, get("max_ticks")?, get("cntfrq")?))
 }
 
 /// Linux boot to userspace (the init's first line), natively and under
