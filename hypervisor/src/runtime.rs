@@ -430,6 +430,10 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
     Vec::leak(out)
 }
 
+fn channels() -> &'static [Channel] {
+    CHANNELS.get().copied().unwrap_or(&[])
+}
+
 /// Each channel's doorbell and member VMs (their memory is mapped already).
 fn link_channels(p: &Payload<'static>, vms: &'static [Vm]) -> &'static [Channel] {
     let mut out = Vec::with_capacity(p.channel_count());
@@ -919,7 +923,6 @@ fn cp15_access(vm: &'static Vm, vcpu: &Vcpu, ctx: &mut VcpuContext, hsr: u32) ->
 fn hvc(cpu: usize, vm: &'static Vm, vcpu: &'static Vcpu, ctx: &mut VcpuContext) -> Next {
     let mut r = [0u32; 8];
     r.copy_from_slice(&ctx.regs.r[..8]);
-    let channels = CHANNELS.get().copied().unwrap_or(&[]);
     match hypercall::dispatch(&mut CallerCtx { vm, vcpu, channels }, &r) {
         Action::Return { regs, count } => {
             let n = count as usize;

@@ -697,8 +697,9 @@ impl Channel {
 pub struct CallerCtx<'a> {
     pub vm: &'a Vm,
     pub vcpu: &'a Vcpu,
-    /// Every channel of the system, by id.
-    pub channels: &'a [Channel],
+    /// Every channel of the system, by id: a function, so the hypercall
+    /// path only looks the table up for a channel call.
+    pub channels: fn() -> &'static [Channel],
 }
 
 impl crate::hypercall::Caller for CallerCtx<'_> {
@@ -732,10 +733,10 @@ impl crate::hypercall::Caller for CallerCtx<'_> {
         self.vm.channels
     }
     fn channel_count(&self) -> u32 {
-        self.channels.len() as u32
+        (self.channels)().len() as u32
     }
     fn ring_doorbell(&mut self, channel: u32) -> u32 {
-        self.channels.get(channel as usize).map_or(0, |c| c.ring(self.vm))
+        (self.channels)().get(channel as usize).map_or(0, |c| c.ring(self.vm))
     }
     fn in_ram(&self, ipa: Ipa, len: u32) -> bool {
         self.vm.ram.contains(ipa, len as u64)

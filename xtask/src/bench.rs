@@ -22,7 +22,7 @@ pub fn run() -> Result<(), String> {
         interactive: false,
     })?;
     outcome::verdict(&packed.vm_names, &c)?;
-    let null = Fields::find(&c.lines, "null-hypercall")?;
+    let null = Fields::find(&c.lines, "bench", "null-hypercall")?;
     let ns_per_tick = 1e9 / null.get("cntfrq")? as f64;
     let calls = null.get("calls")? as f64;
     let per_call = (null.get("call_ticks")? as f64 - null.get("loop_ticks")? as f64) * ns_per_tick / calls;
@@ -32,12 +32,92 @@ pub fn run() -> Result<(), String> {
         ("vtimer-latency", "virtual timer: deadline to guest handler"),
         ("ipi-round-trip", "virtual IPI round trip, 2 vCPUs on 1 pCPU"),
     ] {
-        let f = Fields::find(&c.lines, name)?;
+        let f = Fields::find(&c.lines, "bench", name)?;
         let avg = f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64;
         println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
     }
+    doorbell(&hyp)?;
     freertos(&hyp)?;
-    linux_boot(&hyp)
+    linux_boot(&hyp)?;
+    block_throughput(&hyp)
+}
+
+/// The channel doorbell round trip between two VMs on one pCPU: ping
+/// writes, rings, pong answers and rings back (instructions, -icount).
+fn doorbell(hyp: &std::path::Path) -> Result<(), String> {
+    let cfg = root().join("tests/configs/bench-channel.toml");
+    let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+    let c = qemu::boot(&qemu::Boot {
+        image: &packed.image,
+        pcpus: 1,
+        memory_mib: packed.memory_mib,
+        deadline: Duration::from_secs(300),
+        echo: false,
+        icount: true,
+        disks: &packed.disks,
+        interactive: false,
+    })?;
+    outcome::verdict(&packed.vm_names, &c)?;
+    let f = Fields::find(&c.lines, "ping", "doorbell-round-trip")?;
+    let ns_per_tick = 1e9 / f.get("cntfrq")? as f64;
+    let avg = f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64;
+    let what = "channel message + doorbell round trip, 2 VMs on 1 pCPU";
+    println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
+    Ok(())
+}
+
+/// virtio-blk sequential read and write (dd, 32 MiB) in a Linux guest under
+/// Tessera, and the same kernel on QEMU's own virtio-blk; wall clock.
+fn block_throughput(hyp: &std::path::Path) -> Result<(), String> {
+    let cfg = root().join("tests/configs/bench-blk.toml");
+    crate::linux::ensure_artifacts_for(&cfg)?;
+    let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+    let image = packed.disks[0].image.clone();
+    let _ = std::fs::remove_file(&image);
+    qemu::create_disks(&packed.disks)?;
+    let dir = crate::linux::out_dir();
+    let mut native = std::process::Command::new("qemu-system-arm");
+    native
+        .args(["-M", "virt,virtualization=on,highmem=off", "-cpu", "cortex-a15", "-smp", "1", "-m", "96"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
+        .args(["-drive", &format!("if=none,id=d,format=raw,file={}", image.display().to_string().replace(',', ",,"))])
+        .args(["-device", "virtio-blk-device,drive=d"])
+        .arg("-kernel")
+        .arg(dir.join("zImage"))
+        .arg("-initrd")
+        .arg(dir.join("initramfs.cpio.gz"))
+        .args(["-append", "console=ttyAMA0 tessera.test=blk-bench"]);
+    let n = qemu::collect(native, Duration::from_secs(300), false, false)?;
+    let t = qemu::boot(&qemu::Boot {
+        image: &packed.image,
+        pcpus: packed.pcpus,
+        memory_mib: packed.memory_mib,
+        deadline: Duration::from_secs(300),
+        echo: false,
+        icount: false,
+        disks: &packed.disks,
+        interactive: false,
+    })?;
+    outcome::verdict(&packed.vm_names, &t)?;
+    println!("virtio-blk, Linux guest, 1 vCPU, dd of 32 MiB with bs=1M (writes with conv=fsync), wall clock:");
+    for op in ["read", "write"] {
+        let secs = |lines: &[String], who: &str| -> Result<f64, String> {
+            let key = format!("tessera-init: blk {op} 32 MiB in ");
+            lines
+                .iter()
+                .find_map(|l| l.split_once(&key).and_then(|(_, r)| r.trim_end_matches(" s").parse::<f64>().ok()))
+                .ok_or(format!("{who}: no \"blk {op}\" line"))
+        };
+        let (ns, ts) = (secs(&n.lines, "native")?, secs(&t.lines, "tessera")?);
+        let mbs = |s: f64| 32.0 / s.max(0.01);
+        println!(
+            "  {op:<5}  QEMU's virtio-blk {:>6.1} MiB/s   Tessera's {:>6.1} MiB/s   ratio {:.2}x",
+            mbs(ns),
+            mbs(ts),
+            mbs(ts) / mbs(ns)
+        );
+    }
+    Ok(())
 }
 
 /// FreeRTOS (rtos-port): tick-to-task latency and periodic jitter. The
@@ -154,8 +234,8 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
 struct Fields(String);
 
 impl Fields {
-    fn find(lines: &[String], name: &str) -> Result<Self, String> {
-        let prefix = format!("bench: bench {name} ");
+    fn find(lines: &[String], vm: &str, name: &str) -> Result<Self, String> {
+        let prefix = format!("{vm}: bench {name} ");
         lines
             .iter()
             .find_map(|l| l.strip_prefix(&prefix))

@@ -1190,6 +1190,67 @@ mod tests {
     }
 
     #[test]
+    fn devices_disks_and_channels() {
+        let d = Dir::new();
+        fs::write(d.dir.path().join("disk.img"), vec![0u8; 4 << 20]).unwrap();
+        let c = d
+            .load(&format!(
+                "{SYSTEM}\n[[disk]]\nname = \"d0\"\nimage = \"disk.img\"\n\n[[disk]]\nname = \"new\"\nimage = \"new.img\"\nsize_mib = 2\n\n\
+                 [[vm]]\nname = \"a\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 16\n\
+                 [[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\noffset_mib = 1\nsize_mib = 2\n\
+                 [[vm.device]]\ntype = \"net\"\nswitch = \"lan\"\n\
+                 [[vm.device]]\ntype = \"console\"\n\n\
+                 [[vm]]\nname = \"b\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 16\n\
+                 [[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\nread_only = true\noffset_mib = 3\n\
+                 [[vm.device]]\ntype = \"net\"\nswitch = \"lan\"\nmac = \"02:00:00:00:00:09\"\n\n\
+                 [[channel]]\nname = \"ring\"\nsize_kib = 64\nvms = [\"b\", \"a\"]\n"
+            ))
+            .unwrap();
+        assert_eq!(c.disks.len(), 2);
+        assert_eq!((c.disks[0].size, c.disks[0].create), (4 << 20, false));
+        assert_eq!((c.disks[1].size, c.disks[1].create), (2 << 20, true));
+        assert!(!d.dir.path().join("new.img").exists(), "loading creates nothing");
+        let a = &c.vms[0];
+        assert_eq!(a.devices[0], DeviceConfig { slot: 0, kind: DeviceKind::Block { disk: 0, offset: 1 << 20, size: 2 << 20, read_only: false } });
+        assert_eq!(a.devices[1], DeviceConfig { slot: 1, kind: DeviceKind::Net { switch: 0, mac: [2, 0x54, 0x53, 0, 1, 1] } });
+        assert_eq!(a.devices[2].kind, DeviceKind::Console);
+        // b's range defaults to the rest of the disk.
+        assert_eq!(c.vms[1].devices[0].kind, DeviceKind::Block { disk: 0, offset: 3 << 20, size: 1 << 20, read_only: true });
+        assert_eq!(c.vms[1].devices[1].kind, DeviceKind::Net { switch: 0, mac: [2, 0, 0, 0, 0, 9] });
+        assert_eq!(c.switches, ["lan"]);
+        assert_eq!(c.channels, [ChannelConfig { name: "ring".into(), size: 64 << 10, vms: vec![1, 0] }]);
+        assert_eq!((c.vms[0].channels.clone(), c.vms[1].channels.clone()), (vec![0], vec![0]));
+    }
+
+    #[test]
+    fn bad_devices() {
+        let d = Dir::new();
+        fs::write(d.dir.path().join("disk.img"), vec![0u8; 4 << 20]).unwrap();
+        let disk = "[[disk]]\nname = \"d0\"\nimage = \"disk.img\"\n";
+        let refuse = |extra: &str, key: &str, frag: &str| {
+            d.refuse(&format!("{disk}\n{}", vm(extra)), key, frag);
+        };
+        refuse("[[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\noffset_mib = 3\nsize_mib = 2\n", "vm[0].device[0].size_mib", "does not fit");
+        refuse("[[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\noffset_mib = 4\n", "vm[0].device[0].offset_mib", "does not fit");
+        refuse("[[vm.device]]\ntype = \"block\"\n", "vm[0].device[0].disk", "needs disk");
+        refuse("[[vm.device]]\ntype = \"net\"\nswitch = \"s\"\nmac = \"zz\"\n", "vm[0].device[0].mac", "not a MAC");
+        refuse("[[vm.device]]\ntype = \"rng\"\nswitch = \"s\"\n", "vm[0].device[0].switch", "does not apply");
+        refuse("[[vm.device]]\ntype = \"net\"\n", "vm[0].device[0].switch", "needs switch");
+        d.refuse(&format!("{SYSTEM}[[disk]]\nname = \"x\"\nimage = \"nope.img\"\n{}", &vm("")[SYSTEM.len()..]), "disk[0].image", "give size_mib");
+        d.refuse(&format!("{SYSTEM}[[disk]]\nname = \"x\"\nimage = \"disk.img\"\nsize_mib = 8\n{}", &vm("")[SYSTEM.len()..]), "disk[0].size_mib", "not 8 MiB");
+        d.refuse(
+            &format!("{}\n[[channel]]\nname = \"c\"\nsize_kib = 6\nvms = [\"a\", \"a\"]\n", vm("")),
+            "channel[0].size_kib",
+            "multiple of 4",
+        );
+        d.refuse(
+            &format!("{}\n[[channel]]\nname = \"c\"\nsize_kib = 8\nvms = [\"a\", \"zz\"]\n", vm("")),
+            "channel[0].vms",
+            "no VM is named \"zz\"",
+        );
+    }
+
+    #[test]
     fn files_must_exist() {
         let d = Dir::new();
         let e = d.refuse(

@@ -68,9 +68,15 @@ pub fn create_disks(disks: &[crate::config::DiskConfig]) -> Result<(), String> {
 
 pub fn boot(b: &Boot) -> Result<Console, String> {
     create_disks(b.disks)?;
+    collect(command(b), b.deadline, b.echo, b.interactive)
+}
+
+/// Runs a QEMU command line to its end (or the deadline) and returns its
+/// console, split into lines.
+pub fn collect(mut cmd: Command, deadline: Duration, echo: bool, interactive: bool) -> Result<Console, String> {
     let start = Instant::now();
-    let mut child = command(b)
-        .stdin(if b.interactive { Stdio::inherit() } else { Stdio::null() })
+    let mut child = cmd
+        .stdin(if interactive { Stdio::inherit() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -100,7 +106,7 @@ pub fn boot(b: &Boot) -> Result<Console, String> {
     let mut partial: Vec<u8> = Vec::new();
     let mut timed_out = false;
     let mut take = |chunk: &[u8], lines: &mut Vec<String>| {
-        if b.echo {
+        if echo {
             let mut o = std::io::stdout().lock();
             let _ = o.write_all(chunk);
             let _ = o.flush();
@@ -115,12 +121,12 @@ pub fn boot(b: &Boot) -> Result<Console, String> {
         }
     };
     loop {
-        let left = b.deadline.saturating_sub(start.elapsed());
+        let left = deadline.saturating_sub(start.elapsed());
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
             Ok(chunk) => take(&chunk, &mut lines),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if start.elapsed() >= b.deadline {
+                if start.elapsed() >= deadline {
                     timed_out = true;
                     let _ = child.kill();
                     break;

@@ -20,6 +20,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("command -v c++", "g++"),
     // `bindgen` (the FreeRTOS demo's bindings) loads libclang at build time.
     ("ls /usr/lib/llvm-*/lib/libclang.so", "libclang-dev"),
+    // The block scenarios make ext2 images and read files back out of them.
+    ("command -v mke2fs || test -x /usr/sbin/mke2fs", "e2fsprogs"),
+    ("command -v debugfs || test -x /usr/sbin/debugfs", "e2fsprogs"),
 ];
 
 pub const TARGET: &str = "armv7a-none-eabi";

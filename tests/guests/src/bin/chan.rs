@@ -1,7 +1,9 @@
 //! Two VMs talking through a shared-memory channel and its doorbell
 //! (TESSERA_CHANNEL_NOTIFY, ABI 1.1). `role=ping` writes a message into the
 //! channel, rings the doorbell and waits for the answer; `role=pong` waits
-//! for the doorbell, answers in the channel and rings back. Three rounds.
+//! for the doorbell, answers in the channel and rings back. Three rounds,
+//! or `rounds=N` (then quietly, ping printing one `bench` line with the
+//! average round trip in counter ticks, for `cargo xtask bench`).
 //!
 //! Layout of the channel (both sides agree; nothing else is shared):
 //! word 0: ping's sequence number, bytes 64..128: ping's message;
@@ -16,7 +18,7 @@ use tessera_guest::abi::{feature, Error, Function};
 guest_main!(main);
 use guest_rt::guest_main;
 
-/// At most 9: messages carry the round as one digit.
+/// Rounds printed one by one (messages carry the round's last digit).
 const ROUNDS: u32 = 3;
 static DOORBELLS: AtomicU32 = AtomicU32::new(0);
 static INTID: AtomicU32 = AtomicU32::new(0);
@@ -80,10 +82,13 @@ fn main() -> u32 {
     gic::init_distributor();
     gic::init_cpu(&[c.intid], on_irq);
     let ping = guest_rt::arg("role") == Some("ping");
+    let rounds = guest_rt::arg_u32("rounds", ROUNDS);
+    let quiet = rounds > ROUNDS;
     let mut buf = [0u8; 64];
-    for round in 1..=ROUNDS {
+    let start = guest_rt::counter();
+    for round in 1..=rounds {
         if ping {
-            put(&c, 64, &[b'p', b'i', b'n', b'g', b' ', b'0' + round as u8]);
+            put(&c, 64, &[b'p', b'i', b'n', b'g', b' ', b'0' + (round % 10) as u8]);
             // SAFETY: word 0 of the channel; the message is written before it.
             unsafe { core::ptr::write_volatile(word(&c, 0), round) };
             let t0 = guest_rt::counter();
@@ -94,7 +99,9 @@ fn main() -> u32 {
             let seq = unsafe { core::ptr::read_volatile(word(&c, 1)) };
             let n = get(&c, 128, &mut buf);
             let reply = core::str::from_utf8(&buf[..n]).unwrap_or("?");
-            println!("round {round}: sent \"ping {round}\" to {peers:?} peer(s), got {reply:?} (seq {seq}) after {} ticks", t1 - t0);
+            if !quiet {
+                println!("round {round}: sent \"ping {round}\" to {peers:?} peer(s), got {reply:?} (seq {seq}) after {} ticks", t1 - t0);
+            }
             if seq != round || n < 5 || &buf[..5] != b"pong " {
                 println!("WRONG: unexpected answer");
                 return 1;
@@ -105,7 +112,9 @@ fn main() -> u32 {
             let seq = unsafe { core::ptr::read_volatile(word(&c, 0)) };
             let n = get(&c, 64, &mut buf);
             let text = core::str::from_utf8(&buf[..n]).unwrap_or("?");
-            println!("round {round}: got {text:?} (seq {seq})");
+            if !quiet {
+                println!("round {round}: got {text:?} (seq {seq})");
+            }
             put(&c, 128, &[b'p', b'o', b'n', b'g', b' ', b'0' + (seq % 10) as u8]);
             // SAFETY: word 1 of the channel; the answer is written before it.
             unsafe { core::ptr::write_volatile(word(&c, 1), seq) };
@@ -115,6 +124,10 @@ fn main() -> u32 {
             }
         }
     }
-    println!("{ROUNDS} rounds through the channel");
+    if quiet && ping {
+        let total = guest_rt::counter() - start;
+        println!("bench doorbell-round-trip samples={rounds} total_ticks={total} cntfrq={}", guest_rt::counter_frequency());
+    }
+    println!("{rounds} rounds through the channel");
     0
 }

@@ -51,7 +51,7 @@ fn main() -> u32 {
     let v = tessera_guest::revision();
     c.check("TESSERA_REVISION", v == Ok((abi::ABI_VERSION_MAJOR, abi::ABI_VERSION_MINOR)), v);
     let v = tessera_guest::abi_version();
-    c.check("TESSERA_ABI_VERSION", v == Ok((1, 0)), v);
+    c.check("TESSERA_ABI_VERSION", v == Ok((abi::ABI_VERSION_MAJOR, abi::ABI_VERSION_MINOR)), v);
     let all = feature::CONSOLE | feature::YIELD | feature::VM_INFO | feature::SHUTDOWN;
     let v = tessera_guest::features(Function::ConsoleWrite.id());
     c.check("TESSERA_FEATURES", v == Ok(all), v);
