@@ -36,6 +36,9 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 static mut HEAP_SPACE: [u8; HEAP_SIZE] = [0; HEAP_SIZE];
 
 static VMS: Once<&'static [Vm]> = Once::new();
+/// The virtual switches joining VMs' virtio-net devices, by index.
+static SWITCHES: [crate::virtio::switch::Switch; tessera_payload::MAX_SWITCHES as usize] =
+    [const { crate::virtio::switch::Switch::new() }; tessera_payload::MAX_SWITCHES as usize];
 /// The shared-memory channels, by id (set once, after the VMs).
 static CHANNELS: Once<&'static [Channel]> = Once::new();
 static PAYLOAD: Once<Payload<'static>> = Once::new();
@@ -422,9 +425,14 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>) -> &
             info!("vm \"{}\": {n} vCPU(s) on pCPU {cpu}", d.name);
         }
         let devices: Vec<DeviceDesc> = d.devices().copied().collect();
-        let board = BoardBackends { entropy: crate::physdev::entropy, disks: &crate::physdev::PHYS_DISKS };
+        let board = BoardBackends { entropy: crate::physdev::entropy, disks: &crate::physdev::PHYS_DISKS, switches: &SWITCHES };
         let mut vm = Vm::new(id, d.name, ram, s2.vttbr(id as u8), vcpus, timer::counter(), boot, &devices, &board);
         vm.channels = d.channels;
+        for v in vm.virtio {
+            if let Err(e) = v.connect() {
+                fatal(format_args!("vm \"{}\": the virtio-net in slot {} cannot join its switch: {}", d.name, v.slot, e.describe()));
+            }
+        }
         out.push(vm);
     }
     Vec::leak(out)
@@ -485,9 +493,11 @@ fn check_backends(p: &Payload<'static>, vms: &[Vm]) {
                     offset + size,
                     if read_only { ", read-only" } else { "" }
                 ),
-                Device::Net { .. } if !vm.virtio.iter().any(|v| v.slot == d.slot) => {
-                    warn!("vm \"{}\": virtio-net is not implemented yet; slot {} left empty", vm.name(), d.slot)
-                }
+                Device::Net { switch, mac: m } => info!(
+                    "vm \"{}\": virtio-net at IPA {ipa}, SPI {spi}: switch {switch}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                    vm.name(),
+                    m[0], m[1], m[2], m[3], m[4], m[5]
+                ),
                 _ => {
                     let kind = vm.virtio.iter().find(|v| v.slot == d.slot).map_or("?", |v| v.kind());
                     info!("vm \"{}\": {kind} at IPA {ipa}, SPI {spi}", vm.name())

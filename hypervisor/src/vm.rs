@@ -14,6 +14,8 @@ use crate::mmio::{DataAbort, MmioBus, MmioDevice, MmioError, MmioRegion, Regs};
 use crate::vgic::Vgic;
 use crate::virtio::blk::{BackendError, BlockBackend, VirtioBlk, SECTOR};
 use crate::virtio::console::{ConsoleSink, VirtioConsole};
+use crate::virtio::net::VirtioNet;
+use crate::virtio::switch::{ConnectError, Port, Switch};
 use crate::virtio::rng::VirtioRng;
 use crate::virtio::VirtioMmio;
 use tessera_payload::{Device, DeviceDesc};
@@ -186,6 +188,8 @@ impl ConsoleSink for ConsoleOut {
 pub struct BoardBackends {
     pub entropy: fn(&mut [u8]) -> usize,
     pub disks: &'static dyn DiskIo,
+    /// The virtual switches, by index (`Device::Net { switch }`).
+    pub switches: &'static [Switch],
 }
 
 type Mmio<D> = VirtioMmio<D, GuestRam, SpiSink>;
@@ -195,6 +199,7 @@ pub enum VirtioDev {
     Rng(Mmio<VirtioRng<BoardEntropy>>),
     Console(Mmio<VirtioConsole<ConsoleOut>>),
     Block(Mmio<VirtioBlk<DiskRange>>),
+    Net(Mmio<VirtioNet>),
 }
 
 pub struct VirtioSlot {
@@ -214,7 +219,10 @@ impl VirtioSlot {
                 let _ = core::fmt::Write::write_fmt(&mut id, format_args!("tessera-vd{}", d.slot));
                 VirtioDev::Block(VirtioMmio::new(VirtioBlk::new(range, read_only, id.as_bytes()), ram, irq))
             }
-            Device::Net { .. } => return None,
+            Device::Net { switch, mac } => {
+                let port = leak(Port::new(board.switches.get(switch as usize)?, mac));
+                VirtioDev::Net(VirtioMmio::new(VirtioNet::new(port), ram, irq))
+            }
         };
         Some(Self { slot: d.slot, dev })
     }
@@ -224,6 +232,16 @@ impl VirtioSlot {
             VirtioDev::Rng(d) => d,
             VirtioDev::Console(d) => d,
             VirtioDev::Block(d) => d,
+            VirtioDev::Net(d) => d,
+        }
+    }
+
+    /// Plugs a virtio-net into its switch; nothing for other devices. At
+    /// boot, once the slot has its final ('static) place.
+    pub fn connect(&'static self) -> Result<(), ConnectError> {
+        match &self.dev {
+            VirtioDev::Net(d) => d.with_device(|n| n.port()).connect(d),
+            _ => Ok(()),
         }
     }
 
@@ -233,6 +251,7 @@ impl VirtioSlot {
             VirtioDev::Rng(d) => d.reset_device(),
             VirtioDev::Console(d) => d.reset_device(),
             VirtioDev::Block(d) => d.reset_device(),
+            VirtioDev::Net(d) => d.reset_device(),
         }
     }
 
@@ -241,6 +260,7 @@ impl VirtioSlot {
             VirtioDev::Rng(_) => "virtio-rng",
             VirtioDev::Console(_) => "virtio-console",
             VirtioDev::Block(_) => "virtio-blk",
+            VirtioDev::Net(_) => "virtio-net",
         }
     }
 }
@@ -807,7 +827,7 @@ mod tests {
                 Err(BackendError)
             }
         }
-        let board = BoardBackends { entropy: |b| b.len(), disks: &NoDisks };
+        let board = BoardBackends { entropy: |b| b.len(), disks: &NoDisks, switches: &[] };
         let devices = [
             DeviceDesc { slot: 0, device: Device::Console },
             DeviceDesc { slot: 3, device: Device::Block { disk: 0, offset: 1024, size: 4096, read_only: true } },

@@ -105,6 +105,22 @@ pub const DISK_SCENARIOS: &[DiskScenario] = &[
     },
 ];
 
+/// Values two console lines must agree on, such as the checksum of the
+/// data one VM sent and the one of what another received.
+pub struct SameValues {
+    /// The [`Scenario`] this belongs to.
+    pub scenario: &'static str,
+    /// For each pair of line prefixes (the `VM: ` label included), the
+    /// first line starting with each must exist, and the rest of both
+    /// lines must be equal and not empty.
+    pub pairs: &'static [(&'static str, &'static str)],
+}
+
+pub const SAME_VALUES: &[SameValues] = &[SameValues {
+    scenario: "linux-net",
+    pairs: &[("client: tessera-init: sending 10485760 bytes, md5 ", "server: tessera-init: received 10485760 bytes, md5 ")],
+}];
+
 /// Never acceptable in any scenario.
 pub const ALWAYS_ABSENT: &[&str] = &["PANIC", "SURVIVED", "memory corrupted", "guest panic", "FAILED", "WRONG:"];
 
@@ -539,6 +555,27 @@ pub const SCENARIOS: &[Scenario] = &[
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
     },
+    Scenario {
+        name: "linux-net",
+        config: "tests/configs/linux-net.toml",
+        deadline_secs: 240,
+        vms: &[("server", Want::Exit(0)), ("client", Want::Exit(0))],
+        // The server's MAC is the default one (VM 1, slot 0), the client's
+        // the configured one. The two md5 lines must agree (SAME_VALUES).
+        lines: &[
+            "tessera: vm \"server\": virtio-net at IPA 0x0a000000, SPI 16: switch 0, MAC 02:54:53:00:01:00",
+            "tessera: vm \"client\": virtio-net at IPA 0x0a000000, SPI 16: switch 0, MAC 02:00:00:00:00:02",
+            "server: tessera-init: eth0 02:54:53:00:01:00 is 10.0.0.1",
+            "server: tessera-init: ping 10.0.0.2: 3 of 3 replies",
+            "server: tessera-init: received 10485760 bytes, md5 ",
+            "client: tessera-init: eth0 02:00:00:00:00:02 is 10.0.0.2",
+            "client: tessera-init: ping 10.0.0.1: 3 of 3 replies",
+            "client: tessera-init: sending 10485760 bytes, md5 ",
+            "client: tessera-init: sent 10485760 bytes in ",
+        ],
+        absent: &["Kernel panic", "Oops", "BUG:", "virtio_net", "NETDEV WATCHDOG"],
+        overlap: &[("server", "client")],
+    },
 ];
 
 /// Checks a scenario's console. `Err` says what a user would have seen wrong.
@@ -582,6 +619,13 @@ pub fn check(s: &Scenario, lines: &[String], qemu_status: Option<i32>, timed_out
     for bad in s.absent.iter().chain(ALWAYS_ABSENT) {
         if let Some(l) = lines.iter().find(|l| l.contains(bad)) {
             problems.push(format!("unexpected line: {l}"));
+        }
+    }
+    for (a, b) in SAME_VALUES.iter().filter(|v| v.scenario == s.name).flat_map(|v| v.pairs) {
+        let value = |prefix: &str| lines.iter().find_map(|l| l.strip_prefix(prefix)).map(str::trim_end);
+        match (value(a), value(b)) {
+            (Some(x), Some(y)) if x == y && !x.is_empty() => {}
+            (x, y) => problems.push(format!("lines {a:?} and {b:?} do not agree: {x:?} and {y:?}")),
         }
     }
     for (a, b) in s.overlap {
@@ -647,6 +691,31 @@ mod tests {
             assert!(e.contains(want), "{want:?} not in {e}");
         }
         assert!(check(&HOSTILE, &[], None, true).unwrap_err().contains("did not finish"));
+    }
+
+    #[test]
+    fn same_values_must_agree() {
+        static S: Scenario = Scenario {
+            name: "linux-net",
+            config: "",
+            deadline_secs: 1,
+            vms: &[],
+            lines: &[],
+            absent: &[],
+            overlap: &[],
+        };
+        let (tx, rx) = SAME_VALUES[0].pairs[0];
+        let good = lines(&format!("{tx}0123abcd\nother: x\n{rx}0123abcd"));
+        assert_eq!(check(&S, &good, Some(0), false), Ok(()));
+        let bad = lines(&format!("{tx}0123abcd\n{rx}0123abce"));
+        assert!(check(&S, &bad, Some(0), false).unwrap_err().contains("do not agree"));
+        let missing = lines(&format!("{tx}0123abcd"));
+        assert!(check(&S, &missing, Some(0), false).unwrap_err().contains("None"));
+        let empty = lines(&format!("{tx}\n{rx}"));
+        assert!(check(&S, &empty, Some(0), false).is_err());
+        for v in SAME_VALUES {
+            assert!(SCENARIOS.iter().any(|s| s.name == v.scenario), "{}: no such scenario", v.scenario);
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //!   ignored before DRIVER_OK, after NEEDS_RESET, for a queue that is not
 //!   ready or does not exist (4.2.2.1: the device must not touch a queue
 //!   whose QueueReady is 0); otherwise it calls [`VirtioDevice::notify`].
+//!   Work the device leaves for later ([`VirtioDevice::take_deferred`])
+//!   runs after the state lock is released (see below).
 //! - Any [`QueueError`] sets DEVICE_NEEDS_RESET and InterruptStatus bit 1
 //!   (configuration change, 2.1.2 / 4.2.2.1); the device stops processing
 //!   until the driver resets it.
@@ -42,6 +44,13 @@
 //! InterruptStatus (an atomic updated under the state lock) and sets the
 //! level from it. Whoever drives the line last therefore uses the latest
 //! status, and two racing updates cannot leave a stale level.
+//!
+//! For the same reason a device never reaches into another device while
+//! its own state lock is held (two VMs sending to each other from two
+//! pCPUs would deadlock): after a notification it may leave a
+//! [`Deferred`] job, which the transport runs once the lock is released
+//! and the interrupt line has been driven. virtio-net uses it to deliver
+//! frames into the receivers' queues, each under that receiver's lock.
 
 use super::queue::{GuestMemory, Queue, QueueError, MAX_QUEUE_SIZE};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -132,6 +141,18 @@ pub trait VirtioDevice: Send {
     fn notify(&mut self, queue: usize, q: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError>;
     /// The driver reset the device: forget all per-driver state.
     fn reset(&mut self);
+    /// Called under the state lock right after [`VirtioDevice::notify`]
+    /// (whatever its outcome): work to run once that lock is released,
+    /// with no device lock held.
+    fn take_deferred(&mut self) -> Option<&'static dyn Deferred> {
+        None
+    }
+}
+
+/// Work a device model leaves for after the transport has dropped its
+/// state lock: anything that takes other devices' locks.
+pub trait Deferred: Sync {
+    fn run(&self);
 }
 
 /// The device's interrupt line (an SPI on the vGIC, in the runtime).
@@ -173,11 +194,13 @@ pub struct VirtioMmio<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> {
     irq: I,
 }
 
-/// What a register access asks of the interrupt line afterwards.
+/// What a register access asks for once the state lock is released.
 #[must_use]
 enum After {
     Nothing,
     UpdateIrq,
+    /// Drive the interrupt line if `.0`, then run the device's work.
+    Deferred(bool, &'static dyn Deferred),
 }
 
 impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
@@ -391,16 +414,23 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
         if !q.ready {
             return After::Nothing;
         }
-        match q.validate(&self.mem).and_then(|()| device.notify(i, q, &self.mem)) {
-            Ok(false) => After::Nothing,
+        let result = q.validate(&self.mem).and_then(|()| device.notify(i, q, &self.mem));
+        let deferred = device.take_deferred();
+        let irq = match result {
+            Ok(false) => false,
             Ok(true) => {
                 self.interrupt_status.fetch_or(INT_VRING, Ordering::AcqRel);
-                After::UpdateIrq
+                true
             }
             Err(_) => {
                 self.needs_reset(s);
-                After::UpdateIrq
+                true
             }
+        };
+        match deferred {
+            Some(work) => After::Deferred(irq, work),
+            None if irq => After::UpdateIrq,
+            None => After::Nothing,
         }
     }
 
@@ -507,9 +537,17 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> crate::mmio::MmioDevice
             return;
         }
         // The state lock is released at the end of `write_locked`, before
-        // the interrupt line is driven (see the module comment).
-        if let After::UpdateIrq = self.write_locked(offset, value) {
-            self.update_irq();
+        // the interrupt line is driven and deferred work runs (see the
+        // module comment).
+        match self.write_locked(offset, value) {
+            After::Nothing => {}
+            After::UpdateIrq => self.update_irq(),
+            After::Deferred(irq, work) => {
+                if irq {
+                    self.update_irq();
+                }
+                work.run();
+            }
         }
     }
 }
