@@ -116,10 +116,16 @@ pub struct SameValues {
     pub pairs: &'static [(&'static str, &'static str)],
 }
 
-pub const SAME_VALUES: &[SameValues] = &[SameValues {
-    scenario: "linux-net",
-    pairs: &[("client: tessera-init: sending 10485760 bytes, md5 ", "server: tessera-init: received 10485760 bytes, md5 ")],
-}];
+pub const SAME_VALUES: &[SameValues] = &[
+    SameValues {
+        scenario: "linux-net",
+        pairs: &[("client: tessera-init: sending 10485760 bytes, md5 ", "server: tessera-init: received 10485760 bytes, md5 ")],
+    },
+    SameValues {
+        scenario: "hostile-net",
+        pairs: &[("client: tessera-init: sending 4194304 bytes, md5 ", "server: tessera-init: received 4194304 bytes, md5 ")],
+    },
+];
 
 /// Never acceptable in any scenario.
 pub const ALWAYS_ABSENT: &[&str] = &["PANIC", "SURVIVED", "memory corrupted", "guest panic", "FAILED", "WRONG:"];
@@ -575,6 +581,24 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "virtio_net", "NETDEV WATCHDOG"],
         overlap: &[("server", "client")],
+    },
+    Scenario {
+        name: "hostile-net",
+        config: "tests/configs/hostile-net.toml",
+        deadline_secs: 240,
+        vms: &[("server", Want::Exit(0)), ("client", Want::Exit(0)), ("hostile", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"hostile\": virtio-net at IPA 0x0a000000, SPI 16: switch 0, MAC 02:54:53:00:03:00",
+            "hostile: virtio-net in slot 0, MAC [02, 54, 53, 00, 03, 00]; spoofing [02, 54, 53, 00, 01, 00]",
+            "hostile: round 1: refused frames returned, then NEEDS_RESET for a TX chain outside RAM",
+            "hostile: every refused frame returned, every bad chain NEEDS_RESET: ",
+            "server: tessera-init: ping 10.0.0.2: 3 of 3 replies",
+            "server: tessera-init: received 4194304 bytes, md5 ",
+            "client: tessera-init: ping 10.0.0.1: 3 of 3 replies",
+            "client: tessera-init: sending 4194304 bytes, md5 ",
+        ],
+        absent: &["Kernel panic", "Oops", "BUG:", "virtio_net", "NETDEV WATCHDOG"],
+        overlap: &[("hostile", "client")],
     },
 ];
 

@@ -11,16 +11,7 @@ pub fn run() -> Result<(), String> {
     let hyp = build::all()?;
     let cfg = root().join("tests/configs/bench.toml");
     let packed = pack::pack(&cfg, &hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
-    let c = qemu::boot(&qemu::Boot {
-        image: &packed.image,
-        pcpus: 1,
-        memory_mib: packed.memory_mib,
-        deadline: Duration::from_secs(300),
-        echo: false,
-        icount: true,
-        disks: &packed.disks,
-        interactive: false,
-    })?;
+    let c = boot(&packed, 1, true)?;
     outcome::verdict(&packed.vm_names, &c)?;
     let null = Fields::find(&c.lines, "bench", "null-hypercall")?;
     let ns_per_tick = 1e9 / null.get("cntfrq")? as f64;
@@ -39,7 +30,8 @@ pub fn run() -> Result<(), String> {
     doorbell(&hyp)?;
     freertos(&hyp)?;
     linux_boot(&hyp)?;
-    block_throughput(&hyp)
+    block_throughput(&hyp)?;
+    net_throughput(&hyp)
 }
 
 /// The channel doorbell round trip between two VMs on one pCPU: ping
@@ -47,16 +39,7 @@ pub fn run() -> Result<(), String> {
 fn doorbell(hyp: &std::path::Path) -> Result<(), String> {
     let cfg = root().join("tests/configs/bench-channel.toml");
     let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
-    let c = qemu::boot(&qemu::Boot {
-        image: &packed.image,
-        pcpus: 1,
-        memory_mib: packed.memory_mib,
-        deadline: Duration::from_secs(300),
-        echo: false,
-        icount: true,
-        disks: &packed.disks,
-        interactive: false,
-    })?;
+    let c = boot(&packed, 1, true)?;
     outcome::verdict(&packed.vm_names, &c)?;
     let f = Fields::find(&c.lines, "ping", "doorbell-round-trip")?;
     let ns_per_tick = 1e9 / f.get("cntfrq")? as f64;
@@ -72,9 +55,13 @@ fn block_throughput(hyp: &std::path::Path) -> Result<(), String> {
     let cfg = root().join("tests/configs/bench-blk.toml");
     crate::linux::ensure_artifacts_for(&cfg)?;
     let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+    // A fresh zeroed image for every run (`create_disks` only makes one
+    // the configuration found missing, and this one may exist already).
     let image = packed.disks[0].image.clone();
-    let _ = std::fs::remove_file(&image);
-    qemu::create_disks(&packed.disks)?;
+    std::fs::create_dir_all(image.parent().unwrap_or(&root())).map_err(|e| e.to_string())?;
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(packed.disks[0].size))
+        .map_err(|e| format!("{}: {e}", image.display()))?;
     let dir = crate::linux::out_dir();
     let mut native = std::process::Command::new("qemu-system-arm");
     native
@@ -88,16 +75,7 @@ fn block_throughput(hyp: &std::path::Path) -> Result<(), String> {
         .arg(dir.join("initramfs.cpio.gz"))
         .args(["-append", "console=ttyAMA0 tessera.test=blk-bench"]);
     let n = qemu::collect(native, Duration::from_secs(300), false, false)?;
-    let t = qemu::boot(&qemu::Boot {
-        image: &packed.image,
-        pcpus: packed.pcpus,
-        memory_mib: packed.memory_mib,
-        deadline: Duration::from_secs(300),
-        echo: false,
-        icount: false,
-        disks: &packed.disks,
-        interactive: false,
-    })?;
+    let t = boot(&packed, packed.pcpus, false)?;
     outcome::verdict(&packed.vm_names, &t)?;
     println!("virtio-blk, Linux guest, 1 vCPU, dd of 32 MiB with bs=1M (writes with conv=fsync), wall clock:");
     for op in ["read", "write"] {
@@ -118,6 +96,94 @@ fn block_throughput(hyp: &std::path::Path) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Guest-to-guest TCP throughput: a Linux VM sends 32 MiB to another
+/// with nc over Tessera's virtual switch (each VM 1 vCPU on its own pCPU),
+/// and the same two guests as two QEMUs joined by QEMU's socket network
+/// backend, each with QEMU's own virtio-net; the client times the
+/// transfer from /proc/uptime. Interleaved runs, medians compared.
+fn net_throughput(hyp: &std::path::Path) -> Result<(), String> {
+    const MIB: f64 = 32.0;
+    const RUNS: usize = 3;
+    let cfg = root().join("tests/configs/bench-net.toml");
+    crate::linux::ensure_artifacts_for(&cfg)?;
+    let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+    let secs = |lines: &[String], who: &str| -> Result<f64, String> {
+        let bytes = MIB as u64 * 1048576;
+        let key = format!("client: tessera-init: sent {bytes} bytes in ");
+        let md5 = |what: &str| {
+            let p = format!("tessera-init: {what} {bytes} bytes, md5 ");
+            lines.iter().find_map(|l| l.split_once(&p).map(|(_, r)| r.trim().to_string()))
+        };
+        if md5("sending").is_none() || md5("sending") != md5("received") {
+            return Err(format!("{who}: the data received is not the data sent: {lines:?}"));
+        }
+        lines
+            .iter()
+            .find_map(|l| l.split_once(&key).and_then(|(_, r)| r.trim_end_matches(" s").parse::<f64>().ok()))
+            .ok_or(format!("{who}: no \"sent\" line: {lines:?}"))
+    };
+    let (mut native, mut tessera) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let n = native_pair()?;
+        native.push(secs(&n, "native")?);
+        let t = boot(&packed, packed.pcpus, false)?;
+        outcome::verdict(&packed.vm_names, &t)?;
+        tessera.push(secs(&t.lines, "tessera")?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mbs = |s: f64| MIB * 1.048576 / s.max(0.01);
+    let (n, t) = (mbs(median(&mut native)), mbs(median(&mut tessera)));
+    println!("virtio-net guest to guest, Linux, 1 vCPU each on its own pCPU, nc of {MIB} MiB over TCP, median of {RUNS} interleaved runs:");
+    println!("  two QEMUs, QEMU's virtio-net over its socket backend   {n:>6.1} MB/s");
+    println!("  Tessera's virtual switch                                {t:>6.1} MB/s   ratio {:.2}x", t / n);
+    Ok(())
+}
+
+/// The net bench's two guests natively: two QEMUs of one core each, their
+/// virtio-nets joined by QEMU's socket backend over a local TCP port.
+/// Returns both consoles' lines, labelled "server: " and "client: ".
+fn native_pair() -> Result<Vec<String>, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let dir = crate::linux::out_dir();
+    let guest = |name: &str, net: String, args: &str| {
+        let mut c = std::process::Command::new("qemu-system-arm");
+        c.args(["-M", "virt,virtualization=on,highmem=off", "-cpu", "cortex-a15", "-smp", "1", "-m", "128"])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+            .args(["-netdev", &net, "-device", &format!("virtio-net-device,netdev=n,mac={}", if name == "server" { "02:00:00:00:00:01" } else { "02:00:00:00:00:02" })])
+            .arg("-kernel")
+            .arg(dir.join("zImage"))
+            .arg("-initrd")
+            .arg(dir.join("initramfs.cpio.gz"))
+            .args(["-append", &format!("console=ttyAMA0 {args}")]);
+        c
+    };
+    let server = guest(
+        "server",
+        format!("socket,id=n,listen=127.0.0.1:{port}"),
+        "tessera.test=net-server tessera.ip=10.0.0.1 tessera.peer=10.0.0.2",
+    );
+    let client = guest(
+        "client",
+        format!("socket,id=n,connect=127.0.0.1:{port}"),
+        "tessera.test=net-client tessera.ip=10.0.0.2 tessera.peer=10.0.0.1 tessera.net_mib=32",
+    );
+    let s = std::thread::spawn(move || qemu::collect(server, Duration::from_secs(300), false, false));
+    // The listening side must be up before the other connects.
+    std::thread::sleep(Duration::from_millis(1500));
+    let c = qemu::collect(client, Duration::from_secs(300), false, false)?;
+    let s = s.join().map_err(|_| "the native server's QEMU thread panicked".to_string())??;
+    for (who, con) in [("server", &s), ("client", &c)] {
+        if con.timed_out || con.status != Some(0) {
+            return Err(format!("native {who}: QEMU status {:?}, timed out {}: {:?}", con.status, con.timed_out, con.lines));
+        }
+    }
+    let label = |who: &str, con: qemu::Console| con.lines.into_iter().map(move |l| format!("{who}: {l}")).collect::<Vec<_>>();
+    Ok(label("server", s).into_iter().chain(label("client", c)).collect())
 }
 
 /// FreeRTOS (rtos-port): tick-to-task latency and periodic jitter. The
@@ -143,16 +209,7 @@ fn freertos(hyp: &std::path::Path) -> Result<(), String> {
             if icount && packed.pcpus > 1 {
                 continue; // QEMU's -icount works with one pCPU only
             }
-            let c = qemu::boot(&qemu::Boot {
-                image: &packed.image,
-                pcpus: packed.pcpus,
-                memory_mib: packed.memory_mib,
-                deadline: Duration::from_secs(300),
-                echo: false,
-                icount,
-                disks: &packed.disks,
-                interactive: false,
-            })?;
+            let c = boot(&packed, packed.pcpus, icount)?;
             outcome::verdict(&packed.vm_names, &c)?;
             let (min, avg, max, cntfrq) = freertos_periodic(&c.lines, packed.vm_names.len() > 1)?;
             // -icount shift=0: one counter tick per ns, one ns per instruction.
@@ -228,6 +285,21 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
     println!("  native (QEMU boots the kernel)   {n:>6.2} s");
     println!("  under Tessera                    {t:>6.2} s   ratio {:.2}x", t / n);
     Ok(())
+}
+
+/// Boots a packed configuration on `pcpus` pCPUs (under `-icount` or on
+/// the wall clock), quietly, with a 300 s deadline.
+fn boot(packed: &pack::Packed, pcpus: u32, icount: bool) -> Result<qemu::Console, String> {
+    qemu::boot(&qemu::Boot {
+        image: &packed.image,
+        pcpus,
+        memory_mib: packed.memory_mib,
+        deadline: Duration::from_secs(300),
+        echo: false,
+        icount,
+        disks: &packed.disks,
+        interactive: false,
+    })
 }
 
 /// `bench NAME key=value ...` from the bench guest's console.

@@ -12,6 +12,12 @@
 //! - `virtio-bad-queue`: sets up its virtio-rng (virtio-mmio slot 0) like a
 //!   driver, then offers a buffer outside its RAM: the device must report
 //!   NEEDS_RESET (and a configuration-change interrupt) and recover on reset.
+//! - `net-bad-queue`: for `secs=` seconds, rounds of: set up its virtio-net
+//!   (slot 0) like a driver, send frames the switch must refuse (a source
+//!   MAC not its own: `victim=`'s; too long; too short) and one junk
+//!   broadcast from its own MAC, all returned with used length 0; then a
+//!   TX chain outside its RAM: NEEDS_RESET and a configuration-change
+//!   interrupt; reset. The other VMs on the switch must carry on.
 //! - `gic-garbage`: writes pseudo-random values to every register of the
 //!   emulated GIC distributor and UART (SGI storms included), then checks
 //!   it still runs and exits 0.
@@ -53,6 +59,7 @@ fn main() -> u32 {
         "bad-args" => bad_args(),
         "gic-garbage" => gic_garbage(),
         "virtio-bad-queue" => virtio_bad_queue(),
+        "net-bad-queue" => net_bad_queue(),
         "cpu-off-last" => {
             let r = tessera_guest::psci::cpu_off();
             println!("SURVIVED CPU_OFF of the last vCPU: {r}");
@@ -183,4 +190,141 @@ fn virtio_bad_queue() -> u32 {
     w(0x070, 0); // reset
     println!("after reset status {:#x}", r(0x070));
     0
+}
+
+/// Volatile accesses to the net case's queue and frames (its TX queue at
+/// 0x4018_0000, frames at 0x4019_0000).
+fn put16(a: usize, v: u16) {
+    // SAFETY: our own RAM, past the image (the net case's queue area).
+    unsafe { core::ptr::write_volatile(a as *mut u16, v) }
+}
+
+fn put32(a: usize, v: u32) {
+    // SAFETY: as in `put16`.
+    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
+}
+
+fn get16(a: usize) -> u16 {
+    // SAFETY: as in `put16`; the device writes the used ring.
+    unsafe { core::ptr::read_volatile(a as *const u16) }
+}
+
+fn net_bad_queue() -> u32 {
+    const V: usize = 0x0a00_0000;
+    const Q: usize = 0x4018_0000;
+    const BUF: usize = 0x4019_0000;
+    let r = |off: usize| guest_rt::mmio_read(V + off);
+    let w = |off: usize, v: u32| guest_rt::mmio_write(V + off, v);
+    if (r(0x000), r(0x004), r(0x008)) != (0x7472_6976, 2, 1) {
+        println!("WRONG: no virtio-net in slot 0");
+        return 1;
+    }
+    let (lo, hi) = (r(0x100), r(0x104));
+    let own = [lo as u8, (lo >> 8) as u8, (lo >> 16) as u8, (lo >> 24) as u8, hi as u8, (hi >> 8) as u8];
+    let victim = parse_mac(guest_rt::arg("victim").unwrap_or("02:54:53:00:01:00"));
+    println!("virtio-net in slot 0, MAC {:02x?}; spoofing {:02x?}", own, victim);
+    // Frames (each after a zeroed 12-byte virtio-net header), as
+    // (offset in BUF, readable length): spoofed source, too long, too
+    // short, and a junk broadcast from our own MAC (delivered, harmless).
+    let frame = |at: usize, dst: [u8; 6], src: [u8; 6], len: usize| {
+        for i in 0..12 + len {
+            // SAFETY: as in `put16`.
+            unsafe { core::ptr::write_volatile((BUF + at + i) as *mut u8, 0) };
+        }
+        for (i, b) in dst.iter().chain(src.iter()).chain([0x88u8, 0xb5].iter()).enumerate().take(len) {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile((BUF + at + 12 + i) as *mut u8, *b) };
+        }
+        (at, 12 + len as u32)
+    };
+    let bad = [
+        frame(0x0000, [0xff; 6], victim, 60),
+        frame(0x1000, [0xff; 6], own, 2000),
+        frame(0x2000, [0xff; 6], own, 10),
+        frame(0x3000, [0xff; 6], own, 60),
+    ];
+    let secs = guest_rt::arg_u32("secs", 10) as u64;
+    let start = guest_rt::counter();
+    let end = start + secs * guest_rt::counter_frequency() as u64;
+    let mut rounds = 0u32;
+    while guest_rt::counter() < end {
+        // Reset; ACKNOWLEDGE, DRIVER; VERSION_1 only; FEATURES_OK.
+        w(0x070, 0);
+        w(0x070, 1);
+        w(0x070, 1 | 2);
+        w(0x024, 1);
+        w(0x020, 1);
+        w(0x024, 0);
+        w(0x020, 0);
+        w(0x070, 1 | 2 | 8);
+        if r(0x070) & 8 == 0 {
+            println!("WRONG: FEATURES_OK refused");
+            return 1;
+        }
+        // The transmit queue (1), 8 entries: no RX buffers are ever given.
+        put16(Q + 0x100, 0);
+        put16(Q + 0x102, 0);
+        put16(Q + 0x202, 0);
+        w(0x030, 1);
+        w(0x038, 8);
+        w(0x080, Q as u32);
+        w(0x084, 0);
+        w(0x090, (Q + 0x100) as u32);
+        w(0x094, 0);
+        w(0x0a0, (Q + 0x200) as u32);
+        w(0x0a4, 0);
+        w(0x044, 1);
+        w(0x070, 1 | 2 | 8 | 4);
+        for (i, &(at, len)) in bad.iter().enumerate() {
+            let d = Q + 16 * i;
+            put32(d, (BUF + at) as u32);
+            put32(d + 4, 0);
+            put32(d + 8, len);
+            put16(d + 12, 0);
+            put16(d + 14, 0);
+            put16(Q + 0x104 + 2 * i, i as u16);
+        }
+        put16(Q + 0x102, bad.len() as u16);
+        w(0x050, 1);
+        let (status, used) = (r(0x070), get16(Q + 0x202));
+        if status & 0x40 != 0 || used != bad.len() as u16 {
+            println!("WRONG: refused frames: status {status:#x}, {used} of {} chains returned", bad.len());
+            return 1;
+        }
+        // A chain outside our RAM.
+        let d = Q + 16 * 4;
+        put32(d, 0x3000_0000);
+        put32(d + 4, 0);
+        put32(d + 8, 100);
+        put16(d + 12, 0);
+        put16(Q + 0x104 + 2 * 4, 4);
+        put16(Q + 0x102, 5);
+        w(0x050, 1);
+        let (status, isr) = (r(0x070), r(0x060));
+        if status & 0x40 == 0 || isr & 2 == 0 {
+            println!("WRONG: a TX chain outside RAM: status {status:#x}, interrupt status {isr:#x}");
+            return 1;
+        }
+        w(0x064, isr);
+        rounds += 1;
+        if rounds == 1 {
+            println!("round 1: refused frames returned, then NEEDS_RESET for a TX chain outside RAM");
+        }
+        // Let the other VMs run for about 50 ms.
+        let next = guest_rt::counter() + guest_rt::counter_frequency() as u64 / 20;
+        while guest_rt::counter() < next {
+            let _ = tessera_guest::yield_vcpu();
+        }
+    }
+    w(0x070, 0);
+    println!("every refused frame returned, every bad chain NEEDS_RESET: {rounds} rounds in {secs} s");
+    0
+}
+
+fn parse_mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(p, 16).unwrap_or(0);
+    }
+    m
 }
