@@ -78,20 +78,24 @@ static DISKS: [Mutex<Option<Blk>>; tessera_payload::MAX_DISKS] = [const { Mutex:
 pub struct PhysDisks;
 pub static PHYS_DISKS: PhysDisks = PhysDisks;
 
+/// Runs `f` on disk `disk` under its lock; an absent disk or a failed
+/// request is a backend error.
+fn with_disk(disk: u32, f: impl FnOnce(&mut Blk) -> virtio_drivers::Result) -> Result<(), BackendError> {
+    let mut d = DISKS.get(disk as usize).ok_or(BackendError)?.lock();
+    f(d.as_mut().ok_or(BackendError)?).map_err(|_| BackendError)
+}
+
 impl DiskIo for PhysDisks {
     fn read(&self, disk: u32, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
-        let mut d = DISKS.get(disk as usize).ok_or(BackendError)?.lock();
-        let d = d.as_mut().ok_or(BackendError)?;
-        d.read_blocks(usize::try_from(sector).map_err(|_| BackendError)?, buf).map_err(|_| BackendError)
+        let sector = usize::try_from(sector).map_err(|_| BackendError)?;
+        with_disk(disk, |d| d.read_blocks(sector, buf))
     }
     fn write(&self, disk: u32, sector: u64, buf: &[u8]) -> Result<(), BackendError> {
-        let mut d = DISKS.get(disk as usize).ok_or(BackendError)?.lock();
-        let d = d.as_mut().ok_or(BackendError)?;
-        d.write_blocks(usize::try_from(sector).map_err(|_| BackendError)?, buf).map_err(|_| BackendError)
+        let sector = usize::try_from(sector).map_err(|_| BackendError)?;
+        with_disk(disk, |d| d.write_blocks(sector, buf))
     }
     fn flush(&self, disk: u32) -> Result<(), BackendError> {
-        let mut d = DISKS.get(disk as usize).ok_or(BackendError)?.lock();
-        d.as_mut().ok_or(BackendError)?.flush().map_err(|_| BackendError)
+        with_disk(disk, |d| d.flush())
     }
 }
 

@@ -535,12 +535,7 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     for (i, vm) in raw.vm.into_iter().enumerate() {
         let key = |k: &str| format!("vm[{i}].{k}");
         let name = vm.name;
-        let name_ok = !name.is_empty()
-            && name.len() <= MAX_NAME_LEN
-            && name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-        if !name_ok {
+        if !valid_name(&name, MAX_NAME_LEN) {
             return err(
                 key("name"),
                 format!("{name:?} is not a valid VM name: use 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, _ and -"),
@@ -664,6 +659,12 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     Ok(config)
 }
 
+/// A name of VMs, disks, switches and channels: 1 to `max` characters of
+/// A-Z, a-z, 0-9, _ and -.
+fn valid_name(name: &str, max: usize) -> bool {
+    !name.is_empty() && name.len() <= max && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
 fn check_disks(path: &Path, dir: &Path, raw: &[RawDisk]) -> Result<Vec<DiskConfig>, ConfigError> {
     if raw.len() > MAX_DISKS {
         return Err(ConfigError::key(path, "disk", format!("{} disks defined, at most {MAX_DISKS} are supported", raw.len())));
@@ -671,10 +672,8 @@ fn check_disks(path: &Path, dir: &Path, raw: &[RawDisk]) -> Result<Vec<DiskConfi
     let mut out: Vec<DiskConfig> = Vec::new();
     for (k, d) in raw.iter().enumerate() {
         let key = |f: &str| format!("disk[{k}].{f}");
-        let name_ok = !d.name.is_empty()
-            && d.name.len() <= 20 // the virtio-blk serial holds 20 bytes
-            && d.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-        if !name_ok {
+        // The virtio-blk serial holds 20 bytes.
+        if !valid_name(&d.name, 20) {
             return Err(ConfigError::key(path, key("name"), format!("{:?} is not a valid disk name: use 1 to 20 characters of A-Z, a-z, 0-9, _ and -", d.name)));
         }
         if let Some(j) = out.iter().position(|o| o.name == d.name) {
@@ -768,8 +767,7 @@ fn check_device(
             let Some(name) = &dev.switch else {
                 return err("switch", format!("{who}: a net device needs switch = \"<name>\""));
             };
-            let name_ok = !name.is_empty() && name.len() <= 31 && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-            if !name_ok {
+            if !valid_name(name, MAX_NAME_LEN) {
                 return err("switch", format!("{who}: {name:?} is not a valid switch name"));
             }
             let switch = match switches.iter().position(|s| s == name) {
@@ -859,8 +857,7 @@ fn check_channels(
     let mut out: Vec<ChannelConfig> = Vec::new();
     for (k, c) in raw.iter().enumerate() {
         let key = |f: &str| format!("channel[{k}].{f}");
-        let name_ok = !c.name.is_empty() && c.name.len() <= MAX_NAME_LEN && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !name_ok {
+        if !valid_name(&c.name, MAX_NAME_LEN) {
             return Err(ConfigError::key(path, key("name"), format!("{:?} is not a valid channel name", c.name)));
         }
         if let Some(j) = out.iter().position(|o| o.name == c.name) {

@@ -90,7 +90,8 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn write_sparse(path: &Path, size: u64) -> Result<(), String> {
+/// A zero-filled (sparse) file of `size` bytes; the error starts with the path.
+pub fn write_sparse(path: &Path, size: u64) -> Result<(), String> {
     let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     f.set_len(size).map_err(|e| format!("{}: {e}", path.display()))
 }

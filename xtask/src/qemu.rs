@@ -59,8 +59,7 @@ pub fn create_disks(disks: &[crate::config::DiskConfig]) -> Result<(), String> {
         if let Some(dir) = d.image.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let f = std::fs::File::create(&d.image).map_err(|e| format!("cannot create disk image {}: {e}", d.image.display()))?;
-        f.set_len(d.size).map_err(|e| format!("cannot size disk image {}: {e}", d.image.display()))?;
+        crate::disks::write_sparse(&d.image, d.size).map_err(|e| format!("cannot create disk image {e}"))?;
         eprintln!("xtask: created disk image {} ({} MiB)", d.image.display(), d.size >> 20);
     }
     Ok(())

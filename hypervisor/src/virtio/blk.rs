@@ -22,7 +22,7 @@
 extern crate alloc;
 
 use super::mmio::VirtioDevice;
-use super::queue::{Chain, GuestMemory, Queue, QueueError, Segment};
+use super::queue::{Chain, GuestMemory, MemError, Queue, QueueError, Segment};
 use alloc::boxed::Box;
 use alloc::vec;
 
@@ -199,46 +199,43 @@ impl<B: BlockBackend> VirtioBlk<B> {
     }
 }
 
-/// Copies `buf.len()` bytes from offset `at` of a segment stream.
-fn read_at(segs: impl Iterator<Item = Segment>, mem: &dyn GuestMemory, at: u64, buf: &mut [u8]) -> Result<(), QueueError> {
+/// Visits bytes `[at, at + len)` of a segment stream: `f(ipa, from, to)`
+/// for each piece, `from..to` being its place in the caller's buffer. The
+/// stream must be long enough.
+fn for_range(
+    segs: impl Iterator<Item = Segment>,
+    at: u64,
+    len: usize,
+    mut f: impl FnMut(crate::addr::Ipa, usize, usize) -> Result<(), MemError>,
+) -> Result<(), QueueError> {
     let mut pos = 0u64; // stream offset of the current segment
     let mut done = 0usize;
     for s in segs {
         let end = pos + s.len as u64;
-        if done < buf.len() && at + (done as u64) < end {
+        if done < len && at + (done as u64) < end {
             let off = at + done as u64 - pos;
-            let n = ((s.len as u64 - off) as usize).min(buf.len() - done);
-            mem.read(s.ipa.add(off), &mut buf[done..done + n]).map_err(|_| QueueError::BufferOutsideRam)?;
+            let n = ((s.len as u64 - off) as usize).min(len - done);
+            f(s.ipa.add(off), done, done + n).map_err(|_| QueueError::BufferOutsideRam)?;
             done += n;
         }
         pos = end;
     }
-    if done == buf.len() {
+    if done == len {
         Ok(())
     } else {
         Err(QueueError::BadRequest)
     }
 }
 
+/// Copies `buf.len()` bytes from offset `at` of a segment stream.
+fn read_at(segs: impl Iterator<Item = Segment>, mem: &dyn GuestMemory, at: u64, buf: &mut [u8]) -> Result<(), QueueError> {
+    let len = buf.len();
+    for_range(segs, at, len, |ipa, from, to| mem.read(ipa, &mut buf[from..to]))
+}
+
 /// Copies `data` to offset `at` of a segment stream.
 fn write_at(segs: impl Iterator<Item = Segment>, mem: &dyn GuestMemory, at: u64, data: &[u8]) -> Result<(), QueueError> {
-    let mut pos = 0u64;
-    let mut done = 0usize;
-    for s in segs {
-        let end = pos + s.len as u64;
-        if done < data.len() && at + (done as u64) < end {
-            let off = at + done as u64 - pos;
-            let n = ((s.len as u64 - off) as usize).min(data.len() - done);
-            mem.write(s.ipa.add(off), &data[done..done + n]).map_err(|_| QueueError::BufferOutsideRam)?;
-            done += n;
-        }
-        pos = end;
-    }
-    if done == data.len() {
-        Ok(())
-    } else {
-        Err(QueueError::BadRequest)
-    }
+    for_range(segs, at, data.len(), |ipa, from, to| mem.write(ipa, &data[from..to]))
 }
 
 impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
