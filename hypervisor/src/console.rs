@@ -7,8 +7,9 @@
 //! ESC are dropped, so a guest cannot rewrite the start of a line (`\r`) and
 //! pass its output off as the hypervisor's.
 
+use crate::platform::Platform;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use spin::{Mutex, Once};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,10 +98,15 @@ pub fn vm_output(source: u32, name: &str, bytes: &[u8], complete: bool) {
 }
 
 /// For the panic path: print even if another CPU died holding the lock.
-pub fn emergency(args: fmt::Arguments<'_>) {
+///
+/// # Safety
+/// Only from the panic handler, which never returns to code that may hold
+/// the console lock: the lock is broken open, and a pCPU that was inside it
+/// may print a torn line, but none relies on it afterwards.
+pub unsafe fn emergency(args: fmt::Arguments<'_>) {
     let Some(&sink) = SINK.get() else { return };
-    // SAFETY: the system is going down; a torn line is better than silence,
-    // and no code runs after the panic handler that relies on the lock.
+    // SAFETY: the caller is the panic handler (function contract): breaking
+    // the lock can only tear a line on the way down.
     unsafe { LOCK.force_unlock() };
     let _g = LOCK.lock();
     sink(b"\n");
@@ -198,6 +204,67 @@ mod tests {
     fn carriage_returns_and_controls_cannot_forge_lines() {
         assert_eq!(lines(&[b"x\rtessera\x07\n"]), ["xtessera"]);
         assert_eq!(lines(&[b"\x1b[1m\n"]), ["\x1b[1m"]);
+    }
+}
+
+pub const NAME_LEN: usize = tessera_payload::NAME_LEN;
+/// A console's label: the VM's name and a suffix (".hvc0").
+pub const LABEL_LEN: usize = NAME_LEN + 8;
+
+/// A VM's console output: line-buffered, labelled with the VM's name.
+pub struct VmConsole {
+    id: u32,
+    name: [u8; LABEL_LEN],
+    name_len: usize,
+    buf: Mutex<LineBuffer<200>>,
+    /// When (platform clock ticks) the oldest unprinted partial line
+    /// began; 0 if none.
+    partial_since: AtomicU64,
+    clock: &'static dyn Platform,
+}
+
+impl VmConsole {
+    /// `id` is a non-zero number unique to this console (see [`vm_output`]).
+    pub fn new(id: u32, name: &str, clock: &'static dyn Platform) -> Self {
+        let mut n = [0u8; LABEL_LEN];
+        let len = name.len().min(LABEL_LEN);
+        n[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self { id, name: n, name_len: len, buf: Mutex::new(LineBuffer::new()), partial_since: AtomicU64::new(0), clock }
+    }
+
+    pub fn name(&self) -> &str {
+        // Names are checked ASCII by the payload parser.
+        core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    }
+
+    /// Guest bytes: complete lines go out at once; a partial line waits for
+    /// its end, or for `flush_stale`.
+    pub fn write(&self, bytes: &[u8]) {
+        let (id, name) = (self.id, self.name());
+        let mut b = self.buf.lock();
+        b.push(bytes, |line| vm_output(id, name, line, true));
+        if b.is_empty() {
+            self.partial_since.store(0, Ordering::Relaxed);
+        } else if self.partial_since.load(Ordering::Relaxed) == 0 {
+            self.partial_since.store(self.clock.now().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Prints a partial line that has waited `age` ticks or more (a prompt).
+    pub fn flush_stale(&self, now: u64, age: u64) {
+        let since = self.partial_since.load(Ordering::Relaxed);
+        if since != 0 && now.saturating_sub(since) >= age {
+            let (id, name) = (self.id, self.name());
+            self.buf.lock().flush(|l| vm_output(id, name, l, false));
+            self.partial_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends any partial line (the VM has ended).
+    pub fn finish(&self) {
+        let (id, name) = (self.id, self.name());
+        self.buf.lock().flush(|l| vm_output(id, name, l, true));
+        self.partial_since.store(0, Ordering::Relaxed);
     }
 }
 

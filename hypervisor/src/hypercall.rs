@@ -7,7 +7,7 @@
 //! return.
 
 use crate::addr::Ipa;
-use crate::vm::OutsideRam;
+use crate::mem::GuestMemory;
 use hypercall_abi::{feature, psci, Error, Function};
 
 /// What the dispatcher needs to know about, and do to, the calling vCPU's VM.
@@ -15,16 +15,13 @@ pub trait Caller {
     fn vm_id(&self) -> u32;
     fn vcpu_count(&self) -> u32;
     fn vcpu_index(&self) -> u32;
-    /// Copies `buf.len()` bytes from guest-physical `ipa`. Fails, copying
-    /// nothing, unless the whole range is the calling VM's own RAM.
-    fn read_guest(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam>;
+    /// The calling VM's own RAM: every guest pointer is checked against it.
+    fn memory(&self) -> &dyn GuestMemory;
     fn console_write(&mut self, bytes: &[u8]);
     /// PSCI CPU_ON for vCPU `index` of this VM (already range-checked).
     fn cpu_on(&mut self, index: u32, entry: u32, context_id: u32) -> i32;
     /// PSCI AFFINITY_INFO level 0 for vCPU `index` (already range-checked).
     fn affinity_info(&self, index: u32) -> i32;
-    /// Is `[ipa, ipa+len)` inside this VM's RAM?
-    fn in_ram(&self, ipa: Ipa, len: u32) -> bool;
     /// Bit k set: this VM maps channel k.
     fn channels(&self) -> u32;
     /// Rings channel `channel`'s doorbell in the other VMs that map it
@@ -118,7 +115,7 @@ pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
             }
             let mut buf = [0u8; hypercall_abi::CONSOLE_WRITE_MAX as usize];
             let buf = &mut buf[..len as usize];
-            if c.read_guest(ipa, buf).is_err() {
+            if c.memory().read(ipa, buf).is_err() {
                 return err(Error::InvalidAddress);
             }
             c.console_write(buf);
@@ -162,7 +159,7 @@ pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
             let Some(index) = vcpu_of_mpidr(r[1], c.vcpu_count()) else {
                 return psci_ret(psci::INVALID_PARAMETERS);
             };
-            if !c.in_ram(Ipa(r[2] as u64), 4) {
+            if !c.memory().contains(Ipa(r[2] as u64), 4) {
                 return psci_ret(psci::INVALID_ADDRESS);
             }
             psci_ret(c.cpu_on(index, r[2], r[3]))
@@ -187,8 +184,7 @@ mod tests {
     use super::*;
 
     struct FakeVm {
-        ram: Vec<u8>,
-        base: u64,
+        ram: crate::mem::GuestRam,
         console: Vec<u8>,
         on: Vec<(u32, u32, u32)>,
         channels: u32,
@@ -205,13 +201,8 @@ mod tests {
         fn vcpu_index(&self) -> u32 {
             1
         }
-        fn read_guest(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam> {
-            if !self.in_ram(ipa, buf.len() as u32) {
-                return Err(OutsideRam);
-            }
-            let off = (ipa.raw() - self.base) as usize;
-            buf.copy_from_slice(&self.ram[off..off + buf.len()]);
-            Ok(())
+        fn memory(&self) -> &dyn GuestMemory {
+            &self.ram
         }
         fn console_write(&mut self, bytes: &[u8]) {
             self.console.extend_from_slice(bytes);
@@ -227,9 +218,6 @@ mod tests {
                 psci::AFFINITY_OFF
             }
         }
-        fn in_ram(&self, ipa: Ipa, len: u32) -> bool {
-            ipa.raw() >= self.base && ipa.raw() + len as u64 <= self.base + self.ram.len() as u64
-        }
         fn channels(&self) -> u32 {
             self.channels
         }
@@ -243,9 +231,9 @@ mod tests {
     }
 
     fn vm() -> FakeVm {
-        let mut ram = vec![0u8; 0x2000];
-        ram[0x100..0x105].copy_from_slice(b"hello");
-        FakeVm { ram, base: 0x4000_0000, console: vec![], on: vec![], channels: 0, rung: vec![] }
+        let ram = crate::mem::test_ram(0x4000_0000, 0x2000);
+        ram.write(Ipa(0x4000_0100), b"hello").unwrap();
+        FakeVm { ram, console: vec![], on: vec![], channels: 0, rung: vec![] }
     }
 
     fn call(v: &mut FakeVm, regs: &[u32]) -> Action {

@@ -17,7 +17,7 @@ use crate::mm::frame::FrameAllocator;
 use crate::{info, warn};
 use core::ptr::NonNull;
 use spin::Mutex;
-use crate::vm::DiskIo;
+use crate::devices::wiring::DiskIo;
 use crate::virtio::blk::BackendError;
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::rng::VirtIORng;

@@ -6,9 +6,39 @@
 use crate::{build, outcome, pack, qemu, root, setup};
 use std::time::Duration;
 
-pub fn run() -> Result<(), String> {
+/// The parts of the bench, in the order they run; `cargo xtask bench PART`
+/// runs one.
+pub const PARTS: &[&str] = &["micro", "freertos", "linux", "blk", "net"];
+
+pub fn run(only: Option<&str>) -> Result<(), String> {
+    if let Some(p) = only.filter(|p| !PARTS.contains(p)) {
+        return Err(format!("no bench part {p:?}: use one of {}", PARTS.join(", ")));
+    }
     setup::run()?;
     let hyp = build::all()?;
+    let want = |p: &str| only.is_none_or(|o| o == p);
+    if want("micro") {
+        micro(&hyp)?;
+    }
+    if want("freertos") {
+        freertos(&hyp)?;
+    }
+    if want("linux") {
+        linux_boot(&hyp)?;
+    }
+    if want("blk") {
+        block_throughput(&hyp)?;
+    }
+    if want("net") {
+        net_throughput(&hyp)?;
+    }
+    Ok(())
+}
+
+/// Instruction counts of the hot paths (bench guest) and the channel
+/// doorbell.
+fn micro(hyp: &std::path::Path) -> Result<(), String> {
+    let hyp = hyp.to_path_buf();
     let cfg = root().join("tests/configs/bench.toml");
     let packed = pack::pack(&cfg, &hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
     let c = boot(&packed, 1, true)?;
@@ -27,11 +57,7 @@ pub fn run() -> Result<(), String> {
         let avg = f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64;
         println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
     }
-    doorbell(&hyp)?;
-    freertos(&hyp)?;
-    linux_boot(&hyp)?;
-    block_throughput(&hyp)?;
-    net_throughput(&hyp)
+    doorbell(&hyp)
 }
 
 /// The channel doorbell round trip between two VMs on one pCPU: ping

@@ -4,7 +4,8 @@
 //! - `build`           build the hypervisor and the test guests for armv7a-none-eabi
 //! - `run [CONFIG]`    set up, build, pack CONFIG (default: examples/linux-smp.toml), boot it in QEMU
 //! - `test`            every test: host unit tests, then the QEMU scenarios
-//! - `bench`           micro-benchmarks under QEMU -icount (instruction counts)
+//! - `bench [PART]`    benchmarks: instruction counts under QEMU -icount, wall-clock ratios
+//!                     against native QEMU (PART: micro, freertos, linux, blk, net)
 //! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml
 mod bench;
 mod build;
@@ -39,7 +40,7 @@ fn usage() -> ExitCode {
          \n  build          build the hypervisor and the test guests\
          \n  run [CONFIG]   build, pack and boot CONFIG in QEMU (default: {DEFAULT_CONFIG})\
          \n  test           run every test: host unit tests and QEMU scenarios\
-         \n  bench          micro-benchmarks under QEMU -icount\
+         \n  bench [PART]   benchmarks (PART: micro, freertos, linux, blk, net; default all)\
          \n  gen-abi        regenerate the hypercall ABI files from hypercall-abi/abi.toml"
     );
     ExitCode::from(2)
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
         Some("build") => setup::run().and_then(|_| build::all().map(|_| ())),
         Some("run") => outcome::run_verb(args.get(1).map(String::as_str).unwrap_or(DEFAULT_CONFIG)),
         Some("test") => scenarios::test_verb(),
-        Some("bench") => bench::run(),
+        Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("gen-abi") => build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]),
         _ => return usage(),
     };

@@ -53,6 +53,29 @@ const MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
 const XN: u64 = 1 << 54;
 const ADDR_MASK: u64 = 0x0000_00ff_ffff_f000;
 
+/// A VTTBR value (root table and VMID) for tables this module built. Only
+/// [`Stage2::vttbr`] makes one, so loading it never points stage 2 at memory
+/// that is not a translation table; tables are never freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vttbr(u64);
+
+impl Vttbr {
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The VMID (bits 55:48).
+    pub fn vmid(self) -> u8 {
+        (self.0 >> 48) as u8
+    }
+
+    /// A value for host tests, which never load it into an MMU.
+    #[cfg(test)]
+    pub fn for_tests(vmid: u8) -> Self {
+        Vttbr((vmid as u64) << 48 | 0x1000)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
     /// Addresses or size not 4 KiB aligned, or the range leaves the 4 GiB IPA space.
@@ -100,8 +123,8 @@ impl Stage2 {
     }
 
     /// VTTBR value: BADDR | VMID << 48.
-    pub fn vttbr(&self, vmid: u8) -> u64 {
-        self.root.raw() | (vmid as u64) << 48
+    pub fn vttbr(&self, vmid: u8) -> Vttbr {
+        Vttbr(self.root.raw() | (vmid as u64) << 48)
     }
 
     pub fn root(&self) -> PhysAddr {
@@ -293,7 +316,7 @@ pub mod tests {
         assert_eq!(VTCR, 0x8000_3540);
         let mut tm = FakeMem::default();
         let s2 = Stage2::new(&mut tm).unwrap();
-        assert_eq!(s2.vttbr(3) >> 48, 3);
-        assert_eq!(s2.vttbr(3) & ADDR_MASK, s2.root().raw());
+        assert_eq!(s2.vttbr(3).vmid(), 3);
+        assert_eq!(s2.vttbr(3).raw() & ADDR_MASK, s2.root().raw());
     }
 }

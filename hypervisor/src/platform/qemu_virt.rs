@@ -2,9 +2,6 @@
 //! QEMU generates; the constants below are only where the boot contract
 //! with the packer puts things.
 
-use crate::arch::psci;
-use core::ptr::{read_volatile, write_volatile};
-use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Where QEMU places the DTB for an ELF image: the start of RAM.
 pub const DTB_DEFAULT: u32 = 0x4000_0000;
@@ -100,41 +97,13 @@ pub unsafe fn read_board(addr: u32) -> Result<Board, &'static str> {
     Ok(b)
 }
 
-static PVPANIC: AtomicU32 = AtomicU32::new(0);
-
-/// Finds QEMU's pvpanic PCI device (`-device pvpanic-pci`) and gives it a
-/// BAR, so that a hypervisor panic can end QEMU with a failure status
-/// (`-action panic=exit-failure`). Absent on real boards: then nothing happens.
+/// Gives QEMU's pvpanic device (if the board has one) its BAR, so a
+/// hypervisor failure ends QEMU with a failure status.
 pub fn probe_pvpanic(board: &Board) {
-    let Some((ecam, window)) = board.pcie_ecam else { return };
-    for dev in 0..32u32 {
-        let cfg = (ecam + (dev << 15)) as usize;
-        // SAFETY: ECAM config space of bus 0 is identity-mapped device memory;
-        // reads of absent functions return all ones.
-        let id = unsafe { read_volatile(cfg as *const u32) };
-        if id == 0x0011_1b36 {
-            // SAFETY: BAR0 and COMMAND of the pvpanic function we just found.
-            unsafe {
-                write_volatile((cfg + 0x10) as *mut u32, window);
-                write_volatile((cfg + 0x04) as *mut u32, 0x2); // memory space enable
-            }
-            PVPANIC.store(window, Ordering::Relaxed);
-            return;
-        }
+    if let Some((ecam, window)) = board.pcie_ecam {
+        // SAFETY: both come from the host DTB's PCIe host bridge node: its
+        // ECAM and the start of its first 32-bit MMIO window, which nothing
+        // else uses (the hypervisor drives no other PCI device).
+        unsafe { crate::arch::boot::probe_pvpanic(ecam, window) }
     }
-}
-
-/// Ends the system after a hypervisor failure: pvpanic if present (QEMU then
-/// exits non-zero), else firmware SYSTEM_OFF.
-pub fn fail() -> ! {
-    let bar = PVPANIC.load(Ordering::Relaxed);
-    if bar != 0 {
-        // SAFETY: the pvpanic event register, set up by `probe_pvpanic`.
-        unsafe { write_volatile(bar as usize as *mut u8, 1) }; // PVPANIC_PANICKED
-    }
-    psci::system_off()
-}
-
-pub fn power_off() -> ! {
-    psci::system_off()
 }

@@ -22,7 +22,7 @@
 extern crate alloc;
 
 use super::mmio::VirtioDevice;
-use super::queue::{Chain, GuestMemory, MemError, Queue, QueueError, Segment};
+use super::queue::{Chain, GuestMemory, OutsideRam, Queue, QueueError, Segment};
 use alloc::boxed::Box;
 use alloc::vec;
 
@@ -206,7 +206,7 @@ fn for_range(
     segs: impl Iterator<Item = Segment>,
     at: u64,
     len: usize,
-    mut f: impl FnMut(crate::addr::Ipa, usize, usize) -> Result<(), MemError>,
+    mut f: impl FnMut(crate::addr::Ipa, usize, usize) -> Result<(), OutsideRam>,
 ) -> Result<(), QueueError> {
     let mut pos = 0u64; // stream offset of the current segment
     let mut done = 0usize;

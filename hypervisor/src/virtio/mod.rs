@@ -7,7 +7,7 @@
 //!
 //! # Wiring
 //!
-//! `vm.rs` builds a VM's devices from its payload entries (`VirtioSlot`):
+//! `devices/wiring.rs` builds a VM's devices from its payload entries (`VirtioSlot`):
 //! each is a [`VirtioMmio`] over the VM's `GuestRam` (which implements
 //! [`GuestMemory`]) with an [`IrqSink`] driving its SPI on the vGIC, in a
 //! virtio-mmio slot the guest DTB describes. [`queue::Chain`] keeps its
@@ -29,4 +29,4 @@ mod net_tests;
 mod tests;
 
 pub use mmio::{IrqSink, VirtioDevice, VirtioMmio};
-pub use queue::{Chain, GuestMemory, MemError, Queue, QueueError, Segment};
+pub use queue::{Chain, GuestMemory, OutsideRam, Queue, QueueError, Segment};

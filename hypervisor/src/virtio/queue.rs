@@ -10,15 +10,17 @@
 //! non-zero multiple of 16. Any violation is a [`QueueError`]; the transport
 //! then sets DEVICE_NEEDS_RESET (2.1.1) and stops using the queue.
 //!
-//! Guest memory is only touched through [`GuestMemory`], which copies bytes
-//! in and out (the guest may change them at any time); nothing here hands
-//! out references into guest RAM, and nothing here needs `unsafe`.
+//! Guest memory is only touched through [`GuestMemory`] (`crate::mem`),
+//! which copies bytes in and out (the guest may change them at any time);
+//! nothing here hands out references into guest RAM, and nothing here needs
+//! `unsafe`.
 //!
 //! Not supported yet: VIRTIO_F_EVENT_IDX (so `used_event`/`avail_event` are
 //! neither read nor written and notification suppression is only the
 //! VIRTQ_AVAIL_F_NO_INTERRUPT flag) and packed virtqueues (2.8).
 
 use crate::addr::Ipa;
+pub use crate::mem::{GuestMemory, OutsideRam};
 use core::sync::atomic::{fence, Ordering};
 
 /// The largest queue size a device offers (QueueNumMax). 256 is what
@@ -44,45 +46,6 @@ pub const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// Size in bytes of one descriptor.
 const DESC_SIZE: u64 = 16;
-
-/// A guest range that is not entirely inside guest RAM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemError;
-
-/// Guest memory as device models see it: bounds-checked copies, never
-/// references (vm-memory's `Bytes`, reduced to what virtio needs).
-pub trait GuestMemory {
-    /// Copies `buf.len()` bytes of guest memory at `ipa` into `buf`.
-    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), MemError>;
-    /// Copies `data` into guest memory at `ipa`.
-    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), MemError>;
-    /// Is `[ipa, ipa + len)` entirely guest RAM? Must not overflow.
-    fn contains(&self, ipa: Ipa, len: u64) -> bool;
-}
-
-impl<T: GuestMemory + ?Sized> GuestMemory for &T {
-    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), MemError> {
-        (**self).read(ipa, buf)
-    }
-    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), MemError> {
-        (**self).write(ipa, data)
-    }
-    fn contains(&self, ipa: Ipa, len: u64) -> bool {
-        (**self).contains(ipa, len)
-    }
-}
-
-impl GuestMemory for crate::vm::GuestRam {
-    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), MemError> {
-        crate::vm::GuestRam::read(self, ipa, buf).map_err(|_| MemError)
-    }
-    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), MemError> {
-        crate::vm::GuestRam::write(self, ipa, data).map_err(|_| MemError)
-    }
-    fn contains(&self, ipa: Ipa, len: u64) -> bool {
-        crate::vm::GuestRam::contains(self, ipa, len)
-    }
-}
 
 /// Something the driver did wrong with a queue. Each doc line is the
 /// message [`QueueError::describe`] returns.

@@ -62,17 +62,17 @@ impl FakeMem {
 }
 
 impl GuestMemory for FakeMem {
-    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), MemError> {
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam> {
         if !self.contains(ipa, buf.len() as u64) {
-            return Err(MemError);
+            return Err(OutsideRam);
         }
         let off = (ipa.0 - self.base) as usize;
         buf.copy_from_slice(&self.bytes.lock().unwrap()[off..off + buf.len()]);
         Ok(())
     }
-    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), MemError> {
+    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), OutsideRam> {
         if !self.contains(ipa, data.len() as u64) {
-            return Err(MemError);
+            return Err(OutsideRam);
         }
         let off = (ipa.0 - self.base) as usize;
         self.bytes.lock().unwrap()[off..off + data.len()].copy_from_slice(data);

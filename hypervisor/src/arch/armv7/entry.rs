@@ -15,10 +15,12 @@
 //! `tessera_enter_guest` pushed. HYP mode shares LR with User mode (Arm ARM
 //! B1.3.2), so the guest's LR_usr is saved and restored here too.
 
+use crate::arch::Exit;
 use crate::context::offsets;
 
 /// Stack per pCPU.
 pub const STACK_SIZE: usize = 64 * 1024;
+/// Stacks are reserved for this many pCPUs (`link.x`).
 pub const MAX_CPUS: usize = 8;
 
 pub const EXIT_TRAP: u32 = 0;
@@ -141,20 +143,10 @@ unsafe extern "C" {
     pub fn tessera_secondary_start();
 }
 
-/// Why the guest stopped running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// A synchronous trap: HSR says which.
-    Trap,
-    /// A physical IRQ arrived while the guest ran.
-    Irq,
-    Fiq,
-}
-
 /// Runs the guest until its next trap or interrupt.
 ///
-/// The caller must have loaded this vCPU's stage-2 tables (VTTBR) and its
-/// PL1 state; see `switch_to`.
+/// Whatever state is loaded (`Cpu::load_vcpu`) is what the guest runs with;
+/// stage 2 confines it to its own VM either way.
 #[inline]
 pub fn enter_guest(regs: &mut crate::context::GuestRegs) -> Exit {
     // SAFETY: the world switch saves and restores every register the Rust

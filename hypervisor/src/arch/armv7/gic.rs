@@ -22,15 +22,12 @@ const GICC_PMR: usize = 0x04;
 const GICC_IAR: usize = 0x0c;
 const GICC_EOIR: usize = 0x10;
 
-/// The SGI one pCPU sends another to make it look at its run queue.
-pub const SGI_KICK: u32 = 0;
-/// The HYP physical timer's PPI (INTID 26 on the generic timer).
-pub const PPI_HYP_TIMER: u32 = 26;
-pub const SPURIOUS: u32 = 1023;
+use crate::arch::irq::{PPI_HYP_TIMER, SGI_KICK};
 
 fn rd(base: &AtomicU32, off: usize) -> u32 {
-    // SAFETY: the base is the GIC block the DTB named, identity-mapped as
-    // device memory; the offsets are registers of that block.
+    // SAFETY: the base is the GIC block the DTB named (set by the `unsafe`
+    // init functions, whose contract it is), identity-mapped as device
+    // memory; the offsets are registers of that block.
     unsafe { read_volatile((base.load(Ordering::Relaxed) as usize + off) as *const u32) }
 }
 
@@ -40,7 +37,12 @@ fn wr(base: &AtomicU32, off: usize, v: u32) {
 }
 
 /// Boot CPU: the distributor, with every shared interrupt disabled.
-pub fn init_distributor(gicd: u32, gicc: u32) {
+///
+/// # Safety
+/// `gicd` and `gicc` must be the board's GICv2 distributor and CPU
+/// interface, mapped as device memory: every other function here then
+/// accesses registers of those blocks.
+pub unsafe fn init_distributor(gicd: u32, gicc: u32) {
     GICD.store(gicd, Ordering::Relaxed);
     GICC.store(gicc, Ordering::Relaxed);
     wr(&GICD, GICD_CTLR, 0);
@@ -119,11 +121,14 @@ const GICH_APR: usize = 0xf0;
 const GICH_LR0: usize = 0x100;
 pub const MAX_LRS: usize = crate::context::MAX_LRS;
 
-pub fn init_gich(base: u32) {
+/// # Safety
+/// `base` must be the board's GICH block (banked per pCPU), mapped as
+/// device memory.
+pub unsafe fn init_gich(base: u32) {
     GICH.store(base, Ordering::Relaxed);
 }
 
-/// The list registers of this pCPU's GICH.
+/// The list registers of this pCPU's GICH (how many it has is read once).
 pub struct Gich {
     count: usize,
 }
@@ -131,12 +136,6 @@ pub struct Gich {
 impl Gich {
     pub fn new() -> Self {
         Self { count: ((rd(&GICH, GICH_VTR) & 0x3f) as usize + 1).min(MAX_LRS) }
-    }
-}
-
-impl Default for Gich {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -166,8 +165,7 @@ impl crate::vgic::ListRegs for Gich {
 
 pub use crate::context::GichState;
 
-pub fn save_gich(s: &mut GichState) {
-    let g = Gich::new();
+pub fn save_gich(g: &Gich, s: &mut GichState) {
     s.hcr = rd(&GICH, GICH_HCR);
     s.vmcr = rd(&GICH, GICH_VMCR);
     s.apr = rd(&GICH, GICH_APR);
@@ -177,8 +175,7 @@ pub fn save_gich(s: &mut GichState) {
     wr(&GICH, GICH_HCR, 0);
 }
 
-pub fn restore_gich(s: &GichState) {
-    let g = Gich::new();
+pub fn restore_gich(g: &Gich, s: &GichState) {
     wr(&GICH, GICH_VMCR, s.vmcr);
     wr(&GICH, GICH_APR, s.apr);
     for i in 0..g.count {

@@ -7,7 +7,7 @@
 //! allocator, stage-2 tables and guest-memory copies rely on.
 
 use super::sysreg::*;
-use crate::mm::stage2;
+use crate::mm::stage2::{self, Vttbr};
 
 #[repr(C, align(4096))]
 struct Level1([u64; 4]);
@@ -106,24 +106,15 @@ pub fn init_hyp_regs() {
 }
 
 /// Loads a vCPU's address space and identity.
-pub fn load_vcpu_space(vttbr: u64, vmpidr: u32) {
-    // SAFETY: VTTBR points at stage-2 tables built for this VM by the
-    // hypervisor; VMPIDR only changes what the guest reads as MPIDR. Entries
-    // are tagged by VMID, so no TLB maintenance is needed on a switch.
+pub fn load_vcpu_space(vttbr: Vttbr, vmpidr: u32) {
+    // SAFETY: a `Vttbr` only comes from the stage-2 builder, so it points at
+    // translation tables the hypervisor built and never frees; VMPIDR only
+    // changes what the guest reads as MPIDR. Entries are tagged by VMID, so
+    // no TLB maintenance is needed on a switch.
     unsafe {
-        VTTBR::write(vttbr);
+        VTTBR::write(vttbr.raw());
         VMPIDR::write(vmpidr);
     }
-    aarch32_cpu::asm::isb();
-}
-
-/// Invalidates all stage-1+2 TLB entries of guests (after changing stage-2
-/// tables that a VM may have used), on every pCPU of the inner shareable domain.
-pub fn flush_guest_tlbs() {
-    aarch32_cpu::asm::dsb();
-    // SAFETY: TLB invalidation has no effect but cost.
-    unsafe { TLBIALLNSNHIS::write(0) };
-    aarch32_cpu::asm::dsb();
     aarch32_cpu::asm::isb();
 }
 

@@ -9,6 +9,7 @@ use aarch32_cpu::register::{SysReg, SysReg64, SysRegRead, SysRegRead64, SysRegWr
 macro_rules! reg32 {
     ($name:ident, $op1:literal, $crn:literal, $crm:literal, $op2:literal) => {
         #[allow(clippy::upper_case_acronyms, non_camel_case_types)] // names as in the Arm ARM
+        #[allow(dead_code)] // the table declares every register the hypervisor relies on
         pub struct $name;
         impl SysReg for $name {
             const CP: u32 = 15;
@@ -19,6 +20,7 @@ macro_rules! reg32 {
         }
         impl SysRegRead for $name {}
         impl SysRegWrite for $name {}
+        #[allow(dead_code)] // both accessors of each register; not every one is used
         impl $name {
             #[inline(always)]
             pub fn read() -> u32 {
@@ -38,6 +40,7 @@ macro_rules! reg32 {
 macro_rules! reg64 {
     ($name:ident, $op1:literal, $crm:literal) => {
         #[allow(clippy::upper_case_acronyms, non_camel_case_types)] // names as in the Arm ARM
+        #[allow(dead_code)] // the table declares every register the hypervisor relies on
         pub struct $name;
         impl SysReg64 for $name {
             const CP: u32 = 15;
@@ -46,6 +49,7 @@ macro_rules! reg64 {
         }
         impl SysRegRead64 for $name {}
         impl SysRegWrite64 for $name {}
+        #[allow(dead_code)] // both accessors of each register; not every one is used
         impl $name {
             #[inline(always)]
             pub fn read() -> u64 {

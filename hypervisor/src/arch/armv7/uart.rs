@@ -8,7 +8,10 @@ const DR: usize = 0x00;
 const FR: usize = 0x18;
 const FR_TXFF: u32 = 1 << 5;
 
-pub fn init(base: u32) {
+/// # Safety
+/// `base` must be a PL011's register block mapped as device memory, which
+/// nothing else uses: every function here then accesses its registers.
+pub unsafe fn init(base: u32) {
     BASE.store(base, Ordering::Relaxed);
 }
 
@@ -20,8 +23,8 @@ pub fn write(bytes: &[u8]) {
         return;
     }
     for &b in bytes {
-        // SAFETY: `base` is the PL011 the DTB named, mapped as device memory;
-        // FR and DR are its flag and data registers.
+        // SAFETY: `base` is a PL011 mapped as device memory (`init`'s
+        // contract); FR and DR are its flag and data registers.
         unsafe {
             while read_volatile((base + FR) as *const u32) & FR_TXFF != 0 {}
             write_volatile((base + DR) as *mut u32, b as u32);
@@ -38,7 +41,7 @@ const IM_RX: u32 = (1 << 4) | (1 << 6); // RXIM | RTIM
 pub fn enable_rx_interrupt() {
     let base = BASE.load(Ordering::Relaxed) as usize;
     if base != 0 {
-        // SAFETY: IMSC/ICR of the PL011 named by the DTB.
+        // SAFETY: IMSC/ICR of the PL011 `init` was given.
         unsafe {
             write_volatile((base + ICR) as *mut u32, 0x7ff);
             write_volatile((base + IMSC) as *mut u32, IM_RX);
@@ -52,7 +55,7 @@ pub fn read_byte() -> Option<u8> {
     if base == 0 {
         return None;
     }
-    // SAFETY: FR and DR of the PL011 named by the DTB; reading DR pops the FIFO.
+    // SAFETY: FR and DR of the PL011 `init` was given; reading DR pops the FIFO.
     unsafe {
         if read_volatile((base + FR) as *const u32) & FR_RXFE != 0 {
             return None;

@@ -18,11 +18,15 @@ pub fn trap_guest_fp(trap: bool) {
     aarch32_cpu::asm::isb();
 }
 
-/// Saves the live FP registers into `out` and loads `from`. FP traps must
-/// be off (`trap_guest_fp(false)`).
-pub fn switch(out: Option<&mut VfpState>, from: &VfpState) {
+/// Saves the live FP registers into `out` and loads `from`.
+///
+/// # Safety
+/// Guest FP access must be untrapped (`trap_guest_fp(false)`): HCPTR
+/// applies to HYP mode too, and a VFP instruction here would otherwise
+/// take an undefined-instruction exception in HYP mode.
+pub unsafe fn switch(out: Option<&mut VfpState>, from: &VfpState) {
     let old_fpexc: u32;
-    // SAFETY: FP access is untrapped (caller contract). FPEXC.EN is forced
+    // SAFETY: FP access is untrapped (function contract). FPEXC.EN is forced
     // on so the register transfers below work whatever the guest left there;
     // the guest's own FPEXC is saved first and the incoming one written last.
     unsafe {

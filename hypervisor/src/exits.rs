@@ -1,0 +1,249 @@
+//! What a trapped vCPU gets: one handler per [`Trap`], each returning what
+//! the loop does next. Guest-caused errors end in an SMCCC error code, an
+//! emulated result, or the VM stopped with one line naming VM, vCPU,
+//! address and reason (`lifecycle::stop_vm`).
+
+use crate::arch::{irq, Cpu};
+use crate::hypercall::{self, Action};
+use crate::lifecycle;
+use crate::mmio::{self, Regs};
+use crate::pcpu::Slot;
+use crate::sched::Others;
+use crate::system::System;
+use crate::trap::{self, Cp15, Decoded, Trap};
+use crate::vcpu::{Power, Vcpu, VcpuContext};
+use crate::mem::GuestMemory;
+use crate::vm::{Vm, VmState};
+use hypercall_abi::psci;
+use crate::context::GuestRegs;
+use crate::info;
+use core::sync::atomic::Ordering;
+
+/// What the loop does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Re-enter the same vCPU at once.
+    Resume,
+    /// Go back to the scheduler.
+    Reschedule,
+}
+
+/// The trapped vCPU's registers including the banked ones of its current
+/// mode, which are still live in the CPU (the vCPU is loaded).
+struct LiveRegs<'a, C: Cpu> {
+    cpu: &'a mut C,
+    regs: &'a mut GuestRegs,
+}
+
+impl<C: Cpu> Regs for LiveRegs<'_, C> {
+    fn get(&self, n: u8) -> Option<u32> {
+        self.cpu.read_banked(self.regs.cpsr & 0x1f, n).or_else(|| self.regs.get(n))
+    }
+    fn set(&mut self, n: u8, v: u32) -> bool {
+        self.cpu.write_banked(self.regs.cpsr & 0x1f, n, v) || self.regs.set(n, v)
+    }
+}
+
+/// Steps over the trapped instruction.
+fn skip_instruction(ctx: &mut VcpuContext, t: &Decoded) {
+    ctx.regs.pc = ctx.regs.pc.wrapping_add(t.len());
+}
+
+/// Handles the trap the vCPU in slot `i` just took (`vm`, `vcpu`, and its
+/// context). `others` are the other slots of this pCPU (the lazy VFP switch
+/// saves into its owner's).
+#[allow(clippy::too_many_arguments)] // the pieces of one split borrow, kept apart for the hot path
+pub fn handle<C: Cpu>(
+    cpu: &mut C,
+    sys: &System,
+    vm: &'static Vm,
+    vcpu: &'static Vcpu,
+    ctx: &mut VcpuContext,
+    i: usize,
+    others: &mut Others<'_, Slot>,
+    fp_owner: &mut Option<usize>,
+) -> Next {
+    let t = trap::decode(cpu.trap_info());
+    match t.trap {
+        Trap::Hvc => hvc(cpu, sys, vm, vcpu, ctx),
+        Trap::Wfe => {
+            skip_instruction(ctx, &t);
+            Next::Reschedule // a spinning lock: yield
+        }
+        Trap::Wfi => {
+            skip_instruction(ctx, &t);
+            let idx = vcpu.index as usize;
+            if vm.vgic.cpu(idx).is_none() {
+                return Next::Reschedule;
+            }
+            // EOIs not yet reported by the maintenance interrupt (see `pcpu::unload`).
+            if vm.vgic.maintenance(idx, cpu.lrs_mut()) {
+                cpu.set_private_irq(irq::PPI_VTIMER, true);
+            }
+            if vm.vgic.has_pending(idx, cpu.lrs()) {
+                return Next::Resume;
+            }
+            vcpu.blocked.store(true, Ordering::Release);
+            Next::Reschedule
+        }
+        Trap::Cp15(op) => cp15_access(cpu, sys, vm, vcpu, ctx, op, &t),
+        Trap::FpAccess => {
+            // Lazy VFP switch: save whoever owns the registers, load ours,
+            // and retry the instruction.
+            cpu.trap_fp(false);
+            match *fp_owner {
+                Some(o) if o != i => {
+                    let owner = others.get_mut(o).map(|s| &mut s.ctx.fp);
+                    cpu.switch_fp(owner, &ctx.fp);
+                }
+                Some(_) => {}
+                None => cpu.switch_fp(None, &ctx.fp),
+            }
+            *fp_owner = Some(i);
+            Next::Resume
+        }
+        Trap::Smc => {
+            // Guests have no firmware to call: their PSCI conduit is HVC.
+            skip_instruction(ctx, &t);
+            ctx.regs.r[0] = hypercall_abi::Error::NotSupported.code() as u32;
+            Next::Resume
+        }
+        Trap::DataAbort { abort, ipa } => {
+            match vm.mmio(vcpu.index, ipa, &abort, &mut LiveRegs { cpu, regs: &mut ctx.regs }) {
+                Ok(()) => {
+                    skip_instruction(ctx, &t);
+                    Next::Resume
+                }
+                Err(e) => {
+                    let dir = if abort.write { "write to" } else { "read from" };
+                    let why = match abort.fault {
+                        mmio::FaultKind::Translation(_) => e.describe(),
+                        other => other.describe(),
+                    };
+                    lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, format_args!("{dir} IPA {ipa} ({why})"));
+                    Next::Reschedule
+                }
+            }
+        }
+        Trap::PrefetchAbort { ipa } => {
+            let why = format_args!("instruction fetch from IPA {ipa} (no executable stage-2 mapping)");
+            lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+            Next::Reschedule
+        }
+        Trap::Other { ec } => {
+            let why = format_args!("unexpected trap, exception class {ec:#04x}");
+            lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+            Next::Reschedule
+        }
+    }
+}
+
+/// A trapped MRC/MCR to CP15. Only ACTLR traps by design (HCR.TAC): the
+/// guest reads it with the SMP bit set, as Linux expects of a Cortex-A15,
+/// and its writes are ignored (it controls the physical core's coherency).
+/// Anything else stops the VM.
+fn cp15_access<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, vcpu: &Vcpu, ctx: &mut VcpuContext, op: Cp15, t: &Decoded) -> Next {
+    const ACTLR_SMP: u32 = 1 << 6;
+    let actlr = (op.crn, op.opc1, op.crm, op.opc2) == (1, 0, 0, 1);
+    if actlr && (!op.read || LiveRegs { cpu, regs: &mut ctx.regs }.set(op.rt, ACTLR_SMP)) {
+        skip_instruction(ctx, t);
+        return Next::Resume;
+    }
+    let (crn, opc1, crm, opc2) = (op.crn, op.opc1, op.crm, op.opc2);
+    let rw = if op.read { "read" } else { "write" };
+    let why = format_args!("{rw} of CP15 c{crn}, {opc1}, c{crm}, {opc2}, which guests may not use");
+    lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+    Next::Reschedule
+}
+
+fn hvc<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, vcpu: &Vcpu, ctx: &mut VcpuContext) -> Next {
+    let mut r = [0u32; 8];
+    r.copy_from_slice(&ctx.regs.r[..8]);
+    match hypercall::dispatch(&mut CallerCtx { vm, vcpu, sys }, &r) {
+        Action::Return { regs, count } => {
+            let n = count as usize;
+            ctx.regs.r[..n].copy_from_slice(&regs[..n]);
+            Next::Resume
+        }
+        Action::Yield => {
+            ctx.regs.r[0] = 0;
+            Next::Reschedule
+        }
+        Action::Suspend => {
+            // Standby power state: like WFI.
+            ctx.regs.r[0] = 0;
+            let idx = vcpu.index as usize;
+            if vm.vgic.cpu(idx).is_some() && !vm.vgic.has_pending(idx, cpu.lrs()) {
+                vcpu.blocked.store(true, Ordering::Release);
+            }
+            Next::Reschedule
+        }
+        Action::CpuOff => {
+            vcpu.power_off();
+            // With no vCPU on (or being started), nothing can ever CPU_ON
+            // one again: the VM is over, not merely idle.
+            if vm.vcpus.iter().all(|v| v.power() == Power::Off) {
+                info!("vm \"{}\" (id {}): its last running vCPU called PSCI CPU_OFF", vm.name(), vm.id);
+                lifecycle::end_vm(sys, vm, VmState::Exited, 0);
+            }
+            Next::Reschedule
+        }
+        Action::Shutdown(status) => {
+            lifecycle::end_vm(sys, vm, VmState::Exited, status);
+            Next::Reschedule
+        }
+        Action::SystemOff => {
+            lifecycle::end_vm(sys, vm, VmState::Exited, 0);
+            Next::Reschedule
+        }
+        Action::SystemReset => {
+            lifecycle::reset_vm(cpu, sys, vm, vcpu);
+            Next::Reschedule
+        }
+    }
+}
+
+/// The dispatcher's view of the calling vCPU.
+struct CallerCtx<'a> {
+    vm: &'a Vm,
+    vcpu: &'a Vcpu,
+    sys: &'a System,
+}
+
+impl crate::hypercall::Caller for CallerCtx<'_> {
+    fn vm_id(&self) -> u32 {
+        self.vm.id
+    }
+    fn vcpu_count(&self) -> u32 {
+        self.vm.vcpus.len() as u32
+    }
+    fn vcpu_index(&self) -> u32 {
+        self.vcpu.index
+    }
+    fn memory(&self) -> &dyn GuestMemory {
+        &self.vm.ram
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.vm.console.write(bytes)
+    }
+    fn cpu_on(&mut self, index: u32, entry: u32, context_id: u32) -> i32 {
+        let target = &self.vm.vcpus[index as usize];
+        let r = target.request_on(entry, context_id);
+        if r == psci::SUCCESS {
+            self.vm.waker.wakeups.kick(target.pcpu);
+        }
+        r
+    }
+    fn affinity_info(&self, index: u32) -> i32 {
+        self.vm.vcpus[index as usize].affinity_info()
+    }
+    fn channels(&self) -> u32 {
+        self.vm.channels
+    }
+    fn channel_count(&self) -> u32 {
+        self.sys.channels.len() as u32
+    }
+    fn ring_doorbell(&mut self, channel: u32) -> u32 {
+        self.sys.channels.get(channel as usize).map_or(0, |c| c.ring(self.vm))
+    }
+}

@@ -1,0 +1,151 @@
+//! Guest memory as the hypervisor touches it: one leaf module, one error
+//! type, one trait.
+//!
+//! A guest-physical address is a claim until it is checked against the VM's
+//! own memory. Everything here copies bytes in and out and never hands out a
+//! reference into guest memory: the guest (another vCPU, or a device on its
+//! behalf) may change it at any time, so a `&[u8]` into it would be a data
+//! race. Device models, the hypercall dispatcher and the loader all go
+//! through [`GuestMemory`]; [`GuestRam`] is the implementation over a VM's
+//! RAM block, and the only place that dereferences guest memory.
+
+use crate::addr::{Ipa, PhysAddr};
+
+/// A guest range that is not entirely inside the memory it was checked
+/// against (outside the VM's RAM, straddling its end, or wrapping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutsideRam;
+
+/// Guest memory as device models and the dispatcher see it: bounds-checked
+/// copies, never references (vm-memory's `Bytes`, reduced to what Tessera
+/// needs).
+pub trait GuestMemory {
+    /// Copies `buf.len()` bytes of guest memory at `ipa` into `buf`. Fails,
+    /// copying nothing, unless the whole range is inside.
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam>;
+    /// Copies `data` into guest memory at `ipa`; all or nothing, as `read`.
+    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), OutsideRam>;
+    /// Is `[ipa, ipa + len)` entirely inside? Overflow-safe.
+    fn contains(&self, ipa: Ipa, len: u64) -> bool;
+}
+
+impl<T: GuestMemory + ?Sized> GuestMemory for &T {
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        (**self).read(ipa, buf)
+    }
+    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), OutsideRam> {
+        (**self).write(ipa, data)
+    }
+    fn contains(&self, ipa: Ipa, len: u64) -> bool {
+        (**self).contains(ipa, len)
+    }
+}
+
+/// A block of guest memory: `size` bytes at guest `ipa`, backed by host
+/// physical `pa`, which the hypervisor reaches at `host` (the identity map
+/// on the target; a leaked heap buffer in host tests).
+///
+/// The fields are private and the constructor is `unsafe`: the safe
+/// accessors below are only sound because whoever built the value promised
+/// that `host` maps `size` bytes for as long as the value exists.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestRam {
+    ipa: Ipa,
+    size: u64,
+    pa: PhysAddr,
+    host: *mut u8,
+}
+
+// SAFETY: the memory `host` points at stays valid for the value's whole life
+// (constructor contract) and is only ever copied in and out with raw copies,
+// which may race with the guest without creating a Rust reference to it.
+unsafe impl Sync for GuestRam {}
+// SAFETY: as above; nothing about the block is tied to one thread.
+unsafe impl Send for GuestRam {}
+
+impl GuestRam {
+    /// # Safety
+    /// `host` must be valid for reads and writes of `size` bytes for as long
+    /// as this value or a copy of it exists, must not overlap any memory the
+    /// hypervisor uses for anything else, and `size` must fit in `usize`.
+    /// `pa` must be the physical address of that memory (it is what stage 2
+    /// maps and what cache maintenance is done on).
+    pub unsafe fn new(ipa: Ipa, size: u64, pa: PhysAddr, host: *mut u8) -> Self {
+        Self { ipa, size, pa, host }
+    }
+
+    pub fn ipa(&self) -> Ipa {
+        self.ipa
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn pa(&self) -> PhysAddr {
+        self.pa
+    }
+
+    /// Fills the whole block with zeroes.
+    pub fn zero(&self) {
+        // SAFETY: `host` maps `size` bytes (constructor contract).
+        unsafe { core::ptr::write_bytes(self.host, 0, self.size as usize) };
+    }
+
+    /// The offset of `[ipa, ipa + len)` in the block, if it lies inside.
+    fn offset(&self, ipa: Ipa, len: usize) -> Option<usize> {
+        self.contains(ipa, len as u64).then(|| (ipa.raw() - self.ipa.raw()) as usize)
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        let off = self.offset(ipa, buf.len()).ok_or(OutsideRam)?;
+        // SAFETY: the range lies inside the block, which `host` maps; `buf`
+        // is ours and cannot overlap guest memory (constructor contract).
+        unsafe { core::ptr::copy_nonoverlapping(self.host.add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write(&self, ipa: Ipa, data: &[u8]) -> Result<(), OutsideRam> {
+        let off = self.offset(ipa, data.len()).ok_or(OutsideRam)?;
+        // SAFETY: as in `read`, in the other direction.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.host.add(off), data.len()) };
+        Ok(())
+    }
+
+    fn contains(&self, ipa: Ipa, len: u64) -> bool {
+        ipa >= self.ipa && ipa.raw().checked_add(len).is_some_and(|end| end <= self.ipa.raw() + self.size)
+    }
+}
+
+/// Guest RAM for host tests: a leaked, zeroed buffer of `size` bytes.
+#[cfg(test)]
+pub fn test_ram(ipa: u64, size: usize) -> GuestRam {
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; size].into_boxed_slice());
+    // SAFETY: the buffer is leaked, so it lives for the rest of the test
+    // process, and nothing else refers to it.
+    unsafe { GuestRam::new(Ipa(ipa), size as u64, PhysAddr(0x4200_0000), buf.as_mut_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds() {
+        let r = test_ram(0x4000_0000, 0x1000);
+        assert!(r.write(Ipa(0x4000_0ffe), b"ok").is_ok());
+        let mut out = [0u8; 2];
+        r.read(Ipa(0x4000_0ffe), &mut out).unwrap();
+        assert_eq!(&out, b"ok");
+        assert_eq!(r.read(Ipa(0x4000_0fff), &mut out), Err(OutsideRam), "straddles the end");
+        assert_eq!(r.read(Ipa(0x3fff_ffff), &mut out), Err(OutsideRam));
+        assert_eq!(r.write(Ipa(u64::MAX - 1), b"ok"), Err(OutsideRam), "wraps");
+        assert!(!r.contains(Ipa(0x4000_0001), u64::MAX), "no overflow");
+        assert!(r.contains(Ipa(0x4000_1000), 0));
+        r.zero();
+        r.read(Ipa(0x4000_0ffe), &mut out).unwrap();
+        assert_eq!(out, [0, 0]);
+    }
+}

@@ -1,0 +1,331 @@
+//! One physical CPU's loop: pick a runnable vCPU, load it, run it until it
+//! must give the pCPU up, repeat; sleep when nothing can run.
+//!
+//! A pCPU owns its [`PerCpu`]: the run queue, whose slots hold the vCPUs'
+//! saved contexts, and which slot's state is in the CPU. The loop holds it
+//! by `&mut` and passes what each step needs down the call chain, so there
+//! is exactly one path to any vCPU's registers and no `unsafe` here. A trap
+//! goes arch -> [`crate::trap::decode`] -> [`crate::exits::handle`] ->
+//! [`Next`], and back to this loop.
+//!
+//! Scheduling: round-robin over the runnable vCPUs with a time slice when
+//! more than one can run; the HYP timer is armed for the earliest of the
+//! slice end and the virtual-timer deadlines of the descheduled vCPUs, so
+//! a vCPU waiting in WFI for its timer is woken on time. A wake-up never
+//! preempts the running vCPU (see [`crate::sched::Wakeups`]).
+
+extern crate alloc;
+
+use crate::arch::{irq, Cpu, Exit, VcpuIdentity};
+use crate::console_input;
+use crate::exits::{self, Next};
+use crate::lifecycle;
+use crate::sched::{Others, RunQueue};
+use crate::system::System;
+use crate::vcpu::{Power, Vcpu, VcpuContext};
+use crate::vgic::{self, hw::lr_pending};
+use crate::vm::Vm;
+use crate::{info, warn};
+use alloc::boxed::Box;
+use core::sync::atomic::Ordering;
+
+/// The most vCPUs one pCPU runs.
+pub const MAX_QUEUE: usize = 64;
+
+/// A vCPU in its pCPU's run queue: the only place its context lives.
+pub struct Slot {
+    pub vm: &'static Vm,
+    pub vcpu: &'static Vcpu,
+    pub ctx: Box<VcpuContext>,
+}
+
+impl Slot {
+    pub fn new(vm: &'static Vm, vcpu: &'static Vcpu) -> Self {
+        Self { vm, vcpu, ctx: Box::new(VcpuContext::boot(0, [0; 3])) }
+    }
+
+    fn index(&self) -> usize {
+        self.vcpu.index as usize
+    }
+}
+
+pub struct PerCpu {
+    pub id: usize,
+    queue: RunQueue<Slot>,
+    /// The slot whose PL1 and GIC state is in the CPU.
+    loaded: Option<usize>,
+    /// The slot whose VFP registers are live (switched lazily).
+    fp_owner: Option<usize>,
+    /// The running vCPU's time slice is over.
+    need_resched: bool,
+}
+
+impl PerCpu {
+    pub fn new(id: usize) -> Self {
+        Self { id, queue: RunQueue::with_capacity(MAX_QUEUE), loaded: None, fp_owner: None, need_resched: false }
+    }
+
+    /// Adds a vCPU; false if the queue is full.
+    pub fn push(&mut self, slot: Slot) -> bool {
+        self.queue.push(slot).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = &Slot> + Clone + '_ {
+        self.queue.iter()
+    }
+}
+
+/// Why a pCPU's loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Every VM has ended: the boot pCPU powers the system off.
+    SystemOff,
+    /// This pCPU has nothing left to run: it powers itself off.
+    CpuOff,
+}
+
+/// The loop of pCPU `pc.id` until it has nothing left to do.
+pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
+    loop {
+        if sys.running_vms() == 0 {
+            if pc.id == 0 {
+                info!("all VMs have ended; powering off");
+                return Stop::SystemOff;
+            }
+            return Stop::CpuOff;
+        }
+        pc.need_resched = false;
+        sys.wakeups.clear(pc.id);
+        let loaded = pc.loaded;
+        match pc.queue.pick(|i, s| runnable(cpu, s, loaded == Some(i))) {
+            Some(i) => run_vcpu(cpu, sys, pc, i),
+            None => {
+                if pc.id != 0 && pc.queue.iter().all(|s| s.vm.has_ended()) {
+                    info!("pCPU {}: its VMs have ended; powering it off", pc.id);
+                    return Stop::CpuOff;
+                }
+                arm_next_event(cpu, sys, pc.queue.iter().enumerate(), pc.loaded, None);
+                if !sys.wakeups.pending(pc.id) {
+                    cpu.wait_for_interrupt();
+                }
+                let loaded = pc.loaded.and_then(|l| pc.queue.get(l)).map(|s| (s.vm, s.vcpu));
+                let all = pc.queue.iter().map(|s| (s.vcpu, &*s.ctx));
+                drain_interrupts(cpu, sys, &mut pc.need_resched, loaded, all);
+            }
+        }
+    }
+}
+
+/// Can this vCPU run now? A blocked vCPU (WFI) becomes runnable when an
+/// interrupt is pending for it, including its virtual timer expiring while
+/// it was descheduled (which this raises).
+fn runnable<C: Cpu>(cpu: &C, s: &Slot, loaded: bool) -> bool {
+    let (vm, vcpu) = (s.vm, s.vcpu);
+    if !vm.is_running() {
+        return false;
+    }
+    match vcpu.power() {
+        Power::Off => false,
+        Power::OnPending => true,
+        Power::On => {
+            if !vcpu.blocked.load(Ordering::Acquire) {
+                return true;
+            }
+            let idx = s.index();
+            let Some(g) = vm.vgic.cpu(idx) else { return true };
+            if g.work.load(Ordering::Acquire) || vm.vgic.deliverable(idx, g) {
+                return true;
+            }
+            // An interrupt already in its list registers (live if loaded,
+            // saved otherwise: a flush may have moved it there after the WFI).
+            let in_lrs = if loaded { vgic::any_pending(cpu.lrs()) } else { s.ctx.gich.lr.iter().any(|&l| lr_pending(l)) };
+            if in_lrs {
+                return true;
+            }
+            if !loaded && timer_deadline(s).is_some_and(|d| cpu.now() >= d) {
+                vm.vgic.raise_timer(idx);
+                return true;
+            }
+            false
+        }
+    }
+}
+
+/// When a descheduled vCPU's virtual timer fires, in physical counter
+/// ticks; None if it is off, masked, or already delivered. Only for a
+/// vCPU that is not loaded (its saved state is current).
+fn timer_deadline(s: &Slot) -> Option<u64> {
+    let g = s.vm.vgic.cpu(s.index())?;
+    if g.timer_in_flight.load(Ordering::Acquire) {
+        return None;
+    }
+    let el1 = &s.ctx.el1;
+    // CNTV_CTL: ENABLE (bit 0) set, IMASK (bit 1) clear.
+    (el1.cntv_ctl & 3 == 1).then(|| el1.cntv_cval.wrapping_add(s.vm.cntvoff))
+}
+
+/// Arms the HYP timer for this pCPU's next scheduling event: the end of
+/// the running vCPU's slice if another vCPU could run, or the earliest
+/// virtual-timer deadline of a vCPU that is not loaded. `slots` are the
+/// queue's slots other than the running one, with their indices.
+fn arm_next_event<'a, C: Cpu>(
+    cpu: &mut C,
+    sys: &System,
+    slots: impl Iterator<Item = (usize, &'a Slot)> + Clone,
+    loaded: Option<usize>,
+    running: Option<usize>,
+) {
+    let now = cpu.now();
+    let mut next = u64::MAX;
+    if running.is_some()
+        && slots.clone().any(|(i, s)| Some(i) != running && runnable(cpu, s, loaded == Some(i)))
+    {
+        next = now + sys.slice;
+    }
+    for (_, s) in slots.filter(|&(i, _)| Some(i) != loaded) {
+        if s.vm.is_running() && s.vcpu.power() == Power::On {
+            if let Some(d) = timer_deadline(s) {
+                next = next.min(d);
+            }
+        }
+    }
+    if next == u64::MAX {
+        cpu.disarm_timer();
+    } else {
+        cpu.arm_timer(next);
+    }
+}
+
+/// Saves the loaded vCPU's CPU and GIC state. EOIs the guest made that the
+/// maintenance interrupt has not reported yet are processed first: saving
+/// clears GICH_HCR, which withdraws that interrupt, and a timer left "in
+/// flight" would never fire again for a vCPU that then sleeps in WFI.
+fn unload<C: Cpu>(cpu: &mut C, loaded: &mut Option<usize>, others: &mut Others<'_, Slot>) {
+    if let Some(old) = loaded.take() {
+        let s = others.get_mut(old).expect("the loaded vCPU is not the one being loaded");
+        s.vm.vgic.maintenance(s.index(), cpu.lrs_mut());
+        cpu.save_vcpu(&mut s.ctx.el1, &mut s.ctx.gich);
+    }
+}
+
+fn load<C: Cpu>(cpu: &mut C, s: &Slot, i: usize, fresh: bool, loaded: &mut Option<usize>, fp_owner: &mut Option<usize>) {
+    let (vm, vcpu) = (s.vm, s.vcpu);
+    let id = VcpuIdentity { vttbr: vm.vttbr, vmpidr: 0x8000_0000 | vcpu.index, cntvoff: vm.cntvoff };
+    cpu.load_vcpu(&s.ctx.el1, &s.ctx.gich, &id);
+    // The physical virtual-timer PPI stays off while an injected timer
+    // interrupt waits for the guest's EOI (see vgic::VgicCpu).
+    let vtimer = vm.vgic.cpu(s.index()).is_some_and(|g| !g.timer_in_flight.load(Ordering::Acquire));
+    cpu.set_private_irq(irq::PPI_VTIMER, vtimer);
+    if fresh && *fp_owner == Some(i) {
+        *fp_owner = None; // the live FP registers are from before its restart
+    }
+    cpu.trap_fp(*fp_owner != Some(i));
+    *loaded = Some(i);
+}
+
+/// Runs the vCPU in slot `i` until the scheduler needs to choose again.
+fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
+    let PerCpu { id, queue, loaded, fp_owner, need_resched } = pc;
+    let (me, mut others) = queue.split(i);
+    let (vm, vcpu) = (me.vm, me.vcpu);
+    let fresh = match vcpu.take_start() {
+        Some(ctx) => {
+            *me.ctx = ctx;
+            true
+        }
+        None => false,
+    };
+    vcpu.blocked.store(false, Ordering::Release);
+    if fresh || *loaded != Some(i) {
+        if *loaded == Some(i) {
+            *loaded = None; // restarted: its live state is stale, do not save it
+        }
+        unload(cpu, loaded, &mut others);
+        load(cpu, me, i, fresh, loaded, fp_owner);
+    }
+    let idx = me.index();
+    let gcpu = vm.vgic.cpu(idx);
+    let woken = sys.wakeups.flag(*id);
+    let ctx = &mut *me.ctx;
+    vcpu.running.store(true, Ordering::Release);
+    vcpu.picks.fetch_add(1, Ordering::Relaxed);
+    arm_next_event(cpu, sys, others.iter(), *loaded, Some(i));
+    loop {
+        if let Some(g) = gcpu {
+            if g.work.load(Ordering::Acquire) {
+                vm.vgic.flush(idx, cpu.lrs_mut());
+            }
+        }
+        let next = match cpu.enter_guest(&mut ctx.regs) {
+            Exit::Trap => exits::handle(cpu, sys, vm, vcpu, ctx, i, &mut others, fp_owner),
+            Exit::Irq => {
+                vcpu.irq_exits.fetch_add(1, Ordering::Relaxed);
+                let all = core::iter::once((vcpu, &*ctx)).chain(others.iter().map(|(_, s)| (s.vcpu, &*s.ctx)));
+                drain_interrupts(cpu, sys, need_resched, Some((vm, vcpu)), all);
+                Next::Resume
+            }
+            Exit::Fiq => {
+                lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, 0, format_args!("unexpected FIQ"));
+                Next::Reschedule
+            }
+        };
+        if next == Next::Reschedule || !vm.is_running() || vcpu.power() != Power::On || *need_resched {
+            break;
+        }
+        if woken.take() {
+            arm_next_event(cpu, sys, others.iter(), *loaded, Some(i));
+        }
+    }
+    vcpu.running.store(false, Ordering::Release);
+    cpu.disarm_timer();
+}
+
+/// Acknowledges every pending physical interrupt and acts on it. `loaded`
+/// is the vCPU whose state is in the CPU (whether it runs or not); `all`
+/// every vCPU of this pCPU (for the console's dump key).
+fn drain_interrupts<'a, C: Cpu>(
+    cpu: &mut C,
+    sys: &System,
+    need_resched: &mut bool,
+    loaded: Option<(&Vm, &Vcpu)>,
+    all: impl console_input::Owned<'a>,
+) {
+    while let Some(iar) = cpu.ack_irq() {
+        match iar & 0x3ff {
+            irq::PPI_HYP_TIMER => {
+                cpu.disarm_timer();
+                *need_resched = true;
+            }
+            irq::SGI_KICK => {}
+            irq::PPI_VTIMER => {
+                // The loaded vCPU's virtual timer: inject it, and keep the
+                // (level) physical interrupt off until the guest's EOI.
+                cpu.set_private_irq(irq::PPI_VTIMER, false);
+                if let Some((vm, vcpu)) = loaded {
+                    vm.vgic.raise_timer(vcpu.index as usize);
+                }
+            }
+            irq::PPI_MAINTENANCE => {
+                if let Some((vm, vcpu)) = loaded {
+                    if vm.vgic.maintenance(vcpu.index as usize, cpu.lrs_mut()) {
+                        cpu.set_private_irq(irq::PPI_VTIMER, true);
+                    }
+                }
+            }
+            id if id == sys.uart_irq => console_input::handle(cpu, sys, all.clone()),
+            other => warn!("unexpected physical interrupt {other}"),
+        }
+        cpu.end_irq(iar);
+    }
+    // Show partial lines (prompts) that have waited 50 ms.
+    let now = cpu.now();
+    let age = sys.wakeups.platform().frequency() / 20;
+    for vm in sys.vms {
+        vm.console.flush_stale(now, age);
+        vm.hvc.flush_stale(now, age);
+    }
+}

@@ -1,0 +1,311 @@
+//! The run loop on the host: real VMs, vGIC, dispatcher and life cycle,
+//! driven through the fake arch by guest scripts (`arch::fake`). Each test
+//! asserts what a guest or a user would see (how VMs end, which vCPU ran,
+//! that a blocked vCPU slept instead of spinning), never wall-clock timing.
+
+use crate::arch::fake::{Entry, FakeBoard, FakeCpu, Guest, Script, Step};
+use crate::devices::wiring::{leak, tests::NoDisks, Backends};
+use crate::lifecycle::Images;
+use crate::mem::test_ram;
+use crate::mm::stage2::Vttbr;
+use crate::mmio::MmioDevice;
+use crate::pcpu::{self, PerCpu, Slot, Stop};
+use crate::sched::Wakeups;
+use crate::system::System;
+use crate::vcpu::{Power, Vcpu};
+use crate::vm::{BootImage, Vm, VmParts, VmState};
+use hypercall_abi::Function;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Where every test VM starts.
+const ENTRY: u32 = 0x4000_0000;
+const GICD: u32 = 0x0800_0000;
+const SLICE: u64 = 1000;
+
+/// Counts reloads instead of copying an image.
+#[derive(Default)]
+struct CountingImages {
+    reloads: AtomicU32,
+}
+
+impl Images for CountingImages {
+    fn reload(&self, vm: &Vm, resets: u32) {
+        vm.ram.zero();
+        self.reloads.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(resets, vm.resets.load(Ordering::Acquire));
+    }
+}
+
+struct Rig {
+    sys: &'static System,
+    images: &'static CountingImages,
+}
+
+/// A system of VMs on `pcpus` fake pCPUs: `vms[k]` lists, for each vCPU of
+/// VM k (id k + 1), the pCPU it is placed on. vCPU 0 starts at [`ENTRY`].
+fn rig(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]]) -> Rig {
+    let wakeups: &'static Wakeups = leak(Wakeups::new(board));
+    let backends = Backends { entropy: |b| b.len(), disks: &NoDisks, switches: &[], wakeups };
+    let vms: Vec<Vm> = vms
+        .iter()
+        .enumerate()
+        .map(|(k, placement)| {
+            let id = k as u32 + 1;
+            let vcpus: Vec<Vcpu> = placement
+                .iter()
+                .enumerate()
+                .map(|(v, &p)| Vcpu::new(v as u32, p, (v == 0).then_some((ENTRY, [0, !0, 0]))))
+                .collect();
+            let boot = BootImage { payload_index: k, entry: ENTRY, regs: [0, !0, 0], reset_count_ipa: None };
+            let parts = VmParts {
+                id,
+                ram: test_ram(0x4000_0000, 0x1_0000),
+                vttbr: Vttbr::for_tests(id as u8),
+                vcpus: Vec::leak(vcpus),
+                cntvoff: 0,
+                boot,
+                channels: 0,
+            };
+            Vm::new(parts, &format!("vm{id}"), &[], &backends)
+        })
+        .collect();
+    let vms: &'static [Vm] = Vec::leak(vms);
+    let mut queues: Vec<PerCpu> = (0..pcpus).map(PerCpu::new).collect();
+    for vm in vms {
+        for v in vm.vcpus {
+            assert!(queues[v.pcpu as usize].push(Slot::new(vm, v)));
+        }
+    }
+    let images: &'static CountingImages = leak(CountingImages::default());
+    let sys = leak(System::new(vms, &[], wakeups, SLICE, images, 33, queues));
+    Rig { sys, images }
+}
+
+/// Runs pCPU `id` of `sys` to its end on this thread.
+fn run_cpu(sys: &'static System, board: &'static FakeBoard, id: usize, script: Script) -> (Stop, FakeCpu) {
+    let mut cpu = FakeCpu::new(id, board, script);
+    let mut pc = sys.take_percpu(id).expect("each pCPU runs once");
+    let stop = pcpu::run(&mut cpu, sys, &mut pc);
+    (stop, cpu)
+}
+
+fn shutdown(g: &mut Guest<'_>, status: u32) -> Step {
+    g.hvc(Function::VmShutdown.id(), &[status])
+}
+
+fn vm_end(sys: &System, k: usize) -> (VmState, u32) {
+    (sys.vms[k].state(), sys.vms[k].status())
+}
+
+#[test]
+fn wfi_blocks_until_the_virtual_timer_fires() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0]]);
+    let script: Script = Box::new(|g| match g.regs.pc {
+        0x4000_0000 => g.store(GICD, 1),                   // GICD_CTLR: enable
+        0x4000_0004 => g.store(GICD + 0x100, 1 << 27),     // ISENABLER0: the virtual timer
+        0x4000_0008 => {
+            g.set_vtimer(50_000);
+            Step::Wfi
+        }
+        0x4000_000c => {
+            let got = g.ack();
+            if let Some(id) = got {
+                g.eoi(id);
+            }
+            let late = g.vnow() >= 50_000;
+            shutdown(g, if got == Some(27) && late { 0 } else { 1 })
+        }
+        pc => panic!("unexpected guest pc {pc:#x}"),
+    });
+    let (stop, cpu) = run_cpu(r.sys, board, 0, script);
+    assert_eq!(stop, Stop::SystemOff);
+    assert_eq!(vm_end(r.sys, 0), (VmState::Exited, 0), "the guest took its timer interrupt after the deadline");
+    assert!(cpu.sleeps >= 1, "the pCPU slept while its only vCPU waited");
+    assert_eq!(cpu.entries.len(), 4, "entered for each of three traps and once after the wake-up: {:?}", cpu.entries);
+}
+
+#[test]
+fn wfi_is_woken_by_an_ipi_from_a_sibling_on_the_same_pcpu() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0, 0]]);
+    let script: Script = Box::new(|g| match (g.vcpu, g.regs.pc) {
+        (0, 0x4000_0000) => g.store(GICD, 1),
+        (0, 0x4000_0004) => g.hvc(Function::PsciCpuOn.id(), &[1, 0x4000_1000, 0]),
+        (0, 0x4000_0008) if g.regs.r[0] != 0 => shutdown(g, 1),
+        // Yield, so that vCPU 1 starts and sleeps.
+        (0, 0x4000_0008) => Step::Wfe,
+        (0, 0x4000_000c) => g.store(GICD + 0xf00, 1 << 17 | 3), // GICD_SGIR: SGI 3 to vCPU 1
+        (0, 0x4000_0010) => Step::Wfi,
+        (0, 0x4000_0014) => g.hvc(Function::PsciCpuOff.id(), &[]),
+        (1, 0x4000_1000) => Step::Wfi,
+        (1, 0x4000_1004) => {
+            let got = g.ack();
+            if got == Some(3) {
+                g.eoi(3);
+                // Tell vCPU 0 (SGI 5) and power off.
+                g.store(GICD + 0xf00, 1 << 16 | 5)
+            } else {
+                shutdown(g, 1)
+            }
+        }
+        (1, 0x4000_1008) => g.hvc(Function::PsciCpuOff.id(), &[]),
+        (v, pc) => panic!("unexpected vCPU {v} pc {pc:#x}"),
+    });
+    let (stop, cpu) = run_cpu(r.sys, board, 0, script);
+    assert_eq!(stop, Stop::SystemOff);
+    assert_eq!(vm_end(r.sys, 0), (VmState::Exited, 0), "both vCPUs powered off after the IPIs: {:?}", cpu.entries);
+    assert!(r.sys.vms[0].vcpus.iter().all(|v| v.power() == Power::Off));
+}
+
+#[test]
+fn the_hyp_timer_ends_each_slice_when_two_vcpus_share_a_pcpu() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0], &[0]]);
+    // Each VM spins for 5 slices, then shuts down with its VM number.
+    let runs = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+    let counts = runs.clone();
+    let script: Script = Box::new(move |g| {
+        let n = counts[g.vm as usize - 1].fetch_add(1, Ordering::AcqRel);
+        if n < 5 { Step::Spin } else { shutdown(g, g.vm as u32) }
+    });
+    let (stop, cpu) = run_cpu(r.sys, board, 0, script);
+    assert_eq!(stop, Stop::SystemOff);
+    assert_eq!((vm_end(r.sys, 0), vm_end(r.sys, 1)), ((VmState::Exited, 1), (VmState::Exited, 2)));
+    let order: Vec<u8> = cpu.entries.iter().map(|e| e.vm).collect();
+    assert_eq!(&order[..10], [1, 2, 1, 2, 1, 2, 1, 2, 1, 2], "round robin, one slice each");
+    let gaps: Vec<u64> = cpu.entries.windows(2).take(9).map(|w| w[1].at - w[0].at).collect();
+    assert!(gaps.iter().all(|&d| d == SLICE), "each slice lasted exactly one slice: {gaps:?}");
+}
+
+#[test]
+fn a_lone_vcpu_gets_no_time_slice() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0]]);
+    let script: Script = Box::new(|g| match g.regs.pc {
+        0x4000_0000 => {
+            g.regs.pc += 4;
+            Step::Run(10 * SLICE)
+        }
+        _ => shutdown(g, 0),
+    });
+    let (_, cpu) = run_cpu(r.sys, board, 0, script);
+    assert_eq!(vm_end(r.sys, 0), (VmState::Exited, 0));
+    assert_eq!(cpu.entries, [Entry { at: 1, vm: 1, vcpu: 0 }], "ran 10 slices' worth without being interrupted");
+}
+
+#[test]
+fn the_last_vcpu_to_call_cpu_off_ends_the_vm() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0, 0]]);
+    let script: Script = Box::new(|g| match (g.vcpu, g.regs.pc) {
+        (0, 0x4000_0000) => g.hvc(Function::PsciCpuOn.id(), &[1, 0x4000_2000, 5]),
+        (0, 0x4000_0004) if g.regs.r[0] != 0 => shutdown(g, 1),
+        (0, 0x4000_0004) => g.hvc(Function::PsciCpuOff.id(), &[]),
+        (1, 0x4000_2000) if g.regs.r[0] == 5 => g.hvc(Function::PsciCpuOff.id(), &[]),
+        (v, pc) => panic!("unexpected vCPU {v} pc {pc:#x} r0 {:#x}", g.regs.r[0]),
+    });
+    let (stop, _) = run_cpu(r.sys, board, 0, script);
+    assert_eq!(stop, Stop::SystemOff);
+    assert_eq!(vm_end(r.sys, 0), (VmState::Exited, 0), "no vCPU left to start one again: the VM is over");
+}
+
+#[test]
+fn a_stopped_vm_leaves_the_shared_run_queue() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0], &[0]]);
+    let script: Script = Box::new(|g| match (g.vm, g.regs.pc) {
+        // VM 1 spins for a slice, then reads an address nothing is mapped at.
+        (1, 0x4000_0000) => {
+            g.regs.pc += 4;
+            Step::Spin
+        }
+        (1, _) => Step::Access { ipa: 0x2000_0000, write: false, reg: 0, size: 4 },
+        // VM 2 computes for three slices' worth (preempted while VM 1 can
+        // run), then shuts down.
+        (2, 0x4000_0000) => {
+            g.regs.pc += 4;
+            Step::Run(3 * SLICE)
+        }
+        (2, _) => shutdown(g, 0),
+        (vm, pc) => panic!("unexpected vm {vm} pc {pc:#x}"),
+    });
+    let (stop, cpu) = run_cpu(r.sys, board, 0, script);
+    assert_eq!(stop, Stop::SystemOff);
+    assert_eq!(vm_end(r.sys, 0).0, VmState::Stopped);
+    assert_eq!(vm_end(r.sys, 1), (VmState::Exited, 0));
+    let order: Vec<u8> = cpu.entries.iter().map(|e| e.vm).collect();
+    assert_eq!(order, [1, 2, 1, 2], "the stopped VM never ran again");
+}
+
+#[test]
+fn system_reset_waits_for_siblings_on_other_pcpus_then_restarts_the_vm() {
+    let board = FakeBoard::new();
+    let r = rig(board, 2, &[&[0, 1]]);
+    let sibling_in_guest = Arc::new(AtomicBool::new(false));
+    let flag = sibling_in_guest.clone();
+    let images = r.images;
+    let vcpu0: Script = Box::new(move |g| match g.regs.pc {
+        // First boot: start vCPU 1 on the other pCPU, wait until it runs, reset.
+        0x4000_0000 if images.reloads.load(Ordering::Acquire) == 0 => g.hvc(Function::PsciCpuOn.id(), &[1, 0x4000_3000, 0]),
+        0x4000_0004 if g.regs.r[0] != 0 => shutdown(g, 1),
+        0x4000_0004 if !flag.load(Ordering::Acquire) => {
+            g.regs.r[0] = 0;
+            std::thread::yield_now();
+            Step::Run(1)
+        }
+        0x4000_0004 => g.hvc(Function::PsciSystemReset.id(), &[]),
+        // After the reset: the VM starts over at its entry, alone.
+        0x4000_0000 => shutdown(g, 7),
+        pc => panic!("unexpected vCPU 0 pc {pc:#x}"),
+    });
+    let flag = sibling_in_guest.clone();
+    let vcpu1: Script = Box::new(move |g| {
+        assert_eq!(g.regs.pc, 0x4000_3000, "vCPU 1 is not restarted by the reset");
+        flag.store(true, Ordering::Release);
+        Step::Spin // until the reset kicks it out
+    });
+    let sys = r.sys;
+    let other = std::thread::spawn(move || run_cpu(sys, board, 1, vcpu1).0);
+    let (stop0, _) = run_cpu(sys, board, 0, vcpu0);
+    let stop1 = other.join().expect("pCPU 1 ran to its end");
+    assert_eq!((stop0, stop1), (Stop::SystemOff, Stop::CpuOff));
+    assert_eq!(vm_end(sys, 0), (VmState::Exited, 7));
+    assert_eq!(r.images.reloads.load(Ordering::Acquire), 1);
+    assert_eq!(sys.vms[0].resets.load(Ordering::Acquire), 1);
+    assert_eq!(sys.vms[0].vcpus[1].power(), Power::Off, "after a reset only vCPU 0 is on");
+    assert!(sys.vms[0].vcpus.iter().all(|v| !v.running.load(Ordering::Acquire)));
+}
+
+#[test]
+fn console_input_reaches_the_focused_vm_and_the_escape_key_moves_it() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0], &[0]]);
+    let script: Script = Box::new(|g| match g.regs.pc {
+        0x4000_0000 => {
+            g.regs.pc += 4;
+            Step::Spin
+        }
+        _ => shutdown(g, 0),
+    });
+    // Both guests' drivers have turned the UART's 32-byte FIFO on (UARTLCR_H.FEN).
+    for vm in r.sys.vms {
+        vm.uart.write(0, 0x2c, 4, 1 << 4);
+    }
+    let mut cpu = FakeCpu::new(0, board, script);
+    cpu.type_input(b"ab\x1c2cd", 33);
+    let mut pc = r.sys.take_percpu(0).unwrap();
+    assert_eq!(pcpu::run(&mut cpu, r.sys, &mut pc), Stop::SystemOff);
+    assert_eq!(r.sys.input.focus(), 1, "Ctrl-\\ 2 moved the input to the second VM");
+    // What each VM's driver would read: DR until FR.RXFE (bit 4).
+    let rx = |k: usize| {
+        let uart = &r.sys.vms[k].uart;
+        let mut got = Vec::new();
+        while uart.read(0, 0x18, 4) & (1 << 4) == 0 {
+            got.push(uart.read(0, 0x00, 4) as u8);
+        }
+        got
+    };
+    assert_eq!((rx(0), rx(1)), (b"ab".to_vec(), b"cd".to_vec()));
+}

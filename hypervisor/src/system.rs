@@ -1,0 +1,83 @@
+//! The whole system once it is built: the VMs, the channels between them,
+//! and the little state every pCPU shares (how many VMs still run, who is
+//! kicked, where console input goes). Built once by `boot` (or by a host
+//! test) and passed by reference to every pCPU's loop; nothing here is a
+//! global, so host tests build as many systems as they like.
+
+use crate::arch::MAX_CPUS;
+use crate::console_input::Input;
+use crate::lifecycle::Images;
+use crate::pcpu::PerCpu;
+use crate::sched::Wakeups;
+use crate::vm::{Channel, Vm};
+use core::sync::atomic::{AtomicU32, Ordering};
+use spin::Mutex;
+
+pub struct System {
+    pub vms: &'static [Vm],
+    /// Every channel, by id.
+    pub channels: &'static [Channel],
+    pub wakeups: &'static Wakeups,
+    /// A time slice, in counter ticks.
+    pub slice: u64,
+    /// Where a reset VM's RAM is reloaded from.
+    pub images: &'static dyn Images,
+    /// The hypervisor console's input (focus, escape key).
+    pub input: Input,
+    /// The physical interrupt of the console UART's receiver.
+    pub uart_irq: u32,
+    running: AtomicU32,
+    /// Each pCPU's run queue and loop state, until that pCPU takes it.
+    handoff: [Mutex<Option<PerCpu>>; MAX_CPUS],
+}
+
+impl System {
+    /// `percpu[n]` is pCPU n's run queue (empty for pCPUs without vCPUs).
+    pub fn new(
+        vms: &'static [Vm],
+        channels: &'static [Channel],
+        wakeups: &'static Wakeups,
+        slice: u64,
+        images: &'static dyn Images,
+        uart_irq: u32,
+        percpu: impl IntoIterator<Item = PerCpu>,
+    ) -> Self {
+        let handoff = [const { Mutex::new(None) }; MAX_CPUS];
+        for pc in percpu {
+            let id = pc.id;
+            *handoff[id].lock() = Some(pc);
+        }
+        Self {
+            vms,
+            channels,
+            wakeups,
+            slice,
+            images,
+            input: Input::new(),
+            uart_irq,
+            running: AtomicU32::new(vms.len() as u32),
+            handoff,
+        }
+    }
+
+    /// pCPU `cpu`'s state, for its loop to own from now on; None if it was
+    /// taken already or the pCPU has nothing to run.
+    pub fn take_percpu(&self, cpu: usize) -> Option<PerCpu> {
+        self.handoff.get(cpu)?.lock().take()
+    }
+
+    /// Does pCPU `cpu` have vCPUs to run (before it has started)?
+    pub fn has_work(&self, cpu: usize) -> bool {
+        self.handoff.get(cpu).is_some_and(|h| h.lock().as_ref().is_some_and(|pc| !pc.is_empty()))
+    }
+
+    /// How many VMs have not ended.
+    pub fn running_vms(&self) -> u32 {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// One VM has ended; returns how many still run.
+    pub(crate) fn vm_ended(&self) -> u32 {
+        self.running.fetch_sub(1, Ordering::AcqRel) - 1
+    }
+}

@@ -1,0 +1,146 @@
+//! A guest trap, decoded once from its syndrome (HSR, Arm ARM B3.13.6) into
+//! what the handlers in `exits` act on. Plain data, so every decoding rule
+//! is tested on the host.
+
+use crate::addr::Ipa;
+use crate::arch::TrapInfo;
+use crate::mmio::{self, DataAbort};
+
+/// HSR exception classes (Arm ARM B3.13.6, table B3-13).
+pub mod ec {
+    pub const WFI_WFE: u32 = 0x01;
+    pub const CP15_32: u32 = 0x03;
+    pub const FP_ACCESS: u32 = 0x07;
+    pub const HVC: u32 = 0x12;
+    pub const SMC: u32 = 0x13;
+    pub const PABT_LOWER: u32 = 0x20;
+    pub const DABT_LOWER: u32 = 0x24;
+}
+
+/// An MRC/MCR to CP15 (HSR ISS for EC 0x03).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cp15 {
+    pub read: bool,
+    pub crn: u32,
+    pub opc1: u32,
+    pub crm: u32,
+    pub opc2: u32,
+    /// The transfer register.
+    pub rt: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trap {
+    Wfi,
+    Wfe,
+    /// A hypercall: the arguments are in the trap frame.
+    Hvc,
+    /// An SMC (HCR.TSC): guests have no firmware to call.
+    Smc,
+    Cp15(Cp15),
+    /// A VFP/SIMD instruction while the vCPU's registers are not loaded.
+    FpAccess,
+    /// A stage-2 data abort at `ipa`.
+    DataAbort { abort: DataAbort, ipa: Ipa },
+    /// A stage-2 instruction abort at `ipa`.
+    PrefetchAbort { ipa: Ipa },
+    /// Any other exception class.
+    Other { ec: u32 },
+}
+
+/// A trap and what is needed to step over the instruction that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    pub trap: Trap,
+    /// The raw syndrome, for messages.
+    pub hsr: u32,
+    /// HSR.IL: the trapped instruction is 32 bits (else 16).
+    pub wide: bool,
+}
+
+impl Decoded {
+    pub fn ec(&self) -> u32 {
+        self.hsr >> 26
+    }
+
+    /// The length of the trapped instruction in bytes.
+    pub fn len(&self) -> u32 {
+        if self.wide { 4 } else { 2 }
+    }
+}
+
+pub fn decode(t: TrapInfo) -> Decoded {
+    let hsr = t.hsr;
+    let trap = match hsr >> 26 {
+        ec::WFI_WFE if hsr & 1 != 0 => Trap::Wfe,
+        ec::WFI_WFE => Trap::Wfi,
+        ec::HVC => Trap::Hvc,
+        ec::SMC => Trap::Smc,
+        ec::CP15_32 => Trap::Cp15(Cp15 {
+            read: hsr & 1 != 0,
+            crm: (hsr >> 1) & 0xf,
+            rt: ((hsr >> 5) & 0xf) as u8,
+            crn: (hsr >> 10) & 0xf,
+            opc1: (hsr >> 14) & 7,
+            opc2: (hsr >> 17) & 7,
+        }),
+        ec::FP_ACCESS => Trap::FpAccess,
+        ec::DABT_LOWER => {
+            Trap::DataAbort { abort: DataAbort::decode(hsr & 0x01ff_ffff), ipa: mmio::fault_ipa(t.hpfar, t.hdfar) }
+        }
+        ec::PABT_LOWER => Trap::PrefetchAbort { ipa: mmio::fault_ipa(t.hpfar, t.hifar) },
+        other => Trap::Other { ec: other },
+    };
+    Decoded { trap, hsr, wide: hsr & (1 << 25) != 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mmio::FaultKind;
+
+    fn info(hsr: u32) -> TrapInfo {
+        TrapInfo { hsr, ..Default::default() }
+    }
+
+    #[test]
+    fn wait_instructions() {
+        let wfi = decode(info(ec::WFI_WFE << 26 | 1 << 25));
+        assert_eq!((wfi.trap, wfi.len()), (Trap::Wfi, 4));
+        let wfe16 = decode(info(ec::WFI_WFE << 26 | 1));
+        assert_eq!((wfe16.trap, wfe16.len()), (Trap::Wfe, 2), "a Thumb WFE is 16 bits");
+    }
+
+    #[test]
+    fn cp15_fields() {
+        // MRC p15, 0, r3, c1, c0, 1 (ACTLR read): Opc2=1, Opc1=0, CRn=1, Rt=3, CRm=0, read.
+        let hsr = ec::CP15_32 << 26 | 1 << 25 | 1 << 17 | 1 << 10 | 3 << 5 | 1;
+        assert_eq!(decode(info(hsr)).trap, Trap::Cp15(Cp15 { read: true, crn: 1, opc1: 0, crm: 0, opc2: 1, rt: 3 }));
+    }
+
+    #[test]
+    fn aborts_carry_the_ipa() {
+        // A word store through r3 to IPA 0x0900_0018: ISV, SAS=2, SRT=3, WnR, level-3 translation fault.
+        let iss = 1 << 24 | 2 << 22 | 3 << 16 | 1 << 6 | 0x07;
+        let t = TrapInfo { hsr: ec::DABT_LOWER << 26 | 1 << 25 | iss, hdfar: 0x0900_0018, hifar: 0, hpfar: 0x0009_0000 };
+        match decode(t).trap {
+            Trap::DataAbort { abort, ipa } => {
+                assert_eq!(ipa, Ipa(0x0900_0018));
+                assert!(abort.isv && abort.write && abort.reg == 3 && abort.size == 4);
+                assert_eq!(abort.fault, FaultKind::Translation(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = TrapInfo { hsr: ec::PABT_LOWER << 26 | 0x06, hdfar: 0, hifar: 0x2000_0abc, hpfar: 0x0020_0000 };
+        assert_eq!(decode(p).trap, Trap::PrefetchAbort { ipa: Ipa(0x2000_0abc) });
+    }
+
+    #[test]
+    fn everything_else_is_named_by_its_class() {
+        assert_eq!(decode(info(ec::HVC << 26)).trap, Trap::Hvc);
+        assert_eq!(decode(info(ec::SMC << 26)).trap, Trap::Smc);
+        assert_eq!(decode(info(ec::FP_ACCESS << 26)).trap, Trap::FpAccess);
+        assert_eq!(decode(info(0x3f << 26)).trap, Trap::Other { ec: 0x3f });
+        assert_eq!(decode(info(0)).trap, Trap::Other { ec: 0 });
+    }
+}
