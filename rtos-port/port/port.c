@@ -30,15 +30,16 @@
 #include "task.h"
 #include "tessera_port.h"
 #include <tessera/guest.h>
+#include <tessera/guest_map.h>
 
-/* ---- The virtual GIC (QEMU virt addresses, as the guest DTB says) ---- */
-#define GICD_BASE       0x08000000u
+/* ---- The virtual GIC (the guest map's addresses, as the guest DTB says) ---- */
+#define GICD_BASE       TESSERA_MAP_GICD
 #define GICD_CTLR       (GICD_BASE + 0x000u)
 #define GICD_ISENABLER  (GICD_BASE + 0x100u)
 #define GICD_IPRIORITYR (GICD_BASE + 0x400u)
 #define GICD_ITARGETSR  (GICD_BASE + 0x800u)
 #define GICD_SGIR       (GICD_BASE + 0xf00u)
-#define GICC_BASE       0x08010000u
+#define GICC_BASE       TESSERA_MAP_GICC
 #define GICC_CTLR       (GICC_BASE + 0x00u)
 #define GICC_PMR        (GICC_BASE + 0x04u)
 #define GICC_IAR        (GICC_BASE + 0x0cu)

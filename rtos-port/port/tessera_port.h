@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "FreeRTOS.h"
+#include <tessera/guest_map.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -17,7 +18,7 @@ extern "C" {
 
 /* GIC interrupt IDs the port owns. */
 #define portYIELD_SGI     0u  /* cross-core yield request */
-#define portVTIMER_PPI    27u /* EL1 virtual timer: the tick */
+#define portVTIMER_PPI    TESSERA_MAP_PPI_VTIMER /* EL1 virtual timer: the tick */
 
 /* The virtual counter CNTVCT (starts at 0 when the VM starts) and CNTFRQ. */
 uint64_t ullPortCounter(void);

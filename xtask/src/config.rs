@@ -135,12 +135,9 @@ pub enum DeviceKind {
 pub const MAX_DEVICES: usize = tessera_payload::MAX_DEVICES;
 pub const MAX_DISKS: usize = tessera_payload::MAX_DISKS;
 pub const MAX_CHANNELS: usize = tessera_payload::MAX_CHANNELS;
-pub const MAX_CHANNEL_KIB: u32 = 16 << 10;
-/// Channel k lies at this IPA + k * 16 MiB in every member VM, and rings
-/// SPI 48 + k (SPIs 16-47 are the virtio slots).
-pub const CHANNEL_IPA: u32 = tessera_payload::CHANNEL_WINDOW.0;
-pub const CHANNEL_STRIDE: u32 = MAX_CHANNEL_KIB << 10;
-pub const CHANNEL_SPI: u32 = 48;
+/// A channel's memory fills at most its slot of the guest map (channel k
+/// lies at `guest_map::channel(k)` in every member VM).
+pub const MAX_CHANNEL_KIB: u32 = tessera_payload::guest_map::CHANNEL_STRIDE >> 10;
 
 /// The board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

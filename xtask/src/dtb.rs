@@ -5,8 +5,8 @@
 //! It describes the VM, not the board: its RAM, its vCPUs (started with PSCI
 //! over HVC, which the hypervisor implements), the devices every VM gets
 //! (a GICv2, the architected timer, a PL011, at the addresses of QEMU's
-//! `virt` board: `hypervisor/src/vm.rs`, `guest_map`), the command line and
-//! the initrd.
+//! `virt` board, from the one guest map, `tessera_payload::guest_map`), the
+//! command line and the initrd.
 
 use std::ops::Range;
 
@@ -14,7 +14,6 @@ use vm_fdt::FdtWriter;
 
 const GIC_PHANDLE: u32 = 1;
 const CLOCK_PHANDLE: u32 = 2;
-const UART_NODE: &str = "pl011@9000000";
 
 /// Largest guest DTB: the packer reserves this much below the DTB limit.
 pub const MAX_DTB_SIZE: usize = 64 << 10;
@@ -46,12 +45,9 @@ pub struct DtbChannel<'a> {
     pub spi: u32,
 }
 
-/// The guest's virtio-mmio slot 0 (QEMU virt's first slot address) and its
-/// interrupt, SPI 16 (`hypervisor/src/vm.rs`, `guest_map`); slot n is
-/// 0x200 * n above, with SPI 16 + n.
-pub const VIRTIO_SLOT0: u32 = 0x0a00_0000;
-pub const VIRTIO_SLOT_SIZE: u32 = 0x200;
-pub const VIRTIO_SLOT0_SPI: u32 = 16;
+// Every address and interrupt below comes from the one guest memory map
+// the hypervisor uses too (`tessera_payload::guest_map`).
+use tessera_payload::guest_map as map;
 
 /// Builds the flattened device tree; fails only if it would exceed
 /// [`MAX_DTB_SIZE`] (or on strings the format cannot hold).
@@ -110,11 +106,11 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
 
     // The GICv2: distributor (emulated) and CPU interface (the hardware's
     // virtual one). 3 interrupt cells: type (0 SPI, 1 PPI), number, flags.
-    let gic = fdt.begin_node("intc@8000000")?;
+    let gic = fdt.begin_node(&format!("intc@{:x}", map::GICD))?;
     fdt.property_string("compatible", "arm,cortex-a15-gic")?;
     fdt.property_u32("#interrupt-cells", 3)?;
     fdt.property_null("interrupt-controller")?;
-    fdt.property_array_u32("reg", &[0x0800_0000, 0x1000, 0x0801_0000, 0x2000])?;
+    fdt.property_array_u32("reg", &[map::GICD, map::GICD_SIZE, map::GICC, map::GICC_SIZE])?;
     fdt.property_u32("phandle", GIC_PHANDLE)?;
     fdt.end_node(gic)?;
 
@@ -124,7 +120,10 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     let ppi_flags = 0x04 | cpu_mask << 8;
     let timer = fdt.begin_node("timer")?;
     fdt.property_string("compatible", "arm,armv7-timer")?;
-    fdt.property_array_u32("interrupts", &[1, 13, ppi_flags, 1, 14, ppi_flags, 1, 11, ppi_flags, 1, 10, ppi_flags])?;
+    // PPI numbers count from INTID 16; the virtual timer is the one the
+    // hypervisor injects.
+    let vtimer = map::PPI_VTIMER - 16;
+    fdt.property_array_u32("interrupts", &[1, 13, ppi_flags, 1, 14, ppi_flags, 1, vtimer, ppi_flags, 1, 10, ppi_flags])?;
     fdt.property_null("always-on")?;
     fdt.end_node(timer)?;
 
@@ -136,20 +135,21 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     fdt.property_u32("phandle", CLOCK_PHANDLE)?;
     fdt.end_node(clock)?;
 
-    let uart = fdt.begin_node(UART_NODE)?;
+    let uart_node = format!("pl011@{:x}", map::UART);
+    let uart = fdt.begin_node(&uart_node)?;
     fdt.property_string_list("compatible", vec!["arm,pl011".into(), "arm,primecell".into()])?;
-    fdt.property_array_u32("reg", &[0x0900_0000, 0x1000])?;
-    fdt.property_array_u32("interrupts", &[0, 1, 4])?;
+    fdt.property_array_u32("reg", &[map::UART, map::UART_SIZE])?;
+    fdt.property_array_u32("interrupts", &[0, map::UART_SPI, 4])?;
     fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
     fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
     fdt.end_node(uart)?;
 
     for &slot in vm.virtio_slots {
-        let base = VIRTIO_SLOT0 + slot * VIRTIO_SLOT_SIZE;
+        let (base, spi) = map::virtio_slot(slot);
         let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
         fdt.property_string("compatible", "virtio,mmio")?;
-        fdt.property_array_u32("reg", &[base, VIRTIO_SLOT_SIZE])?;
-        fdt.property_array_u32("interrupts", &[0, VIRTIO_SLOT0_SPI + slot, 4])?;
+        fdt.property_array_u32("reg", &[base, map::VIRTIO_SLOT_SIZE])?;
+        fdt.property_array_u32("interrupts", &[0, spi, 4])?;
         fdt.property_null("dma-coherent")?;
         fdt.end_node(node)?;
     }
@@ -167,7 +167,7 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
 
     let chosen = fdt.begin_node("chosen")?;
     fdt.property_string("bootargs", vm.cmdline)?;
-    fdt.property_string("stdout-path", &format!("/{UART_NODE}"))?;
+    fdt.property_string("stdout-path", &format!("/{uart_node}"))?;
     // A fixed 4-byte cell the hypervisor rewrites in place when the VM is
     // reset (PSCI SYSTEM_RESET): 0 after power-on, n after the nth reset.
     fdt.property_u32("tessera,reset-count", 0)?;

@@ -6,13 +6,15 @@
 //! - `test`            every test: host unit tests, then the QEMU scenarios
 //! - `bench [PART]`    benchmarks: instruction counts under QEMU -icount, wall-clock ratios
 //!                     against native QEMU (PART: micro, freertos, linux, blk, net)
-//! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml
+//! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml,
+//!                     and the guest map's C header from tessera_payload::guest_map
 mod bench;
 mod build;
 mod config;
 mod disks;
 mod dtb;
 mod elf_image;
+mod guest_map;
 mod kernel;
 mod linux;
 mod outcome;
@@ -41,7 +43,7 @@ fn usage() -> ExitCode {
          \n  run [CONFIG]   build, pack and boot CONFIG in QEMU (default: {DEFAULT_CONFIG})\
          \n  test           run every test: host unit tests and QEMU scenarios\
          \n  bench [PART]   benchmarks (PART: micro, freertos, linux, blk, net; default all)\
-         \n  gen-abi        regenerate the hypercall ABI files from hypercall-abi/abi.toml"
+         \n  gen-abi        regenerate the hypercall ABI files and the guest map's C header"
     );
     ExitCode::from(2)
 }
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
         Some("run") => outcome::run_verb(args.get(1).map(String::as_str).unwrap_or(DEFAULT_CONFIG)),
         Some("test") => scenarios::test_verb(),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
-        Some("gen-abi") => build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]),
+        Some("gen-abi") => build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]).and_then(|_| guest_map::write()),
         _ => return usage(),
     };
     match result {

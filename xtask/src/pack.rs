@@ -47,9 +47,9 @@ use crate::kernel::{self, KernelImage};
 
 /// Where the loader puts the payload and the hypervisor looks for it:
 /// RAM base + 16 MiB.
-pub const PAYLOAD_BASE: u32 = 0x4100_0000;
+pub const PAYLOAD_BASE: u32 = tessera_payload::PAYLOAD_BASE;
 /// Every VM's RAM starts at this IPA.
-pub const GUEST_RAM_BASE: u32 = 0x4000_0000;
+pub const GUEST_RAM_BASE: u32 = tessera_payload::guest_map::RAM;
 /// The DTB sits below `min(ram_end, ram_base + DTB_LIMIT)`.
 pub const DTB_LIMIT: u32 = 512 << 20;
 /// Room kept for the DTB.
@@ -129,7 +129,7 @@ pub fn build_payload(cfg: &Config) -> Result<Vec<u8>, ConfigError> {
             .channels
             .iter()
             .enumerate()
-            .map(|(k, c)| ChannelImage { name: c.name.clone(), ipa: channel_ipa(k), size: c.size, spi: config::CHANNEL_SPI + k as u32 })
+            .map(|(k, c)| ChannelImage { name: c.name.clone(), ipa: channel_ipa(k), size: c.size, spi: channel_spi(k) })
             .collect(),
     };
     let payload = build(cfg.system.pcpus, cfg.system.memory_mib, &images, &shared);
@@ -146,7 +146,12 @@ pub fn build_payload(cfg: &Config) -> Result<Vec<u8>, ConfigError> {
 
 /// Channel k's guest address, the same in every member VM.
 fn channel_ipa(k: usize) -> u32 {
-    config::CHANNEL_IPA + k as u32 * config::CHANNEL_STRIDE
+    tessera_payload::guest_map::channel(k as u32).0
+}
+
+/// Channel k's doorbell SPI.
+fn channel_spi(k: usize) -> u32 {
+    tessera_payload::guest_map::channel(k as u32).1
 }
 
 fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigError> {
@@ -235,7 +240,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
             name: &cfg.channels[k].name,
             ipa: channel_ipa(k),
             size: cfg.channels[k].size,
-            spi: config::CHANNEL_SPI + k as u32,
+            spi: channel_spi(k),
         })
         .collect();
     let dtb = dtb::build(&GuestDtb {

@@ -117,6 +117,10 @@ pub mod guest_map {
     // 64 SPIs: what the vGIC emulates (`hypervisor/src/vgic.rs`, NR_SPIS).
     const _: () = assert!(CHANNEL0_SPI + super::MAX_CHANNELS as u32 <= 64);
 }
+/// Where the packer places the payload in the board's physical memory and
+/// the hypervisor looks for it: RAM base + 16 MiB (the ELF the packer writes
+/// loads it there).
+pub const PAYLOAD_BASE: u32 = 0x4100_0000;
 /// Disk ranges are in whole sectors.
 pub const SECTOR: u64 = 512;
 

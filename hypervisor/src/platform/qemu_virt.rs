@@ -5,8 +5,8 @@
 
 /// Where QEMU places the DTB for an ELF image: the start of RAM.
 pub const DTB_DEFAULT: u32 = 0x4000_0000;
-/// Where the packer places the boot payload (`xtask/src/pack.rs`).
-pub const PAYLOAD_BASE: u32 = 0x4100_0000;
+/// Where the packer places the boot payload.
+pub const PAYLOAD_BASE: u32 = tessera_payload::PAYLOAD_BASE;
 
 /// What the hypervisor needs from the host DTB.
 pub struct Board {

@@ -101,8 +101,9 @@ extern "C" fn guest_secondary_entry(index: u32) -> ! {
 
 /// Interrupts, through the GIC at the QEMU virt addresses the guest DTB names.
 pub mod gic {
-    const GICD: usize = 0x0800_0000;
-    const GICC: usize = 0x0801_0000;
+    use tessera_payload::guest_map as map;
+    const GICD: usize = map::GICD as usize;
+    const GICC: usize = map::GICC as usize;
 
     fn w(a: usize, v: u32) {
         super::mmio_write(a, v)
@@ -218,7 +219,7 @@ pub fn mmio_read(addr: usize) -> u32 {
 /// Writes to the VM's emulated PL011 (polled, as early boot code does).
 pub fn uart_write(s: &str) {
     for b in s.bytes() {
-        mmio_write(0x0900_0000, b as u32);
+        mmio_write(tessera_payload::guest_map::UART as usize, b as u32);
     }
 }
 

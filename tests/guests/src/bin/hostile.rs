@@ -29,6 +29,7 @@
 
 use guest_rt::println;
 use tessera_guest::abi::{psci, Error, Function};
+use tessera_payload::guest_map as map;
 
 guest_rt::guest_main!(main);
 
@@ -115,7 +116,8 @@ fn gic_garbage() -> u32 {
     let mut x: u32 = 0x2545_f491;
     let mut writes = 0u32;
     for round in 0..4 {
-        for (base, size) in [(0x0800_0000usize, 0x1000usize), (0x0900_0000, 0x1000)] {
+        for (base, size) in [(map::GICD, map::GICD_SIZE), (map::UART, map::UART_SIZE)] {
+            let (base, size) = (base as usize, size as usize);
             for off in (0..size).step_by(4) {
                 x ^= x << 13;
                 x ^= x >> 17;
@@ -132,7 +134,7 @@ fn gic_garbage() -> u32 {
 }
 
 fn virtio_bad_queue() -> u32 {
-    const V: usize = 0x0a00_0000;
+    const V: usize = map::VIRTIO0 as usize;
     let r = |off: usize| guest_rt::mmio_read(V + off);
     let w = |off: usize, v: u32| guest_rt::mmio_write(V + off, v);
     let (magic, version, id) = (r(0x000), r(0x004), r(0x008));
@@ -210,7 +212,7 @@ fn get16(a: usize) -> u16 {
 }
 
 fn net_bad_queue() -> u32 {
-    const V: usize = 0x0a00_0000;
+    const V: usize = map::VIRTIO0 as usize;
     const Q: usize = 0x4018_0000;
     const BUF: usize = 0x4019_0000;
     let r = |off: usize| guest_rt::mmio_read(V + off);

@@ -17,10 +17,11 @@ guest_rt::guest_main!(main);
 type Blk = VirtIOBlk<IdentityHal, MmioTransport<'static>>;
 
 fn open(slot: usize) -> Option<Blk> {
-    let base = 0x0a00_0000 + slot * 0x200;
+    let (base, _) = tessera_payload::guest_map::virtio_slot(slot as u32);
+    let base = base as usize;
     let header = NonNull::new(base as *mut VirtIOHeader)?;
     // SAFETY: virtio-mmio slot `slot` of this VM, as its DTB says; used by nothing else.
-    let transport = match unsafe { MmioTransport::new(header, 0x200) } {
+    let transport = match unsafe { MmioTransport::new(header, tessera_payload::guest_map::VIRTIO_SLOT_SIZE as usize) } {
         Ok(t) => t,
         Err(e) => {
             println!("no virtio device in slot {slot}: {e:?}");

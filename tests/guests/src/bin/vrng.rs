@@ -13,9 +13,9 @@ use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 guest_rt::guest_main!(main);
 
 fn main() -> u32 {
-    let header = NonNull::new(0x0a00_0000 as *mut VirtIOHeader).expect("non-null");
+    let header = NonNull::new(tessera_payload::guest_map::VIRTIO0 as usize as *mut VirtIOHeader).expect("non-null");
     // SAFETY: virtio-mmio slot 0 of this VM, as its DTB says; used by nothing else.
-    let transport = match unsafe { MmioTransport::new(header, 0x200) } {
+    let transport = match unsafe { MmioTransport::new(header, tessera_payload::guest_map::VIRTIO_SLOT_SIZE as usize) } {
         Ok(t) => t,
         Err(e) => {
             println!("no virtio device in slot 0: {e:?}");
