@@ -109,9 +109,7 @@ pub fn console_write(buf: &[u8]) -> Result<usize, Error> {
     // On 32-bit Arm usize is u32, so the address is exact; on a 64-bit host
     // the fake hypervisor finds the bytes through `hvc::fake`.
     let ipa = buf.as_ptr() as usize as u32;
-    let r = crate::hvc::fake_lend(buf, || {
-        call(Function::ConsoleWrite, ipa, buf.len() as u32, 0)
-    });
+    let r = crate::hvc::fake_lend(buf, || call(Function::ConsoleWrite, ipa, buf.len() as u32, 0));
     status(r[0]).map(|()| r[1] as usize)
 }
 
@@ -141,11 +139,7 @@ pub struct VmInfo {
 /// The calling VM's id, vCPU count and the calling vCPU's index.
 pub fn vm_info() -> Result<VmInfo, Error> {
     let r = call(Function::VmInfo, 0, 0, 0);
-    status(r[0]).map(|()| VmInfo {
-        vm_id: r[1],
-        vcpu_count: r[2],
-        vcpu_index: r[3],
-    })
+    status(r[0]).map(|()| VmInfo { vm_id: r[1], vcpu_count: r[2], vcpu_index: r[3] })
 }
 
 /// Stops this VM with exit status `status` (0 = success). If the call ever

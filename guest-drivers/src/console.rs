@@ -83,10 +83,7 @@ impl fmt::Write for Buffered {
 /// its own failure.
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
-    let mut out = Buffered {
-        buf: [0; LINE],
-        len: 0,
-    };
+    let mut out = Buffered { buf: [0; LINE], len: 0 };
     if fmt::write(&mut out, args).is_ok() {
         let _ = out.flush();
     }

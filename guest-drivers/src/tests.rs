@@ -53,17 +53,7 @@ fn discovery_calls_decode_their_registers() {
     assert_eq!(crate::revision(), Ok((1, 0)));
     assert_eq!(crate::abi_version(), Ok((1, 0)));
     let fids: Vec<u32> = log.borrow().iter().map(|c| c[0]).collect();
-    assert_eq!(
-        fids,
-        [
-            0x8000_0000,
-            0x8600_FF00,
-            0x8600_FF01,
-            0x8600_FF01,
-            0x8600_FF03,
-            0x8600_0000
-        ]
-    );
+    assert_eq!(fids, [0x8000_0000, 0x8600_FF00, 0x8600_FF01, 0x8600_FF01, 0x8600_FF03, 0x8600_0000]);
 }
 
 #[test]
@@ -113,24 +103,14 @@ fn status_codes_map_to_errors() {
 #[test]
 fn vm_info_decodes_r1_to_r3() {
     let (_g, log) = fake(|_| [0, 3, 4, 2]);
-    assert_eq!(
-        crate::vm_info(),
-        Ok(VmInfo {
-            vm_id: 3,
-            vcpu_count: 4,
-            vcpu_index: 2
-        })
-    );
+    assert_eq!(crate::vm_info(), Ok(VmInfo { vm_id: 3, vcpu_count: 4, vcpu_index: 2 }));
     assert_eq!(log.borrow()[0][0], 0x8600_0004);
 }
 
 #[test]
 fn console_write_passes_the_buffer() {
     let (_g, log) = fake(|[_, ipa, len, _]| {
-        assert_eq!(
-            fake::console_bytes(ipa, len).as_deref(),
-            Some(&b"hi there"[..])
-        );
+        assert_eq!(fake::console_bytes(ipa, len).as_deref(), Some(&b"hi there"[..]));
         [0, len, 0, 0]
     });
     let text = b"hi there";
@@ -156,10 +136,7 @@ fn console_write_refuses_oversize_buffers_without_trapping() {
 #[test]
 fn console_write_raw_passes_hostile_arguments_unchanged() {
     let (_g, log) = fake(|_| [neg(-4), 0, 0, 0]);
-    assert_eq!(
-        crate::console_write_raw(0xFFFF_FF00, 0x200),
-        Err(Error::InvalidAddress)
-    );
+    assert_eq!(crate::console_write_raw(0xFFFF_FF00, 0x200), Err(Error::InvalidAddress));
     assert_eq!(log.borrow()[0], [0x8600_0002, 0xFFFF_FF00, 0x200, 0]);
 }
 
@@ -173,8 +150,7 @@ fn console_fake(max: u32) -> (fake::Guard, Log, Rc<RefCell<Vec<u8>>>) {
         }
         assert!(len <= CONSOLE_WRITE_MAX, "chunk of {len} bytes");
         let n = len.min(max);
-        sink.borrow_mut()
-            .extend(fake::console_bytes(ipa, n).expect("the lent buffer"));
+        sink.borrow_mut().extend(fake::console_bytes(ipa, n).expect("the lent buffer"));
         [0, n, 0, 0]
     });
     (g, log, out)
@@ -194,9 +170,7 @@ fn console_sends_long_text_in_chunks() {
 fn console_resumes_partial_writes() {
     let (_g, log, out) = console_fake(100);
     let text = [b'z'; 1030];
-    Console
-        .write_str(core::str::from_utf8(&text).unwrap())
-        .unwrap();
+    Console.write_str(core::str::from_utf8(&text).unwrap()).unwrap();
     assert_eq!(out.borrow().len(), 1030);
     assert_eq!(log.borrow().len(), 11);
 }
@@ -207,14 +181,8 @@ fn console_gives_up_when_nothing_is_taken() {
     assert_eq!(Console.write_bytes(b"stuck"), Err(Error::Denied));
     assert!(out.borrow().is_empty());
     let log = log.borrow();
-    let writes = log
-        .iter()
-        .filter(|c| c[0] == Function::ConsoleWrite.id())
-        .count();
-    let yields = log
-        .iter()
-        .filter(|c| c[0] == Function::VcpuYield.id())
-        .count();
+    let writes = log.iter().filter(|c| c[0] == Function::ConsoleWrite.id()).count();
+    let yields = log.iter().filter(|c| c[0] == Function::VcpuYield.id()).count();
     assert_eq!((writes, yields), (16, 15));
 }
 
@@ -275,19 +243,11 @@ fn psci_calls_return_psci_codes() {
     });
     assert_eq!(psci::psci_version(), 0x1_0001);
     // SAFETY: the fake hypervisor starts nothing.
-    let (already, started) = unsafe {
-        (
-            psci::cpu_on(1, 0x4000_8000, 7),
-            psci::cpu_on(2, 0x4000_8000, 7),
-        )
-    };
+    let (already, started) = unsafe { (psci::cpu_on(1, 0x4000_8000, 7), psci::cpu_on(2, 0x4000_8000, 7)) };
     assert_eq!((already, started), (codes::ALREADY_ON, codes::SUCCESS));
     assert_eq!(psci::affinity_info(2, 0), codes::AFFINITY_ON_PENDING);
     assert_eq!(psci::cpu_off(), codes::DENIED);
-    assert_eq!(
-        psci::psci_features(Function::PsciCpuOn.id()),
-        codes::SUCCESS
-    );
+    assert_eq!(psci::psci_features(Function::PsciCpuOn.id()), codes::SUCCESS);
     let log = log.borrow();
     assert_eq!(log[1], [0x8400_0003, 1, 0x4000_8000, 7]);
     assert_eq!(log[3], [0x8400_0004, 2, 0, 0]);

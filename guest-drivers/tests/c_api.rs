@@ -62,9 +62,21 @@ fn header_compiles_for_armv7a_guests_in_c_and_cxx() {
     .unwrap();
     for (compiler, lang) in [("arm-none-eabi-gcc", "c"), ("arm-none-eabi-g++", "c++")] {
         let mut cc = Command::new(compiler);
-        cc.args(["-march=armv7-a", "-marm", "-O2", "-ffreestanding", "-Wall", "-Wextra", "-Werror", "-x", lang, "-c", "-o"])
-            .arg(dir.join(format!("use-{lang}.o")))
-            .arg(&src);
+        cc.args([
+            "-march=armv7-a",
+            "-marm",
+            "-O2",
+            "-ffreestanding",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-x",
+            lang,
+            "-c",
+            "-o",
+        ])
+        .arg(dir.join(format!("use-{lang}.o")))
+        .arg(&src);
         for i in includes() {
             cc.arg("-I").arg(i);
         }

@@ -10,11 +10,7 @@ use hypercall_abi::{feature, psci, Error, Function};
 /// Every function of ABI 1.0 with its ID and spec name.
 const V1_FUNCTIONS: &[(Function, u32, &str)] = &[
     (Function::SmcccVersion, 0x8000_0000, "SMCCC_VERSION"),
-    (
-        Function::SmcccArchFeatures,
-        0x8000_0001,
-        "SMCCC_ARCH_FEATURES",
-    ),
+    (Function::SmcccArchFeatures, 0x8000_0001, "SMCCC_ARCH_FEATURES"),
     (Function::PsciVersion, 0x8400_0000, "PSCI_VERSION"),
     (Function::PsciCpuSuspend, 0x8400_0001, "CPU_SUSPEND"),
     (Function::PsciCpuOff, 0x8400_0002, "CPU_OFF"),
@@ -39,15 +35,8 @@ fn function_ids_are_frozen() {
     for &(f, id, name) in V1_FUNCTIONS {
         assert_eq!(f.id(), id, "{name} was renumbered: published as {id:#010x}");
         assert_eq!(f as u32, id, "{name}: discriminant differs from id()");
-        assert_eq!(
-            Function::from_id(id),
-            Some(f),
-            "{name} ({id:#010x}) disappeared from from_id"
-        );
-        assert!(
-            Function::ALL.contains(&f),
-            "{name} disappeared from Function::ALL"
-        );
+        assert_eq!(Function::from_id(id), Some(f), "{name} ({id:#010x}) disappeared from from_id");
+        assert!(Function::ALL.contains(&f), "{name} disappeared from Function::ALL");
         assert_eq!(f.name(), name, "{id:#010x} was renamed");
     }
 }
@@ -65,33 +54,16 @@ fn ids_are_unique_and_round_trip() {
 #[test]
 fn unassigned_ids_are_unknown() {
     // Spots around and between the assigned ranges: all NOT_SUPPORTED.
-    for id in [
-        0,
-        0x8000_0002,
-        0x8400_0005,
-        0x8400_000B,
-        0x8600_FF02,
-        0x8600_FFFF,
-        0xC600_0002,
-        0x0600_0002,
-    ] {
-        assert_eq!(
-            Function::from_id(id),
-            None,
-            "{id:#010x} must not be assigned in 1.0"
-        );
+    for id in [0, 0x8000_0002, 0x8400_0005, 0x8400_000B, 0x8600_FF02, 0x8600_FFFF, 0xC600_0002, 0x0600_0002] {
+        assert_eq!(Function::from_id(id), None, "{id:#010x} must not be assigned in 1.0");
     }
 }
 
 #[test]
 fn error_codes_are_frozen() {
     assert_eq!(hypercall_abi::SUCCESS, 0);
-    let v1: &[(Error, i32)] = &[
-        (Error::NotSupported, -1),
-        (Error::InvalidParameter, -3),
-        (Error::InvalidAddress, -4),
-        (Error::Denied, -5),
-    ];
+    let v1: &[(Error, i32)] =
+        &[(Error::NotSupported, -1), (Error::InvalidParameter, -3), (Error::InvalidAddress, -4), (Error::Denied, -5)];
     for &(e, code) in v1 {
         assert_eq!(e.code(), code, "{e:?} was renumbered");
         assert_eq!(Error::from_code(code), Some(e));
@@ -99,11 +71,7 @@ fn error_codes_are_frozen() {
         assert!(!e.message().is_empty());
     }
     assert_eq!(Error::from_code(0), None, "success is not an error");
-    assert_eq!(
-        Error::from_code(-2),
-        None,
-        "-2 is SMCCC's NOT_REQUIRED, never a Tessera error"
-    );
+    assert_eq!(Error::from_code(-2), None, "-2 is SMCCC's NOT_REQUIRED, never a Tessera error");
 }
 
 #[test]
@@ -124,14 +92,7 @@ fn psci_numbers_are_frozen() {
     for (have, want) in codes {
         assert_eq!(have, want, "a PSCI code changed: PSCI fixes these");
     }
-    assert_eq!(
-        (
-            psci::AFFINITY_ON,
-            psci::AFFINITY_OFF,
-            psci::AFFINITY_ON_PENDING
-        ),
-        (0, 1, 2)
-    );
+    assert_eq!((psci::AFFINITY_ON, psci::AFFINITY_OFF, psci::AFFINITY_ON_PENDING), (0, 1, 2));
 }
 
 #[test]
@@ -144,16 +105,9 @@ fn feature_bits_are_frozen() {
 
 #[test]
 fn constants_are_frozen() {
-    assert_eq!(
-        hypercall_abi::ABI_VERSION_MAJOR,
-        1,
-        "a new major version is a new ABI: write a new golden test"
-    );
+    assert_eq!(hypercall_abi::ABI_VERSION_MAJOR, 1, "a new major version is a new ABI: write a new golden test");
     assert!(
-        (
-            hypercall_abi::ABI_VERSION_MAJOR,
-            hypercall_abi::ABI_VERSION_MINOR
-        ) >= (1, 0),
+        (hypercall_abi::ABI_VERSION_MAJOR, hypercall_abi::ABI_VERSION_MINOR) >= (1, 0),
         "the version never goes backwards"
     );
     assert_eq!(hypercall_abi::SMCCC_VERSION_1_1, 0x0001_0001);
@@ -169,10 +123,7 @@ fn constants_are_frozen() {
 
 #[test]
 fn call_count_counts_the_vendor_functions() {
-    let vendor = Function::ALL
-        .iter()
-        .filter(|f| (0x8600_0000..=0x8600_FEFF).contains(&f.id()))
-        .count();
+    let vendor = Function::ALL.iter().filter(|f| (0x8600_0000..=0x8600_FEFF).contains(&f.id())).count();
     assert_eq!(hypercall_abi::TESSERA_CALL_COUNT as usize, vendor);
     // 1.0 published six; later minors may only add.
     const { assert!(hypercall_abi::TESSERA_CALL_COUNT >= 6) };

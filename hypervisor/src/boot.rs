@@ -199,7 +199,12 @@ fn frames_as_guest_ram(ipa: u32, size: u32, pa: PhysAddr) -> GuestRam {
 }
 
 #[inline(never)] // keeps primary's frame small: these structures are large
-fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>, wakeups: &'static Wakeups) -> &'static [Vm] {
+fn create_vms(
+    p: &Payload<'static>,
+    b: &Board,
+    fa: &mut FrameAllocator<'_>,
+    wakeups: &'static Wakeups,
+) -> &'static [Vm] {
     let pcpus = (p.pcpus as usize).min(b.cpus);
     let online_mask = if pcpus >= 32 { !0 } else { (1u32 << pcpus) - 1 };
     let mut load = [0u32; MAX_CPUS];
@@ -208,13 +213,19 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>, wake
         .map(|k| {
             let c = p.channel(k);
             let pa = fa.alloc(c.size as u64, PAGE_SIZE).unwrap_or_else(|e| {
-                fatal(format_args!("channel \"{}\": not enough RAM for {} KiB ({} KiB free)", c.name, c.size >> 10, e.free >> 10))
+                fatal(format_args!(
+                    "channel \"{}\": not enough RAM for {} KiB ({} KiB free)",
+                    c.name,
+                    c.size >> 10,
+                    e.free >> 10
+                ))
             });
             frames_as_guest_ram(c.ipa, c.size, pa).zero();
             pa
         })
         .collect();
-    let backends = Backends { entropy: crate::physdev::entropy, disks: &crate::physdev::PHYS_DISKS, switches: &SWITCHES, wakeups };
+    let backends =
+        Backends { entropy: crate::physdev::entropy, disks: &crate::physdev::PHYS_DISKS, switches: &SWITCHES, wakeups };
     let mut out = Vec::with_capacity(p.vm_count());
     for (i, d) in p.vms().enumerate() {
         let id = i as u32 + 1;
@@ -228,7 +239,8 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>, wake
             )),
         };
         let ram = frames_as_guest_ram(d.ram_base, d.ram_size, pa);
-        let boot = BootImage { payload_index: i, entry: d.entry, regs: d.boot_regs, reset_count_ipa: reset_count_ipa(p, i) };
+        let boot =
+            BootImage { payload_index: i, entry: d.entry, regs: d.boot_regs, reset_count_ipa: reset_count_ipa(p, i) };
         load_image(&ram, p, &boot, 0);
         hw::clean_dcache_range(pa.raw() as usize, ram.size() as usize);
         let mut tables = hw::FrameTables(fa);
@@ -236,7 +248,14 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>, wake
             .and_then(|mut s2| {
                 s2.map(&mut tables, ram.ipa(), pa, ram.size(), MemType::Normal, Access::RWX)?;
                 // The guest's GIC CPU interface is the hardware's virtual one.
-                s2.map(&mut tables, guest_map::GICC, PhysAddr(b.gicv as u64), guest_map::GICC_SIZE, MemType::Device, Access::RW)?;
+                s2.map(
+                    &mut tables,
+                    guest_map::GICC,
+                    PhysAddr(b.gicv as u64),
+                    guest_map::GICC_SIZE,
+                    MemType::Device,
+                    Access::RW,
+                )?;
                 for (k, &cpa) in channels.iter().enumerate().filter(|(k, _)| d.channels & (1 << k) != 0) {
                     let c = p.channel(k);
                     s2.map(&mut tables, Ipa(c.ipa as u64), cpa, c.size as u64, MemType::Normal, Access::RW)?;
@@ -281,7 +300,12 @@ fn create_vms(p: &Payload<'static>, b: &Board, fa: &mut FrameAllocator<'_>, wake
     for vm in vms {
         for v in vm.virtio {
             if let Err(e) = v.connect() {
-                fatal(format_args!("vm \"{}\": the virtio-net in slot {} cannot join its switch: {}", vm.name(), v.slot, e.describe()));
+                fatal(format_args!(
+                    "vm \"{}\": the virtio-net in slot {} cannot join its switch: {}",
+                    vm.name(),
+                    v.slot,
+                    e.describe()
+                ));
             }
         }
     }
@@ -307,7 +331,14 @@ fn link_channels(p: &Payload<'static>, vms: &'static [Vm]) -> &'static [Channel]
         let c = p.channel(k);
         let members: Vec<&'static Vm> = vms.iter().filter(|v| v.channels & (1 << k) != 0).collect();
         for m in &members {
-            info!("channel {k} \"{}\": {} KiB at IPA {:#010x} in vm \"{}\", doorbell SPI {}", c.name, c.size >> 10, c.ipa, m.name(), c.spi);
+            info!(
+                "channel {k} \"{}\": {} KiB at IPA {:#010x} in vm \"{}\", doorbell SPI {}",
+                c.name,
+                c.size >> 10,
+                c.ipa,
+                m.name(),
+                c.spi
+            );
         }
         out.push(Channel { spi: c.spi as usize, members: Vec::leak(members) });
     }
@@ -323,7 +354,10 @@ fn check_backends(p: &Payload<'static>, vms: &[Vm]) {
             let (ipa, spi) = guest_map::virtio_slot(d.slot);
             match d.device {
                 Device::Rng if !crate::physdev::has_rng() => {
-                    fatal(format_args!("vm \"{}\" has a virtio-rng, but the board has no entropy source (virtio-rng)", vm.name()));
+                    fatal(format_args!(
+                        "vm \"{}\" has a virtio-rng, but the board has no entropy source (virtio-rng)",
+                        vm.name()
+                    ));
                 }
                 Device::Block { disk, .. } => {
                     let want = p.disk(disk as usize);

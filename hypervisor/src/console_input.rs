@@ -4,8 +4,8 @@
 
 use crate::arch::Cpu;
 use crate::info;
-use crate::vcpu::{Vcpu, VcpuContext};
 use crate::system::System;
+use crate::vcpu::{Vcpu, VcpuContext};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Console input: this byte, then a VM's number (1-9), moves the input.
@@ -78,7 +78,8 @@ fn dump<'a>(now: u64, sys: &System, own: impl Owned<'a>) {
             let pending = g.is_some_and(|g| g.work.load(Ordering::Acquire) || vm.vgic.deliverable(v.index as usize, g));
             let in_flight = g.is_some_and(|g| g.timer_in_flight.load(Ordering::Acquire));
             let (name, i, p) = (vm.name(), v.index, v.pcpu);
-            let (power, blocked, running) = (v.power(), v.blocked.load(Ordering::Acquire), v.running.load(Ordering::Acquire));
+            let (power, blocked, running) =
+                (v.power(), v.blocked.load(Ordering::Acquire), v.running.load(Ordering::Acquire));
             match own.clone().find(|(o, _)| core::ptr::eq(*o, v)) {
                 Some((_, ctx)) => {
                     info!(

@@ -4,20 +4,20 @@
 //! address and reason (`lifecycle::stop_vm`).
 
 use crate::arch::{irq, Cpu};
+use crate::context::GuestRegs;
 use crate::hypercall::{self, Action};
+use crate::info;
 use crate::lifecycle;
+use crate::mem::GuestMemory;
 use crate::mmio::{self, Regs};
 use crate::pcpu::Slot;
 use crate::sched::Others;
 use crate::system::System;
 use crate::trap::{self, Cp15, Decoded, Trap};
 use crate::vcpu::{Power, Vcpu, VcpuContext};
-use crate::mem::GuestMemory;
 use crate::vm::{Vm, VmState};
-use hypercall_abi::psci;
-use crate::context::GuestRegs;
-use crate::info;
 use core::sync::atomic::Ordering;
+use hypercall_abi::psci;
 
 /// What the loop does after an exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +142,15 @@ pub fn handle<C: Cpu>(
 /// guest reads it with the SMP bit set, as Linux expects of a Cortex-A15,
 /// and its writes are ignored (it controls the physical core's coherency).
 /// Anything else stops the VM.
-fn cp15_access<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, vcpu: &Vcpu, ctx: &mut VcpuContext, op: Cp15, t: &Decoded) -> Next {
+fn cp15_access<C: Cpu>(
+    cpu: &mut C,
+    sys: &System,
+    vm: &Vm,
+    vcpu: &Vcpu,
+    ctx: &mut VcpuContext,
+    op: Cp15,
+    t: &Decoded,
+) -> Next {
     const ACTLR_SMP: u32 = 1 << 6;
     let actlr = (op.crn, op.opc1, op.crm, op.opc2) == (1, 0, 0, 1);
     if actlr && (!op.read || LiveRegs { cpu, regs: &mut ctx.regs }.set(op.rt, ACTLR_SMP)) {

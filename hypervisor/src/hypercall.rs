@@ -257,12 +257,12 @@ mod tests {
             call(v, &[Function::AbiVersion.id()]),
             Action::Return { regs: [0, 1, hypercall_abi::ABI_VERSION_MINOR, 0], count: 3 }
         );
-        assert_eq!(call(v, &[Function::Revision.id()]), Action::Return { regs: [1, hypercall_abi::ABI_VERSION_MINOR, 0, 0], count: 2 });
-        assert_eq!(r0(call(v, &[Function::CallCount.id()])), hypercall_abi::TESSERA_CALL_COUNT as i32);
         assert_eq!(
-            call(v, &[Function::CallUid.id()]),
-            Action::Return { regs: hypercall_abi::TESSERA_UID, count: 4 }
+            call(v, &[Function::Revision.id()]),
+            Action::Return { regs: [1, hypercall_abi::ABI_VERSION_MINOR, 0, 0], count: 2 }
         );
+        assert_eq!(r0(call(v, &[Function::CallCount.id()])), hypercall_abi::TESSERA_CALL_COUNT as i32);
+        assert_eq!(call(v, &[Function::CallUid.id()]), Action::Return { regs: hypercall_abi::TESSERA_UID, count: 4 });
         assert_eq!(
             call(v, &[Function::Features.id(), Function::ConsoleWrite.id()]),
             Action::Return { regs: [0, FEATURES, 0, 0], count: 2 }
@@ -330,10 +330,16 @@ mod tests {
         let mut v = vm();
         // A VM without channels: the call and its feature bit are absent.
         assert_eq!(r0(call(&mut v, &[notify, 0])), Error::NotSupported.code());
-        assert_eq!(call(&mut v, &[features, notify]), Action::Return { regs: [Error::NotSupported.code() as u32, FEATURES, 0, 0], count: 2 });
+        assert_eq!(
+            call(&mut v, &[features, notify]),
+            Action::Return { regs: [Error::NotSupported.code() as u32, FEATURES, 0, 0], count: 2 }
+        );
         // Member of channel 1 of 3.
         v.channels = 0b010;
-        assert_eq!(call(&mut v, &[features, notify]), Action::Return { regs: [0, FEATURES | feature::CHANNEL, 0, 0], count: 2 });
+        assert_eq!(
+            call(&mut v, &[features, notify]),
+            Action::Return { regs: [0, FEATURES | feature::CHANNEL, 0, 0], count: 2 }
+        );
         assert_eq!(call(&mut v, &[notify, 1]), Action::Return { regs: [0, 2, 0, 0], count: 2 });
         assert_eq!(r0(call(&mut v, &[notify, 0])), Error::Denied.code(), "not a member");
         assert_eq!(r0(call(&mut v, &[notify, 2])), Error::Denied.code(), "not a member");

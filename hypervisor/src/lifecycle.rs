@@ -46,7 +46,12 @@ pub fn load_image(ram: &GuestRam, p: &Payload<'_>, boot: &BootImage, resets: u32
 /// Stops a VM for something it did, with one line naming VM, vCPU, PC and why.
 pub fn stop_vm(sys: &System, vm: &Vm, vcpu: &Vcpu, pc: u32, hsr: u32, why: fmt::Arguments<'_>) {
     if vm.is_running() {
-        error!("vm \"{}\" vCPU {} stopped: {why}; PC {pc:#010x}, HSR {hsr:#010x} (EC {:#04x})", vm.name(), vcpu.index, hsr >> 26);
+        error!(
+            "vm \"{}\" vCPU {} stopped: {why}; PC {pc:#010x}, HSR {hsr:#010x} (EC {:#04x})",
+            vm.name(),
+            vcpu.index,
+            hsr >> 26
+        );
     }
     end_vm(sys, vm, VmState::Stopped, 0);
 }

@@ -149,13 +149,7 @@ impl<'a> MmioBus<'a> {
 
     /// Emulates one trapped access. `get`/`set` read and write the guest's
     /// registers (see `GuestRegs::get`).
-    pub fn access(
-        &self,
-        vcpu: u32,
-        ipa: Ipa,
-        abort: &DataAbort,
-        regs: &mut impl Regs,
-    ) -> Result<(), MmioError> {
+    pub fn access(&self, vcpu: u32, ipa: Ipa, abort: &DataAbort, regs: &mut impl Regs) -> Result<(), MmioError> {
         let (region, offset) = self.find(ipa).ok_or(MmioError::Unmapped)?;
         if !abort.isv {
             return Err(MmioError::Undecodable);

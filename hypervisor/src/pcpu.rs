@@ -142,7 +142,8 @@ fn runnable<C: Cpu>(cpu: &C, s: &Slot, loaded: bool) -> bool {
             }
             // An interrupt already in its list registers (live if loaded,
             // saved otherwise: a flush may have moved it there after the WFI).
-            let in_lrs = if loaded { vgic::any_pending(cpu.lrs()) } else { s.ctx.gich.lr.iter().any(|&l| lr_pending(l)) };
+            let in_lrs =
+                if loaded { vgic::any_pending(cpu.lrs()) } else { s.ctx.gich.lr.iter().any(|&l| lr_pending(l)) };
             if in_lrs {
                 return true;
             }
@@ -181,9 +182,7 @@ fn arm_next_event<'a, C: Cpu>(
 ) {
     let now = cpu.now();
     let mut next = u64::MAX;
-    if running.is_some()
-        && slots.clone().any(|(i, s)| Some(i) != running && runnable(cpu, s, loaded == Some(i)))
-    {
+    if running.is_some() && slots.clone().any(|(i, s)| Some(i) != running && runnable(cpu, s, loaded == Some(i))) {
         next = now + sys.slice;
     }
     for (_, s) in slots.filter(|&(i, _)| Some(i) != loaded) {
@@ -212,7 +211,14 @@ fn unload<C: Cpu>(cpu: &mut C, loaded: &mut Option<usize>, others: &mut Others<'
     }
 }
 
-fn load<C: Cpu>(cpu: &mut C, s: &Slot, i: usize, fresh: bool, loaded: &mut Option<usize>, fp_owner: &mut Option<usize>) {
+fn load<C: Cpu>(
+    cpu: &mut C,
+    s: &Slot,
+    i: usize,
+    fresh: bool,
+    loaded: &mut Option<usize>,
+    fp_owner: &mut Option<usize>,
+) {
     let (vm, vcpu) = (s.vm, s.vcpu);
     let id = VcpuIdentity { vttbr: vm.vttbr, vmpidr: 0x8000_0000 | vcpu.index, cntvoff: vm.cntvoff };
     cpu.load_vcpu(&s.ctx.el1, &s.ctx.gich, &id);

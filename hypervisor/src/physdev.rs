@@ -13,12 +13,12 @@
 //! need cache maintenance or a non-cacheable mapping (not done yet).
 
 use crate::addr::{PhysAddr, PAGE_SIZE};
+use crate::devices::wiring::DiskIo;
 use crate::mm::frame::FrameAllocator;
+use crate::virtio::blk::BackendError;
 use crate::{info, warn};
 use core::ptr::NonNull;
 use spin::Mutex;
-use crate::devices::wiring::DiskIo;
-use crate::virtio::blk::BackendError;
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
@@ -72,7 +72,8 @@ static RNG: Mutex<Option<Rng>> = Mutex::new(None);
 type Blk = VirtIOBlk<HypHal, MmioTransport<'static>>;
 
 /// The board's disks, in the payload's disk order.
-static DISKS: [Mutex<Option<Blk>>; tessera_payload::MAX_DISKS] = [const { Mutex::new(None) }; tessera_payload::MAX_DISKS];
+static DISKS: [Mutex<Option<Blk>>; tessera_payload::MAX_DISKS] =
+    [const { Mutex::new(None) }; tessera_payload::MAX_DISKS];
 
 /// The disks as VMs' block devices reach them.
 pub struct PhysDisks;
@@ -140,7 +141,9 @@ pub fn probe(slots: &[u32], disks: &[&str]) {
                     info!("disk \"{serial}\": {} MiB, virtio-blk at {base:#010x}", blk.capacity() >> 11);
                     *DISKS[k].lock() = Some(blk);
                 }
-                _ => warn!("virtio-blk at {base:#010x} (serial {serial:?}) is not a disk of the configuration; left alone"),
+                _ => warn!(
+                    "virtio-blk at {base:#010x} (serial {serial:?}) is not a disk of the configuration; left alone"
+                ),
             }
         }
     }

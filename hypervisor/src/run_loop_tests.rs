@@ -103,8 +103,8 @@ fn wfi_blocks_until_the_virtual_timer_fires() {
     let board = FakeBoard::new();
     let r = rig(board, 1, &[&[0]]);
     let script: Script = Box::new(|g| match g.regs.pc {
-        0x4000_0000 => g.store(GICD, 1),                   // GICD_CTLR: enable
-        0x4000_0004 => g.store(GICD + 0x100, 1 << 27),     // ISENABLER0: the virtual timer
+        0x4000_0000 => g.store(GICD, 1),               // GICD_CTLR: enable
+        0x4000_0004 => g.store(GICD + 0x100, 1 << 27), // ISENABLER0: the virtual timer
         0x4000_0008 => {
             g.set_vtimer(50_000);
             Step::Wfi
@@ -168,7 +168,11 @@ fn the_hyp_timer_ends_each_slice_when_two_vcpus_share_a_pcpu() {
     let counts = runs.clone();
     let script: Script = Box::new(move |g| {
         let n = counts[g.vm as usize - 1].fetch_add(1, Ordering::AcqRel);
-        if n < 5 { Step::Spin } else { shutdown(g, g.vm as u32) }
+        if n < 5 {
+            Step::Spin
+        } else {
+            shutdown(g, g.vm as u32)
+        }
     });
     let (stop, cpu) = run_cpu(r.sys, board, 0, script);
     assert_eq!(stop, Stop::SystemOff);
@@ -248,7 +252,9 @@ fn system_reset_waits_for_siblings_on_other_pcpus_then_restarts_the_vm() {
     let images = r.images;
     let vcpu0: Script = Box::new(move |g| match g.regs.pc {
         // First boot: start vCPU 1 on the other pCPU, wait until it runs, reset.
-        0x4000_0000 if images.reloads.load(Ordering::Acquire) == 0 => g.hvc(Function::PsciCpuOn.id(), &[1, 0x4000_3000, 0]),
+        0x4000_0000 if images.reloads.load(Ordering::Acquire) == 0 => {
+            g.hvc(Function::PsciCpuOn.id(), &[1, 0x4000_3000, 0])
+        }
         0x4000_0004 if g.regs.r[0] != 0 => shutdown(g, 1),
         0x4000_0004 if !flag.load(Ordering::Acquire) => {
             g.regs.r[0] = 0;

@@ -41,11 +41,18 @@ pub enum Trap {
     /// A VFP/SIMD instruction while the vCPU's registers are not loaded.
     FpAccess,
     /// A stage-2 data abort at `ipa`.
-    DataAbort { abort: DataAbort, ipa: Ipa },
+    DataAbort {
+        abort: DataAbort,
+        ipa: Ipa,
+    },
     /// A stage-2 instruction abort at `ipa`.
-    PrefetchAbort { ipa: Ipa },
+    PrefetchAbort {
+        ipa: Ipa,
+    },
     /// Any other exception class.
-    Other { ec: u32 },
+    Other {
+        ec: u32,
+    },
 }
 
 /// A trap and what is needed to step over the instruction that caused it.
@@ -65,7 +72,11 @@ impl Decoded {
 
     /// The length of the trapped instruction in bytes.
     pub fn len(&self) -> u32 {
-        if self.wide { 4 } else { 2 }
+        if self.wide {
+            4
+        } else {
+            2
+        }
     }
 }
 
@@ -122,7 +133,8 @@ mod tests {
     fn aborts_carry_the_ipa() {
         // A word store through r3 to IPA 0x0900_0018: ISV, SAS=2, SRT=3, WnR, level-3 translation fault.
         let iss = 1 << 24 | 2 << 22 | 3 << 16 | 1 << 6 | 0x07;
-        let t = TrapInfo { hsr: ec::DABT_LOWER << 26 | 1 << 25 | iss, hdfar: 0x0900_0018, hifar: 0, hpfar: 0x0009_0000 };
+        let t =
+            TrapInfo { hsr: ec::DABT_LOWER << 26 | 1 << 25 | iss, hdfar: 0x0900_0018, hifar: 0, hpfar: 0x0009_0000 };
         match decode(t).trap {
             Trap::DataAbort { abort, ipa } => {
                 assert_eq!(ipa, Ipa(0x0900_0018));

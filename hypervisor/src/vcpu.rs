@@ -97,7 +97,8 @@ impl Vcpu {
     /// PSCI CPU_ON, called from a sibling vCPU on any pCPU.
     pub fn request_on(&self, entry: u32, context_id: u32) -> i32 {
         let mut req = self.on_request.lock();
-        match self.power.compare_exchange(Power::Off as u8, Power::OnPending as u8, Ordering::AcqRel, Ordering::Acquire) {
+        match self.power.compare_exchange(Power::Off as u8, Power::OnPending as u8, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => {
                 *req = (entry, [context_id, 0, 0]);
                 psci::SUCCESS

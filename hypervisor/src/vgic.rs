@@ -253,7 +253,9 @@ impl Vgic {
         let find = |lrs: &dyn Fn(usize) -> u32, count: usize, id: u32, src: u32| {
             (0..count).find(|&i| {
                 let v = lrs(i);
-                v & (hw::LR_STATE_PENDING | hw::LR_STATE_ACTIVE) != 0 && v & 0x3ff == id && (id >= 16 || (v >> 10) & 7 == src)
+                v & (hw::LR_STATE_PENDING | hw::LR_STATE_ACTIVE) != 0
+                    && v & 0x3ff == id
+                    && (id >= 16 || (v >> 10) & 7 == src)
             })
         };
         let dist_on = self.enabled.load(Acquire);
@@ -390,7 +392,9 @@ impl Vgic {
             return true;
         }
         (0..NR_SPIS).any(|spi| {
-            bit(&self.spi_pending, spi) && bit(&self.spi_enabled, spi) && self.spi_targets[spi].load(Acquire) & (1 << vcpu) != 0
+            bit(&self.spi_pending, spi)
+                && bit(&self.spi_enabled, spi)
+                && self.spi_targets[spi].load(Acquire) & (1 << vcpu) != 0
         })
     }
 

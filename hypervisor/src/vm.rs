@@ -284,7 +284,10 @@ mod tests {
         let vm = Vm::new(parts, "hello", &devices, &board(&NoDisks));
         assert_eq!(vm.name(), "hello");
         assert_eq!(vm.hvc.name(), "hello.hvc0");
-        assert_eq!(vm.virtio.iter().map(|v| (v.slot, v.kind())).collect::<Vec<_>>(), [(0, "virtio-console"), (3, "virtio-blk")]);
+        assert_eq!(
+            vm.virtio.iter().map(|v| (v.slot, v.kind())).collect::<Vec<_>>(),
+            [(0, "virtio-console"), (3, "virtio-blk")]
+        );
         assert!(vm.is_running());
         assert!(vm.end(VmState::Stopped, 9));
         assert!(!vm.end(VmState::Exited, 0), "a second fault does not end it again");

@@ -23,9 +23,9 @@
 //! before the first sample, `fault=`, `entropy=1`, `bench=1` for a
 //! machine-readable line.
 
+use crate::boot;
 use crate::rtos::{self, Queue, Ticks, MAX_DELAY};
 use crate::stats::{payload, ticks_to_ns, MinAvgMax, SequenceCheck};
-use crate::boot;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
@@ -409,7 +409,9 @@ pub fn main() -> i32 {
         rtos::counter_frequency()
     );
     if cores > vcpus {
-        println!("this binary runs the {cores}-core kernel: give its VM at least {cores} vCPUs (or use freertos-demo-up)");
+        println!(
+            "this binary runs the {cores}-core kernel: give its VM at least {cores} vCPUs (or use freertos-demo-up)"
+        );
         return 2;
     }
     let cfg = settings();
@@ -434,7 +436,13 @@ pub fn main() -> i32 {
     rtos::spawn(c"periodic", STACK_WORDS, PRIO_PERIODIC, periodic, 0);
     rtos::spawn(c"consumer", STACK_WORDS, PRIO_CONSUMER, consumer, 0);
     for id in 0..PRODUCERS {
-        rtos::spawn(if id == 0 { c"producer-0" } else { c"producer-1" }, STACK_WORDS, PRIO_WORKER, producer, id as usize);
+        rtos::spawn(
+            if id == 0 { c"producer-0" } else { c"producer-1" },
+            STACK_WORDS,
+            PRIO_WORKER,
+            producer,
+            id as usize,
+        );
     }
     rtos::spawn(c"ping", STACK_WORDS, PRIO_WORKER, ping, 0);
     rtos::spawn(c"pong", STACK_WORDS, PRIO_WORKER, pong, 0);

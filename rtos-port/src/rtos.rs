@@ -39,7 +39,9 @@ impl<T: Copy> Queue<T> {
     /// Copies `item` to the back (`xQueueSend`); false on timeout.
     pub fn send(&self, item: &T, timeout: Ticks) -> bool {
         // SAFETY: the queue copies size_of::<T>() bytes from `item`.
-        unsafe { ffi::xQueueGenericSend(self.handle, item as *const T as *const c_void, timeout, SEND_TO_BACK) == PD_TRUE }
+        unsafe {
+            ffi::xQueueGenericSend(self.handle, item as *const T as *const c_void, timeout, SEND_TO_BACK) == PD_TRUE
+        }
     }
 
     /// The item at the front (`xQueueReceive`); None on timeout.
@@ -66,7 +68,14 @@ pub fn spawn(name: &CStr, stack_words: u32, priority: u32, f: TaskFn, arg: usize
     // SAFETY: the kernel copies the name and allocates the stack and TCB;
     // `f` is a valid task function for the life of the program.
     let r = unsafe {
-        ffi::xTaskCreate(Some(f), name.as_ptr(), stack_words as _, arg as *mut c_void, priority as _, core::ptr::null_mut())
+        ffi::xTaskCreate(
+            Some(f),
+            name.as_ptr(),
+            stack_words as _,
+            arg as *mut c_void,
+            priority as _,
+            core::ptr::null_mut(),
+        )
     };
     assert_eq!(r, PD_TRUE, "xTaskCreate: out of FreeRTOS heap");
 }

@@ -86,14 +86,30 @@ pub const DISK_SCENARIOS: &[DiskScenario] = &[
         scenario: "linux-blk-two-vms",
         images: &[DiskImage { path: "target/disks/blk-two-vms.img", size_mib: 64, content: DiskContent::Zero }],
         readback: &[
-            Readback { image: "target/disks/blk-two-vms.img", offset_mib: 0, size_mib: 32, file: "/data", line: "left: tessera-init: wrote /data md5 " },
-            Readback { image: "target/disks/blk-two-vms.img", offset_mib: 32, size_mib: 32, file: "/data", line: "right: tessera-init: wrote /data md5 " },
+            Readback {
+                image: "target/disks/blk-two-vms.img",
+                offset_mib: 0,
+                size_mib: 32,
+                file: "/data",
+                line: "left: tessera-init: wrote /data md5 ",
+            },
+            Readback {
+                image: "target/disks/blk-two-vms.img",
+                offset_mib: 32,
+                size_mib: 32,
+                file: "/data",
+                line: "right: tessera-init: wrote /data md5 ",
+            },
         ],
         expect_content: &[],
     },
     DiskScenario {
         scenario: "linux-blk-shared-ro",
-        images: &[DiskImage { path: "target/disks/blk-shared-ro.img", size_mib: 16, content: DiskContent::Ext2Data { bytes: 1 << 20 } }],
+        images: &[DiskImage {
+            path: "target/disks/blk-shared-ro.img",
+            size_mib: 16,
+            content: DiskContent::Ext2Data { bytes: 1 << 20 },
+        }],
         readback: &[],
         expect_content: &[("left: tessera-init: read /data md5 ", 0), ("right: tessera-init: read /data md5 ", 0)],
     },
@@ -119,11 +135,17 @@ pub struct SameValues {
 pub const SAME_VALUES: &[SameValues] = &[
     SameValues {
         scenario: "linux-net",
-        pairs: &[("client: tessera-init: sending 10485760 bytes, md5 ", "server: tessera-init: received 10485760 bytes, md5 ")],
+        pairs: &[(
+            "client: tessera-init: sending 10485760 bytes, md5 ",
+            "server: tessera-init: received 10485760 bytes, md5 ",
+        )],
     },
     SameValues {
         scenario: "hostile-net",
-        pairs: &[("client: tessera-init: sending 4194304 bytes, md5 ", "server: tessera-init: received 4194304 bytes, md5 ")],
+        pairs: &[(
+            "client: tessera-init: sending 4194304 bytes, md5 ",
+            "server: tessera-init: received 4194304 bytes, md5 ",
+        )],
     },
 ];
 
@@ -238,7 +260,11 @@ pub const SCENARIOS: &[Scenario] = &[
         config: "tests/configs/linux-4on1.toml",
         deadline_secs: 240,
         vms: &[("linux", Want::Exit(0))],
-        lines: &["tessera: vm \"linux\": 4 vCPU(s) on pCPU 0", "linux: tessera-init: up, 4 CPUs online (0-3)", "linux: tessera-init: powering off"],
+        lines: &[
+            "tessera: vm \"linux\": 4 vCPU(s) on pCPU 0",
+            "linux: tessera-init: up, 4 CPUs online (0-3)",
+            "linux: tessera-init: powering off",
+        ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
     },
@@ -414,7 +440,10 @@ pub const SCENARIOS: &[Scenario] = &[
         config: "tests/configs/hostile-gic-garbage.toml",
         deadline_secs: 90,
         vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0))],
-        lines: &["hostile: still running after 8192 garbage writes to the GIC distributor and UART", "peer: memory intact"],
+        lines: &[
+            "hostile: still running after 8192 garbage writes to the GIC distributor and UART",
+            "peer: memory intact",
+        ],
         absent: &[],
         overlap: &[],
     },
@@ -455,7 +484,11 @@ pub const SCENARIOS: &[Scenario] = &[
         deadline_secs: 90,
         vms: &[("peer", Want::Exit(0)), ("hostile", Want::Stopped("write to IPA 0x41200000 (no stage-2 mapping"))],
         // The attack aims at the peer's real RAM: the boot log must place it there.
-        lines: &["tessera: vm \"peer\" (id 1): 1 vCPU(s), 16 MiB RAM at IPA 0x40000000 (PA 0x41200000)", "hostile: writing to 0x41200000", "peer: memory intact"],
+        lines: &[
+            "tessera: vm \"peer\" (id 1): 1 vCPU(s), 16 MiB RAM at IPA 0x40000000 (PA 0x41200000)",
+            "hostile: writing to 0x41200000",
+            "peer: memory intact",
+        ],
         absent: &[],
         overlap: &[],
     },
@@ -636,7 +669,10 @@ pub fn check(s: &Scenario, lines: &[String], qemu_status: Option<i32>, timed_out
             }
             None => {
                 let anywhere = lines.iter().any(|l| l.contains(want));
-                problems.push(format!("missing line {want:?}{}", if anywhere { " (present, but out of order)" } else { "" }));
+                problems.push(format!(
+                    "missing line {want:?}{}",
+                    if anywhere { " (present, but out of order)" } else { "" }
+                ));
             }
         }
     }
@@ -655,12 +691,15 @@ pub fn check(s: &Scenario, lines: &[String], qemu_status: Option<i32>, timed_out
     for (a, b) in s.overlap {
         let span = |vm: &str| {
             let prefix = format!("{vm}: ");
-            let idx: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.starts_with(&prefix)).map(|(i, _)| i).collect();
+            let idx: Vec<usize> =
+                lines.iter().enumerate().filter(|(_, l)| l.starts_with(&prefix)).map(|(i, _)| i).collect();
             Some((*idx.first()?, *idx.last()?))
         };
         match (span(a), span(b)) {
             (Some((a0, a1)), Some((b0, b1))) if a0 < b1 && b0 < a1 => {}
-            (sa, sb) => problems.push(format!("VMs {a} and {b} did not run at the same time (line spans {sa:?} and {sb:?})")),
+            (sa, sb) => {
+                problems.push(format!("VMs {a} and {b} did not run at the same time (line spans {sa:?} and {sb:?})"))
+            }
         }
     }
     if problems.is_empty() {
@@ -701,7 +740,8 @@ mod tests {
 
     #[test]
     fn each_kind_of_problem_is_reported() {
-        let log = lines("peer: b\npeer: a\noops\ntessera: vm \"peer\" (id 1): exited, status 3\ntessera: PANIC on pCPU 0: x");
+        let log =
+            lines("peer: b\npeer: a\noops\ntessera: vm \"peer\" (id 1): exited, status 3\ntessera: PANIC on pCPU 0: x");
         let e = check(&HOSTILE, &log, Some(1), false).unwrap_err();
         for want in [
             "hypervisor panic",

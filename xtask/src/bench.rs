@@ -174,13 +174,22 @@ fn net_throughput(hyp: &std::path::Path) -> Result<(), String> {
 /// virtio-nets joined by QEMU's socket backend over a local TCP port.
 /// Returns both consoles' lines, labelled "server: " and "client: ".
 fn native_pair() -> Result<Vec<String>, String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let dir = crate::linux::out_dir();
     let guest = |name: &str, net: String, args: &str| {
         let mut c = std::process::Command::new("qemu-system-arm");
         c.args(["-M", "virt,virtualization=on,highmem=off", "-cpu", "cortex-a15", "-smp", "1", "-m", "128"])
             .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
-            .args(["-netdev", &net, "-device", &format!("virtio-net-device,netdev=n,mac={}", if name == "server" { "02:00:00:00:00:01" } else { "02:00:00:00:00:02" })])
+            .args([
+                "-netdev",
+                &net,
+                "-device",
+                &format!(
+                    "virtio-net-device,netdev=n,mac={}",
+                    if name == "server" { "02:00:00:00:00:01" } else { "02:00:00:00:00:02" }
+                ),
+            ])
             .arg("-kernel")
             .arg(dir.join("zImage"))
             .arg("-initrd")
@@ -205,10 +214,14 @@ fn native_pair() -> Result<Vec<String>, String> {
     let s = s.join().map_err(|_| "the native server's QEMU thread panicked".to_string())??;
     for (who, con) in [("server", &s), ("client", &c)] {
         if con.timed_out || con.status != Some(0) {
-            return Err(format!("native {who}: QEMU status {:?}, timed out {}: {:?}", con.status, con.timed_out, con.lines));
+            return Err(format!(
+                "native {who}: QEMU status {:?}, timed out {}: {:?}",
+                con.status, con.timed_out, con.lines
+            ));
         }
     }
-    let label = |who: &str, con: qemu::Console| con.lines.into_iter().map(move |l| format!("{who}: {l}")).collect::<Vec<_>>();
+    let label =
+        |who: &str, con: qemu::Console| con.lines.into_iter().map(move |l| format!("{who}: {l}")).collect::<Vec<_>>();
     Ok(label("server", s).into_iter().chain(label("client", c)).collect())
 }
 

@@ -5,14 +5,10 @@ use crate::root;
 use std::path::PathBuf;
 use std::process::Command;
 
-
 pub fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo)
-        .args(args)
-        .current_dir(root())
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let st =
+        Command::new(&cargo).args(args).current_dir(root()).status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if st.success() {
         Ok(())
     } else {
@@ -31,7 +27,16 @@ pub fn all() -> Result<PathBuf, String> {
     // uses `virtio-drivers` with `alloc`, the guests (which have no heap)
     // without; the FreeRTOS demo also compiles the kernel's C sources.
     for package in ["tessera-hypervisor", "test-guests", "tessera-freertos"] {
-        cargo(&["build", "--release", "--target", crate::setup::TARGET, "--target-dir", td.to_str().unwrap(), "-p", package])?;
+        cargo(&[
+            "build",
+            "--release",
+            "--target",
+            crate::setup::TARGET,
+            "--target-dir",
+            td.to_str().unwrap(),
+            "-p",
+            package,
+        ])?;
     }
     Ok(td.join(crate::setup::TARGET).join("release").join("tessera"))
 }

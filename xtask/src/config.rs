@@ -199,19 +199,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn key(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            at: Location::Key(key.into()),
-            reason: reason.into(),
-        }
+        Self { file: file.to_path_buf(), at: Location::Key(key.into()), reason: reason.into() }
     }
 
     pub fn file(file: &Path, reason: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            at: Location::File,
-            reason: reason.into(),
-        }
+        Self { file: file.to_path_buf(), at: Location::File, reason: reason.into() }
     }
 }
 
@@ -354,8 +346,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// the base of relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let tree = DeTable::parse(text).map_err(|e| syntax_error(path, text, &e))?;
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| schema_error(path, text, tree.get_ref(), &e))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| schema_error(path, text, tree.get_ref(), &e))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -368,11 +359,7 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     match e.span() {
         Some(span) => {
             let (line, column) = line_col(text, span.start);
-            ConfigError {
-                file: path.to_path_buf(),
-                at: Location::Line { line, column },
-                reason,
-            }
+            ConfigError { file: path.to_path_buf(), at: Location::Line { line, column }, reason }
         }
         None => ConfigError::file(path, reason),
     }
@@ -394,9 +381,7 @@ fn schema_error(path: &Path, text: &str, tree: &DeTable<'_>, e: &toml::de::Error
     let span = e.span().unwrap_or(0..0);
     let (line, column) = line_col(text, span.start);
     let at = find_key(tree, &span, "").unwrap_or_default();
-    let vm = vm_name_of(tree, &at)
-        .map(|n| format!("VM \"{n}\", "))
-        .unwrap_or_default();
+    let vm = vm_name_of(tree, &at).map(|n| format!("VM \"{n}\", ")).unwrap_or_default();
     let join = |parent: &str, key: &str| {
         if parent.is_empty() {
             key.to_string()
@@ -416,30 +401,16 @@ fn schema_error(path: &Path, text: &str, tree: &DeTable<'_>, e: &toml::de::Error
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let expected = expected.trim_start_matches(", ").replace('`', "");
         // The span is the unknown key itself, so `at` already ends with it.
-        let parent = at
-            .strip_suffix(name)
-            .map(|p| p.trim_end_matches('.'))
-            .unwrap_or(&at)
-            .to_string();
-        let reason = format!(
-            "unknown key \"{name}\" {} ({vm}line {line}:{column}); {expected}",
-            table(&parent)
-        );
+        let parent = at.strip_suffix(name).map(|p| p.trim_end_matches('.')).unwrap_or(&at).to_string();
+        let reason = format!("unknown key \"{name}\" {} ({vm}line {line}:{column}); {expected}", table(&parent));
         return ConfigError::key(path, join(&parent, name), reason);
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let name = rest.trim_end_matches('`');
         // The span is the table that lacks the key (its header).
-        let place = if at.is_empty() {
-            "at the top level".to_string()
-        } else {
-            format!("in table {at} ({vm}line {line})")
-        };
-        return ConfigError::key(
-            path,
-            join(&at, name),
-            format!("missing required key \"{name}\" {place}"),
-        );
+        let place =
+            if at.is_empty() { "at the top level".to_string() } else { format!("in table {at} ({vm}line {line})") };
+        return ConfigError::key(path, join(&at, name), format!("missing required key \"{name}\" {place}"));
     }
     let mut reason = msg.replace("expected u32", "expected an integer from 0 to 4294967295");
     if at == "vm" && msg.contains("expected a sequence") {
@@ -456,11 +427,7 @@ fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
 /// only their header, so every table is searched, not just covering ones.
 fn find_key(table: &DeTable<'_>, span: &Range<usize>, prefix: &str) -> Option<String> {
     for (key, value) in table.iter() {
-        let path = if prefix.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
+        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         if let Some(found) = find_in_value(value, span, &path) {
             return Some(found);
         }
@@ -497,10 +464,7 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     let err = |key: String, reason: String| Err(ConfigError::key(path, key, reason));
     let RawSystem { pcpus, memory_mib } = raw.system;
     if !(1..=MAX_PCPUS).contains(&pcpus) {
-        return err(
-            "system.pcpus".into(),
-            format!("must be 1 to {MAX_PCPUS} physical CPUs (got {pcpus})"),
-        );
+        return err("system.pcpus".into(), format!("must be 1 to {MAX_PCPUS} physical CPUs (got {pcpus})"));
     }
     if !(MIN_SYSTEM_MIB..=MAX_SYSTEM_MIB).contains(&memory_mib) {
         return err(
@@ -510,19 +474,10 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     }
     let system = SystemConfig { pcpus, memory_mib };
     if raw.vm.is_empty() {
-        return err(
-            "vm".into(),
-            "no VM defined: add at least one [[vm]] table".into(),
-        );
+        return err("vm".into(), "no VM defined: add at least one [[vm]] table".into());
     }
     if raw.vm.len() > MAX_VMS {
-        return err(
-            "vm".into(),
-            format!(
-                "{} VMs defined, at most {MAX_VMS} are supported",
-                raw.vm.len()
-            ),
-        );
+        return err("vm".into(), format!("{} VMs defined, at most {MAX_VMS} are supported", raw.vm.len()));
     }
 
     let disks = check_disks(path, dir, &raw.disk)?;
@@ -535,21 +490,17 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
         if !valid_name(&name, MAX_NAME_LEN) {
             return err(
                 key("name"),
-                format!("{name:?} is not a valid VM name: use 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, _ and -"),
+                format!(
+                    "{name:?} is not a valid VM name: use 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, _ and -"
+                ),
             );
         }
         if let Some(first) = names.insert(name.clone(), i) {
-            return err(
-                key("name"),
-                format!("duplicate VM name \"{name}\" (vm[{first}] has it too)"),
-            );
+            return err(key("name"), format!("duplicate VM name \"{name}\" (vm[{first}] has it too)"));
         }
         let vm_ = format!("VM \"{name}\"");
         if !(1..=MAX_VCPUS).contains(&vm.vcpus) {
-            return err(
-                key("vcpus"),
-                format!("{vm_} must have 1 to {MAX_VCPUS} vCPUs (got {})", vm.vcpus),
-            );
+            return err(key("vcpus"), format!("{vm_} must have 1 to {MAX_VCPUS} vCPUs (got {})", vm.vcpus));
         }
         let mib = vm.memory_mib;
         if mib == 0 || mib % VM_MEMORY_GRANULE_MIB != 0 || mib > MAX_SYSTEM_MIB {
@@ -589,37 +540,26 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
         if cmdline.len() > MAX_CMDLINE_LEN {
             return err(
                 key("cmdline"),
-                format!(
-                    "{vm_} command line is {} bytes, at most {MAX_CMDLINE_LEN} are allowed",
-                    cmdline.len()
-                ),
+                format!("{vm_} command line is {} bytes, at most {MAX_CMDLINE_LEN} are allowed", cmdline.len()),
             );
         }
         if cmdline.contains('\0') {
-            return err(
-                key("cmdline"),
-                format!("{vm_} command line contains a NUL character"),
-            );
+            return err(key("cmdline"), format!("{vm_} command line contains a NUL character"));
         }
-        let kernel = readable_file(dir, &vm.kernel).map_err(|e| {
-            ConfigError::key(
-                path,
-                key("kernel"),
-                format!("{vm_}: cannot use kernel file {e}"),
-            )
-        })?;
+        let kernel = readable_file(dir, &vm.kernel)
+            .map_err(|e| ConfigError::key(path, key("kernel"), format!("{vm_}: cannot use kernel file {e}")))?;
         let initrd = match &vm.initrd {
-            Some(p) => Some(readable_file(dir, p).map_err(|e| {
-                ConfigError::key(
-                    path,
-                    key("initrd"),
-                    format!("{vm_}: cannot use initrd file {e}"),
-                )
-            })?),
+            Some(p) => Some(
+                readable_file(dir, p)
+                    .map_err(|e| ConfigError::key(path, key("initrd"), format!("{vm_}: cannot use initrd file {e}")))?,
+            ),
             None => None,
         };
         if vm.device.len() > MAX_DEVICES {
-            return err(key("device"), format!("{vm_} has {} devices, at most {MAX_DEVICES} fit its virtio-mmio slots", vm.device.len()));
+            return err(
+                key("device"),
+                format!("{vm_} has {} devices, at most {MAX_DEVICES} fit its virtio-mmio slots", vm.device.len()),
+            );
         }
         let mut devices = Vec::new();
         for (d, dev) in vm.device.iter().enumerate() {
@@ -642,14 +582,7 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     check_macs(path, &vms)?;
     let channels = check_channels(path, &raw.channel, &mut vms, &names)?;
 
-    let config = Config {
-        file: path.to_path_buf(),
-        system,
-        vms,
-        disks,
-        channels,
-        switches,
-    };
+    let config = Config { file: path.to_path_buf(), system, vms, disks, channels, switches };
     // The payload is at least one 2 MiB block; the packer checks again with
     // its real size.
     check_memory_fit(&config, 0)?;
@@ -664,17 +597,29 @@ fn valid_name(name: &str, max: usize) -> bool {
 
 fn check_disks(path: &Path, dir: &Path, raw: &[RawDisk]) -> Result<Vec<DiskConfig>, ConfigError> {
     if raw.len() > MAX_DISKS {
-        return Err(ConfigError::key(path, "disk", format!("{} disks defined, at most {MAX_DISKS} are supported", raw.len())));
+        return Err(ConfigError::key(
+            path,
+            "disk",
+            format!("{} disks defined, at most {MAX_DISKS} are supported", raw.len()),
+        ));
     }
     let mut out: Vec<DiskConfig> = Vec::new();
     for (k, d) in raw.iter().enumerate() {
         let key = |f: &str| format!("disk[{k}].{f}");
         // The virtio-blk serial holds 20 bytes.
         if !valid_name(&d.name, 20) {
-            return Err(ConfigError::key(path, key("name"), format!("{:?} is not a valid disk name: use 1 to 20 characters of A-Z, a-z, 0-9, _ and -", d.name)));
+            return Err(ConfigError::key(
+                path,
+                key("name"),
+                format!("{:?} is not a valid disk name: use 1 to 20 characters of A-Z, a-z, 0-9, _ and -", d.name),
+            ));
         }
         if let Some(j) = out.iter().position(|o| o.name == d.name) {
-            return Err(ConfigError::key(path, key("name"), format!("duplicate disk name \"{}\" (disk[{j}] has it too)", d.name)));
+            return Err(ConfigError::key(
+                path,
+                key("name"),
+                format!("duplicate disk name \"{}\" (disk[{j}] has it too)", d.name),
+            ));
         }
         let joined = dir.join(&d.image);
         let image = std::path::absolute(&joined).unwrap_or(joined);
@@ -682,22 +627,42 @@ fn check_disks(path: &Path, dir: &Path, raw: &[RawDisk]) -> Result<Vec<DiskConfi
         let (size, create) = match (std::fs::metadata(&image), d.size_mib) {
             (Ok(m), want) => {
                 if !m.is_file() {
-                    return Err(ConfigError::key(path, key("image"), format!("{who}: {}: not a regular file", image.display())));
+                    return Err(ConfigError::key(
+                        path,
+                        key("image"),
+                        format!("{who}: {}: not a regular file", image.display()),
+                    ));
                 }
                 if m.len() == 0 || m.len() % tessera_payload::SECTOR != 0 {
-                    return Err(ConfigError::key(path, key("image"), format!("{who}: {}: {} bytes, not a non-zero multiple of 512", image.display(), m.len())));
+                    return Err(ConfigError::key(
+                        path,
+                        key("image"),
+                        format!("{who}: {}: {} bytes, not a non-zero multiple of 512", image.display(), m.len()),
+                    ));
                 }
                 if let Some(mib) = want.filter(|&mib| mib as u64 * MIB != m.len()) {
-                    return Err(ConfigError::key(path, key("size_mib"), format!("{who}: the image {} has {} bytes, not {mib} MiB", image.display(), m.len())));
+                    return Err(ConfigError::key(
+                        path,
+                        key("size_mib"),
+                        format!("{who}: the image {} has {} bytes, not {mib} MiB", image.display(), m.len()),
+                    ));
                 }
                 (m.len(), false)
             }
             (Err(_), Some(mib)) if (1..=65536).contains(&mib) => (mib as u64 * MIB, true),
             (Err(_), Some(mib)) => {
-                return Err(ConfigError::key(path, key("size_mib"), format!("{who}: must be 1 to 65536 MiB (got {mib})")));
+                return Err(ConfigError::key(
+                    path,
+                    key("size_mib"),
+                    format!("{who}: must be 1 to 65536 MiB (got {mib})"),
+                ));
             }
             (Err(e), None) => {
-                return Err(ConfigError::key(path, key("image"), format!("{who}: cannot use image file {}: {e} (give size_mib to create it)", image.display())));
+                return Err(ConfigError::key(
+                    path,
+                    key("image"),
+                    format!("{who}: cannot use image file {}: {e} (give size_mib to create it)", image.display()),
+                ));
             }
         };
         out.push(DiskConfig { name: d.name.clone(), image, size, create });
@@ -723,7 +688,10 @@ fn check_device(
         "block" => &["disk", "offset_mib", "size_mib", "read_only"],
         "net" => &["switch", "mac"],
         other => {
-            return err("type", format!("{who}: unknown device type {other:?}: use \"rng\", \"console\", \"block\" or \"net\""));
+            return err(
+                "type",
+                format!("{who}: unknown device type {other:?}: use \"rng\", \"console\", \"block\" or \"net\""),
+            );
         }
     };
     if let Some(k) = dev.keys().into_iter().find(|k| !allowed.contains(k)) {
@@ -738,7 +706,13 @@ fn check_device(
             };
             let Some(disk) = disks.iter().position(|x| &x.name == name) else {
                 let known: Vec<&str> = disks.iter().map(|x| x.name.as_str()).collect();
-                return err("disk", format!("{who}: no [[disk]] is named {name:?} (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") }));
+                return err(
+                    "disk",
+                    format!(
+                        "{who}: no [[disk]] is named {name:?} (defined: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                );
             };
             let offset = dev.offset_mib.unwrap_or(0) as u64 * MIB;
             let avail = disks[disk].size.saturating_sub(offset);
@@ -832,7 +806,12 @@ fn check_macs(path: &Path, vms: &[VmConfig]) -> Result<(), ConfigError> {
                     return Err(ConfigError::key(
                         path,
                         format!("vm[{i}].device[{}].mac", dev.slot),
-                        format!("VM \"{}\": MAC {} is already used on this switch by VM \"{}\"", vm.name, m.join(":"), vms[o.1].name),
+                        format!(
+                            "VM \"{}\": MAC {} is already used on this switch by VM \"{}\"",
+                            vm.name,
+                            m.join(":"),
+                            vms[o.1].name
+                        ),
                     ));
                 }
                 seen.push((mac, i, switch, dev.slot));
@@ -849,7 +828,11 @@ fn check_channels(
     names: &BTreeMap<String, usize>,
 ) -> Result<Vec<ChannelConfig>, ConfigError> {
     if raw.len() > MAX_CHANNELS {
-        return Err(ConfigError::key(path, "channel", format!("{} channels defined, at most {MAX_CHANNELS} are supported", raw.len())));
+        return Err(ConfigError::key(
+            path,
+            "channel",
+            format!("{} channels defined, at most {MAX_CHANNELS} are supported", raw.len()),
+        ));
     }
     let mut out: Vec<ChannelConfig> = Vec::new();
     for (k, c) in raw.iter().enumerate() {
@@ -858,18 +841,37 @@ fn check_channels(
             return Err(ConfigError::key(path, key("name"), format!("{:?} is not a valid channel name", c.name)));
         }
         if let Some(j) = out.iter().position(|o| o.name == c.name) {
-            return Err(ConfigError::key(path, key("name"), format!("duplicate channel name \"{}\" (channel[{j}] has it too)", c.name)));
+            return Err(ConfigError::key(
+                path,
+                key("name"),
+                format!("duplicate channel name \"{}\" (channel[{j}] has it too)", c.name),
+            ));
         }
         if c.size_kib == 0 || c.size_kib % 4 != 0 || c.size_kib > MAX_CHANNEL_KIB {
-            return Err(ConfigError::key(path, key("size_kib"), format!("channel \"{}\": must be a multiple of 4 KiB from 4 to {MAX_CHANNEL_KIB} (got {})", c.name, c.size_kib)));
+            return Err(ConfigError::key(
+                path,
+                key("size_kib"),
+                format!(
+                    "channel \"{}\": must be a multiple of 4 KiB from 4 to {MAX_CHANNEL_KIB} (got {})",
+                    c.name, c.size_kib
+                ),
+            ));
         }
         let mut members = Vec::new();
         for v in &c.vms {
             let Some(&i) = names.get(v) else {
-                return Err(ConfigError::key(path, key("vms"), format!("channel \"{}\": no VM is named {v:?}", c.name)));
+                return Err(ConfigError::key(
+                    path,
+                    key("vms"),
+                    format!("channel \"{}\": no VM is named {v:?}", c.name),
+                ));
             };
             if members.contains(&i) {
-                return Err(ConfigError::key(path, key("vms"), format!("channel \"{}\": VM {v:?} is listed twice", c.name)));
+                return Err(ConfigError::key(
+                    path,
+                    key("vms"),
+                    format!("channel \"{}\": VM {v:?} is listed twice", c.name),
+                ));
             }
             members.push(i);
         }
@@ -909,11 +911,7 @@ pub fn check_memory_fit(config: &Config, payload_bytes: u64) -> Result<(), Confi
     if vms + reserve <= have {
         return Ok(());
     }
-    let each: Vec<String> = config
-        .vms
-        .iter()
-        .map(|v| format!("{} {}", v.name, v.memory_mib))
-        .collect();
+    let each: Vec<String> = config.vms.iter().map(|v| format!("{} {}", v.name, v.memory_mib)).collect();
     Err(ConfigError::key(
         &config.file,
         "system.memory_mib",
@@ -956,15 +954,9 @@ mod tests {
             let e = self.load(text).expect_err("config accepted");
             let line = e.to_string();
             assert!(!line.contains('\n'), "multi-line message: {line}");
-            assert!(
-                line.starts_with("error: ") && line.contains("sys.toml"),
-                "{line}"
-            );
+            assert!(line.starts_with("error: ") && line.contains("sys.toml"), "{line}");
             assert_eq!(key_path(&e), Some(key), "{line}");
-            assert!(
-                line.contains(&format!(": {key}: ")),
-                "key {key} not in: {line}"
-            );
+            assert!(line.contains(&format!(": {key}: ")), "key {key} not in: {line}");
             assert!(line.contains(fragment), "{fragment:?} not in: {line}");
             e
         }
@@ -986,13 +978,7 @@ mod tests {
                  [[vm]]\nname = \"other-2\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 4\n"
             ))
             .unwrap();
-        assert_eq!(
-            c.system,
-            SystemConfig {
-                pcpus: 2,
-                memory_mib: 256
-            }
-        );
+        assert_eq!(c.system, SystemConfig { pcpus: 2, memory_mib: 256 });
         assert_eq!(c.vms.len(), 2);
         let a = &c.vms[0];
         assert_eq!((a.name.as_str(), a.vcpus, a.memory_mib), ("hello", 2, 32));
@@ -1011,176 +997,70 @@ mod tests {
         let path = d.dir.path().join("sub/c.toml");
         fs::write(&path, vm("").replace("k.bin", "../k.bin")).unwrap();
         let c = load(&path).unwrap();
-        assert_eq!(
-            fs::read(&c.vms[0].kernel).unwrap(),
-            [0xfe, 0xff, 0xff, 0xea]
-        );
+        assert_eq!(fs::read(&c.vms[0].kernel).unwrap(), [0xfe, 0xff, 0xff, 0xea]);
     }
 
     #[test]
     fn unknown_keys_name_key_and_table() {
         let d = Dir::new();
-        let e = d.refuse(
-            &vm("colour = \"red\"\n"),
-            "vm[0].colour",
-            "unknown key \"colour\" in table vm[0]",
-        );
+        let e = d.refuse(&vm("colour = \"red\"\n"), "vm[0].colour", "unknown key \"colour\" in table vm[0]");
         assert!(e.to_string().contains("VM \"a\""), "{e}");
         assert!(e.to_string().contains("line 10:1"), "{e}");
-        d.refuse(
-            &format!("{SYSTEM}threads = 4\n"),
-            "system.threads",
-            "unknown key \"threads\" in table system",
-        );
-        d.refuse(
-            &format!("{}\n[extra]\n", vm("")),
-            "extra",
-            "unknown key \"extra\" at the top level",
-        );
+        d.refuse(&format!("{SYSTEM}threads = 4\n"), "system.threads", "unknown key \"threads\" in table system");
+        d.refuse(&format!("{}\n[extra]\n", vm("")), "extra", "unknown key \"extra\" at the top level");
     }
 
     #[test]
     fn missing_keys() {
         let d = Dir::new();
-        d.refuse(
-            &vm("").replace("kernel = \"k.bin\"\n", ""),
-            "vm[0].kernel",
-            "missing required key \"kernel\"",
-        );
-        d.refuse(
-            "[system]\npcpus = 2\n",
-            "system.memory_mib",
-            "missing required key",
-        );
+        d.refuse(&vm("").replace("kernel = \"k.bin\"\n", ""), "vm[0].kernel", "missing required key \"kernel\"");
+        d.refuse("[system]\npcpus = 2\n", "system.memory_mib", "missing required key");
         d.refuse("", "system", "missing required key \"system\"");
     }
 
     #[test]
     fn syntax_errors_give_line_and_column() {
         let d = Dir::new();
-        let e = d
-            .load("[system]\npcpus = 2\nmemory_mib = = 3\n")
-            .unwrap_err();
-        assert_eq!(
-            e.at,
-            Location::Line {
-                line: 3,
-                column: 14
-            }
-        );
-        assert!(
-            e.to_string().contains("sys.toml:3:14: TOML syntax error"),
-            "{e}"
-        );
+        let e = d.load("[system]\npcpus = 2\nmemory_mib = = 3\n").unwrap_err();
+        assert_eq!(e.at, Location::Line { line: 3, column: 14 });
+        assert!(e.to_string().contains("sys.toml:3:14: TOML syntax error"), "{e}");
     }
 
     #[test]
     fn wrong_types_name_the_key() {
         let d = Dir::new();
-        d.refuse(
-            "[system]\npcpus = \"two\"\nmemory_mib = 256\n",
-            "system.pcpus",
-            "invalid type",
-        );
-        d.refuse(
-            &vm("").replace("vcpus = 1", "vcpus = -1"),
-            "vm[0].vcpus",
-            "line 8:9",
-        );
-        d.refuse(
-            &vm("pcpus = [0, \"x\"]\n"),
-            "vm[0].pcpus[1]",
-            "invalid type",
-        );
+        d.refuse("[system]\npcpus = \"two\"\nmemory_mib = 256\n", "system.pcpus", "invalid type");
+        d.refuse(&vm("").replace("vcpus = 1", "vcpus = -1"), "vm[0].vcpus", "line 8:9");
+        d.refuse(&vm("pcpus = [0, \"x\"]\n"), "vm[0].pcpus[1]", "invalid type");
         d.refuse(&format!("{SYSTEM}[vm]\nname = \"a\"\n"), "vm", "[[vm]]");
     }
 
     #[test]
     fn value_checks() {
         let d = Dir::new();
-        d.refuse(
-            &vm("").replace("vcpus = 1", "vcpus = 0"),
-            "vm[0].vcpus",
-            "VM \"a\" must have 1 to 64 vCPUs (got 0)",
-        );
-        d.refuse(
-            &vm("").replace("vcpus = 1", "vcpus = 65"),
-            "vm[0].vcpus",
-            "(got 65)",
-        );
-        d.refuse(
-            &vm("").replace("memory_mib = 16", "memory_mib = 3"),
-            "vm[0].memory_mib",
-            "multiple of 2",
-        );
-        d.refuse(
-            &vm("").replace("memory_mib = 16", "memory_mib = 0"),
-            "vm[0].memory_mib",
-            "multiple of 2",
-        );
-        d.refuse(
-            &vm("pcpus = [2]\n"),
-            "vm[0].pcpus",
-            "pinned to pCPU 2, which does not exist",
-        );
+        d.refuse(&vm("").replace("vcpus = 1", "vcpus = 0"), "vm[0].vcpus", "VM \"a\" must have 1 to 64 vCPUs (got 0)");
+        d.refuse(&vm("").replace("vcpus = 1", "vcpus = 65"), "vm[0].vcpus", "(got 65)");
+        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 3"), "vm[0].memory_mib", "multiple of 2");
+        d.refuse(&vm("").replace("memory_mib = 16", "memory_mib = 0"), "vm[0].memory_mib", "multiple of 2");
+        d.refuse(&vm("pcpus = [2]\n"), "vm[0].pcpus", "pinned to pCPU 2, which does not exist");
         d.refuse(&vm("pcpus = []\n"), "vm[0].pcpus", "empty pCPU list");
-        d.refuse(
-            &vm("pcpus = [1, 0, 1]\n"),
-            "vm[0].pcpus",
-            "pCPU 1 more than once",
-        );
+        d.refuse(&vm("pcpus = [1, 0, 1]\n"), "vm[0].pcpus", "pCPU 1 more than once");
         d.refuse(
             &vm("cmdline = \"x\"\n").replace("\"x\"", &format!("\"{}\"", "y".repeat(1025))),
             "vm[0].cmdline",
             "1025 bytes",
         );
-        d.refuse(
-            &vm("").replace("name = \"a\"", "name = \"a b\""),
-            "vm[0].name",
-            "not a valid VM name",
-        );
-        d.refuse(
-            &vm("").replace("name = \"a\"", "name = \"\""),
-            "vm[0].name",
-            "not a valid VM name",
-        );
-        d.refuse(
-            &vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(32))),
-            "vm[0].name",
-            "1 to 31",
-        );
-        d.load(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(31))))
-            .unwrap();
-        let two = format!(
-            "{}\n[[vm]]\nname = \"a\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 2\n",
-            vm("")
-        );
-        d.refuse(
-            &two,
-            "vm[1].name",
-            "duplicate VM name \"a\" (vm[0] has it too)",
-        );
+        d.refuse(&vm("").replace("name = \"a\"", "name = \"a b\""), "vm[0].name", "not a valid VM name");
+        d.refuse(&vm("").replace("name = \"a\"", "name = \"\""), "vm[0].name", "not a valid VM name");
+        d.refuse(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(32))), "vm[0].name", "1 to 31");
+        d.load(&vm("").replace("name = \"a\"", &format!("name = \"{}\"", "n".repeat(31)))).unwrap();
+        let two = format!("{}\n[[vm]]\nname = \"a\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 2\n", vm(""));
+        d.refuse(&two, "vm[1].name", "duplicate VM name \"a\" (vm[0] has it too)");
         d.refuse(SYSTEM, "vm", "no VM defined");
-        d.refuse(
-            &vm("").replace("pcpus = 2", "pcpus = 0"),
-            "system.pcpus",
-            "(got 0)",
-        );
-        d.refuse(
-            &vm("").replace("pcpus = 2", "pcpus = 9"),
-            "system.pcpus",
-            "1 to 8",
-        );
-        d.refuse(
-            &vm("").replace("memory_mib = 256", "memory_mib = 32"),
-            "system.memory_mib",
-            "64 to 3072",
-        );
-        d.refuse(
-            &vm("").replace("memory_mib = 256", "memory_mib = 4096"),
-            "system.memory_mib",
-            "(got 4096)",
-        );
+        d.refuse(&vm("").replace("pcpus = 2", "pcpus = 0"), "system.pcpus", "(got 0)");
+        d.refuse(&vm("").replace("pcpus = 2", "pcpus = 9"), "system.pcpus", "1 to 8");
+        d.refuse(&vm("").replace("memory_mib = 256", "memory_mib = 32"), "system.memory_mib", "64 to 3072");
+        d.refuse(&vm("").replace("memory_mib = 256", "memory_mib = 4096"), "system.memory_mib", "(got 4096)");
     }
 
     #[test]
@@ -1205,11 +1085,23 @@ mod tests {
         assert_eq!((c.disks[1].size, c.disks[1].create), (2 << 20, true));
         assert!(!d.dir.path().join("new.img").exists(), "loading creates nothing");
         let a = &c.vms[0];
-        assert_eq!(a.devices[0], DeviceConfig { slot: 0, kind: DeviceKind::Block { disk: 0, offset: 1 << 20, size: 2 << 20, read_only: false } });
-        assert_eq!(a.devices[1], DeviceConfig { slot: 1, kind: DeviceKind::Net { switch: 0, mac: [2, 0x54, 0x53, 0, 1, 1] } });
+        assert_eq!(
+            a.devices[0],
+            DeviceConfig {
+                slot: 0,
+                kind: DeviceKind::Block { disk: 0, offset: 1 << 20, size: 2 << 20, read_only: false }
+            }
+        );
+        assert_eq!(
+            a.devices[1],
+            DeviceConfig { slot: 1, kind: DeviceKind::Net { switch: 0, mac: [2, 0x54, 0x53, 0, 1, 1] } }
+        );
         assert_eq!(a.devices[2].kind, DeviceKind::Console);
         // b's range defaults to the rest of the disk.
-        assert_eq!(c.vms[1].devices[0].kind, DeviceKind::Block { disk: 0, offset: 3 << 20, size: 1 << 20, read_only: true });
+        assert_eq!(
+            c.vms[1].devices[0].kind,
+            DeviceKind::Block { disk: 0, offset: 3 << 20, size: 1 << 20, read_only: true }
+        );
         assert_eq!(c.vms[1].devices[1].kind, DeviceKind::Net { switch: 0, mac: [2, 0, 0, 0, 0, 9] });
         assert_eq!(c.switches, ["lan"]);
         assert_eq!(c.channels, [ChannelConfig { name: "ring".into(), size: 64 << 10, vms: vec![1, 0] }]);
@@ -1224,14 +1116,30 @@ mod tests {
         let refuse = |extra: &str, key: &str, frag: &str| {
             d.refuse(&format!("{disk}\n{}", vm(extra)), key, frag);
         };
-        refuse("[[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\noffset_mib = 3\nsize_mib = 2\n", "vm[0].device[0].size_mib", "does not fit");
-        refuse("[[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\noffset_mib = 4\n", "vm[0].device[0].offset_mib", "does not fit");
+        refuse(
+            "[[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\noffset_mib = 3\nsize_mib = 2\n",
+            "vm[0].device[0].size_mib",
+            "does not fit",
+        );
+        refuse(
+            "[[vm.device]]\ntype = \"block\"\ndisk = \"d0\"\noffset_mib = 4\n",
+            "vm[0].device[0].offset_mib",
+            "does not fit",
+        );
         refuse("[[vm.device]]\ntype = \"block\"\n", "vm[0].device[0].disk", "needs disk");
         refuse("[[vm.device]]\ntype = \"net\"\nswitch = \"s\"\nmac = \"zz\"\n", "vm[0].device[0].mac", "not a MAC");
         refuse("[[vm.device]]\ntype = \"rng\"\nswitch = \"s\"\n", "vm[0].device[0].switch", "does not apply");
         refuse("[[vm.device]]\ntype = \"net\"\n", "vm[0].device[0].switch", "needs switch");
-        d.refuse(&format!("{SYSTEM}[[disk]]\nname = \"x\"\nimage = \"nope.img\"\n{}", &vm("")[SYSTEM.len()..]), "disk[0].image", "give size_mib");
-        d.refuse(&format!("{SYSTEM}[[disk]]\nname = \"x\"\nimage = \"disk.img\"\nsize_mib = 8\n{}", &vm("")[SYSTEM.len()..]), "disk[0].size_mib", "not 8 MiB");
+        d.refuse(
+            &format!("{SYSTEM}[[disk]]\nname = \"x\"\nimage = \"nope.img\"\n{}", &vm("")[SYSTEM.len()..]),
+            "disk[0].image",
+            "give size_mib",
+        );
+        d.refuse(
+            &format!("{SYSTEM}[[disk]]\nname = \"x\"\nimage = \"disk.img\"\nsize_mib = 8\n{}", &vm("")[SYSTEM.len()..]),
+            "disk[0].size_mib",
+            "not 8 MiB",
+        );
         d.refuse(
             &format!("{}\n[[channel]]\nname = \"c\"\nsize_kib = 6\nvms = [\"a\", \"a\"]\n", vm("")),
             "channel[0].size_kib",
@@ -1247,36 +1155,19 @@ mod tests {
     #[test]
     fn files_must_exist() {
         let d = Dir::new();
-        let e = d.refuse(
-            &vm("").replace("k.bin", "nope.bin"),
-            "vm[0].kernel",
-            "cannot use kernel file",
-        );
-        assert!(
-            e.reason
-                .contains(&d.dir.path().join("nope.bin").display().to_string()),
-            "{e}"
-        );
+        let e = d.refuse(&vm("").replace("k.bin", "nope.bin"), "vm[0].kernel", "cannot use kernel file");
+        assert!(e.reason.contains(&d.dir.path().join("nope.bin").display().to_string()), "{e}");
         d.refuse(&vm("initrd = \"gone.cpio\"\n"), "vm[0].initrd", "gone.cpio");
-        d.refuse(
-            &vm("").replace("k.bin", "."),
-            "vm[0].kernel",
-            "not a regular file",
-        );
+        d.refuse(&vm("").replace("k.bin", "."), "vm[0].kernel", "not a regular file");
         fs::write(d.dir.path().join("empty"), []).unwrap();
-        d.refuse(
-            &vm("").replace("k.bin", "empty"),
-            "vm[0].kernel",
-            "is empty",
-        );
+        d.refuse(&vm("").replace("k.bin", "empty"), "vm[0].kernel", "is empty");
     }
 
     #[test]
     fn memory_must_fit() {
         let d = Dir::new();
         // 256 - 16 - 2 - 8 = 230 MiB for VMs.
-        d.load(&vm("").replace("memory_mib = 16", "memory_mib = 230"))
-            .unwrap();
+        d.load(&vm("").replace("memory_mib = 16", "memory_mib = 230")).unwrap();
         d.refuse(
             &vm("").replace("memory_mib = 16", "memory_mib = 232"),
             "system.memory_mib",
@@ -1288,11 +1179,7 @@ mod tests {
     fn unreadable_config() {
         let e = load(Path::new("/nonexistent/x.toml")).unwrap_err();
         assert_eq!(e.at, Location::File);
-        assert!(
-            e.to_string()
-                .starts_with("error: /nonexistent/x.toml: cannot read the configuration"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("error: /nonexistent/x.toml: cannot read the configuration"), "{e}");
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub fn verify(ds: &DiskScenario, lines: &[String]) -> Result<(), String> {
         let out = dir.path().join("file");
         run(Command::new(sbin("debugfs")).arg("-R").arg(format!("dump {} {}", rb.file, out.display())).arg(&range))?;
         if !out.exists() {
-            return Err(format!("{}: no {} in the filesystem at {} MiB (debugfs found nothing)", rb.image, rb.file, rb.offset_mib));
+            return Err(format!(
+                "{}: no {} in the filesystem at {} MiB (debugfs found nothing)",
+                rb.image, rb.file, rb.offset_mib
+            ));
         }
         let on_disk = md5_file(&out)?;
         if on_disk != printed {
@@ -61,7 +64,10 @@ pub fn verify(ds: &DiskScenario, lines: &[String]) -> Result<(), String> {
                 rb.image, rb.file, rb.offset_mib
             ));
         }
-        println!("    host: {} at {} MiB of {} reads back with MD5 {on_disk}, as the VM wrote", rb.file, rb.offset_mib, rb.image);
+        println!(
+            "    host: {} at {} MiB of {} reads back with MD5 {on_disk}, as the VM wrote",
+            rb.file, rb.offset_mib, rb.image
+        );
     }
     for &(line, k) in ds.expect_content {
         let printed = digest_after(lines, line)?;
@@ -107,7 +113,10 @@ fn copy_range(image: &Path, offset: u64, size: u64, out: &PathBuf) -> Result<(),
 
 /// The hex digest ending the first console line that starts with `prefix`.
 fn digest_after(lines: &[String], prefix: &str) -> Result<String, String> {
-    let line = lines.iter().find(|l| l.starts_with(prefix)).ok_or_else(|| format!("no console line starts with {prefix:?}"))?;
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .ok_or_else(|| format!("no console line starts with {prefix:?}"))?;
     let digest = line[prefix.len()..].trim();
     if digest.len() == 32 && digest.bytes().all(|c| c.is_ascii_hexdigit()) {
         Ok(digest.to_ascii_lowercase())
@@ -119,7 +128,10 @@ fn digest_after(lines: &[String], prefix: &str) -> Result<String, String> {
 fn md5_file(path: &Path) -> Result<String, String> {
     let out = Command::new("md5sum").arg(path).output().map_err(|e| format!("md5sum: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().next().map(str::to_string).ok_or_else(|| format!("md5sum {} printed nothing", path.display()))
+    text.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| format!("md5sum {} printed nothing", path.display()))
 }
 
 fn md5_bytes(bytes: &[u8]) -> Result<String, String> {
@@ -131,7 +143,11 @@ fn md5_bytes(bytes: &[u8]) -> Result<String, String> {
 /// e2fsprogs live in /usr/sbin, which a user's PATH may lack.
 fn sbin(tool: &str) -> PathBuf {
     let p = Path::new("/usr/sbin").join(tool);
-    if p.exists() { p } else { PathBuf::from(tool) }
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from(tool)
+    }
 }
 
 fn run(c: &mut Command) -> Result<(), String> {

@@ -54,10 +54,7 @@ use tessera_payload::guest_map as map;
 pub fn build(vm: &GuestDtb<'_>) -> Result<Vec<u8>, String> {
     let blob = write(vm).map_err(|e| format!("cannot build the guest device tree: {e}"))?;
     if blob.len() > MAX_DTB_SIZE {
-        return Err(format!(
-            "the guest device tree is {} bytes, more than {MAX_DTB_SIZE}",
-            blob.len()
-        ));
+        return Err(format!("the guest device tree is {} bytes, more than {MAX_DTB_SIZE}", blob.len()));
     }
     Ok(blob)
 }
@@ -67,10 +64,7 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     let root = fdt.begin_node("")?;
     fdt.property_u32("#address-cells", 1)?;
     fdt.property_u32("#size-cells", 1)?;
-    fdt.property_string_list(
-        "compatible",
-        vec!["tessera,vm".into(), "linux,dummy-virt".into()],
-    )?;
+    fdt.property_string_list("compatible", vec!["tessera,vm".into(), "linux,dummy-virt".into()])?;
     fdt.property_string("model", &format!("Tessera VM {}", vm.name))?;
     fdt.property_u32("interrupt-parent", GIC_PHANDLE)?;
 
@@ -97,10 +91,7 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     // PSCI 1.0 with the 0.2 function IDs, over HVC (the hypervisor is the
     // firmware for its guests).
     let psci = fdt.begin_node("psci")?;
-    fdt.property_string_list(
-        "compatible",
-        vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
-    )?;
+    fdt.property_string_list("compatible", vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])?;
     fdt.property_string("method", "hvc")?;
     fdt.end_node(psci)?;
 
@@ -123,7 +114,10 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     // PPI numbers count from INTID 16; the virtual timer is the one the
     // hypervisor injects.
     let vtimer = map::PPI_VTIMER - 16;
-    fdt.property_array_u32("interrupts", &[1, 13, ppi_flags, 1, 14, ppi_flags, 1, vtimer, ppi_flags, 1, 10, ppi_flags])?;
+    fdt.property_array_u32(
+        "interrupts",
+        &[1, 13, ppi_flags, 1, 14, ppi_flags, 1, vtimer, ppi_flags, 1, 10, ppi_flags],
+    )?;
     fdt.property_null("always-on")?;
     fdt.end_node(timer)?;
 
@@ -222,13 +216,7 @@ mod tests {
         assert_eq!(cells(&ch, "interrupts"), [0, 49, 1]);
         let reset = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
         assert_eq!(reset.value, [0, 0, 0, 0]);
-        let bare = GuestDtb {
-            name: "rtos",
-            vcpus: 1,
-            cmdline: "",
-            initrd: None,
-            ..vm
-        };
+        let bare = GuestDtb { name: "rtos", vcpus: 1, cmdline: "", initrd: None, ..vm };
         check(&build(&bare).unwrap(), &bare);
     }
 
@@ -254,7 +242,8 @@ mod tests {
             ram_size: 128 << 20,
             cmdline: "console=ttyAMA0",
             initrd: None,
-            virtio_slots: &[], channels: &[],
+            virtio_slots: &[],
+            channels: &[],
         };
         let blob = build(&vm).unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
@@ -298,8 +287,19 @@ mod tests {
     /// place on a reset, and the init script reads it back.
     #[test]
     fn the_reset_count_is_one_fixed_cell() {
-        for (vcpus, cmdline, initrd) in [(1, "", None), (4, "console=ttyAMA0 tessera.test=reboot", Some(0x4700_0000..0x4710_0000))] {
-            let vm = GuestDtb { name: "r", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline, initrd, virtio_slots: &[], channels: &[] };
+        for (vcpus, cmdline, initrd) in
+            [(1, "", None), (4, "console=ttyAMA0 tessera.test=reboot", Some(0x4700_0000..0x4710_0000))]
+        {
+            let vm = GuestDtb {
+                name: "r",
+                vcpus,
+                ram_base: 0x4000_0000,
+                ram_size: 64 << 20,
+                cmdline,
+                initrd,
+                virtio_slots: &[],
+                channels: &[],
+            };
             let blob = build(&vm).unwrap();
             let fdt = fdt::Fdt::new(&blob).unwrap();
             let prop = fdt.find_node("/chosen").unwrap().property("tessera,reset-count").unwrap();
@@ -311,7 +311,16 @@ mod tests {
     #[test]
     fn timer_ppis_go_to_at_most_eight_cpus() {
         for (vcpus, mask) in [(1u32, 0x1u32), (4, 0xf), (8, 0xff), (9, 0xff), (64, 0xff)] {
-            let vm = GuestDtb { name: "t", vcpus, ram_base: 0x4000_0000, ram_size: 64 << 20, cmdline: "", initrd: None, virtio_slots: &[], channels: &[] };
+            let vm = GuestDtb {
+                name: "t",
+                vcpus,
+                ram_base: 0x4000_0000,
+                ram_size: 64 << 20,
+                cmdline: "",
+                initrd: None,
+                virtio_slots: &[],
+                channels: &[],
+            };
             let blob = build(&vm).unwrap();
             let fdt = fdt::Fdt::new(&blob).unwrap();
             let irqs = cells(&fdt.find_node("/timer").unwrap(), "interrupts");
@@ -329,7 +338,8 @@ mod tests {
             ram_size: 2 << 20,
             cmdline: &long,
             initrd: Some(0x4000_0000..0x4000_1000),
-            virtio_slots: &[], channels: &[],
+            virtio_slots: &[],
+            channels: &[],
         };
         let blob = build(&vm).unwrap();
         assert!(blob.len() < MAX_DTB_SIZE / 4, "{} bytes", blob.len());

@@ -59,9 +59,7 @@ pub fn read_arm_executable(bytes: &[u8]) -> Result<ArmExecutable, String> {
     match bytes[4] {
         c if c == elf::ELFCLASS32.0 => {}
         c if c == elf::ELFCLASS64.0 => {
-            return Err(
-                "is a 64-bit ELF file; a 32-bit Arm (ELFCLASS32) executable is needed".into(),
-            )
+            return Err("is a 64-bit ELF file; a 32-bit Arm (ELFCLASS32) executable is needed".into())
         }
         c => return Err(format!("has an unknown ELF class {c}")),
     }
@@ -72,15 +70,11 @@ pub fn read_arm_executable(bytes: &[u8]) -> Result<ArmExecutable, String> {
         }
         d => return Err(format!("has an unknown ELF data encoding {d}")),
     }
-    let header =
-        elf::FileHeader32::<LE>::parse(bytes).map_err(|e| format!("bad ELF header: {e}"))?;
+    let header = elf::FileHeader32::<LE>::parse(bytes).map_err(|e| format!("bad ELF header: {e}"))?;
     let endian = LE;
     let machine = header.e_machine(endian);
     if machine != elf::EM_ARM {
-        return Err(format!(
-            "is an ELF file for machine {}, not Arm (EM_ARM = 40)",
-            machine.0
-        ));
+        return Err(format!("is an ELF file for machine {}, not Arm (EM_ARM = 40)", machine.0));
     }
     let ty = header.e_type(endian);
     if ty != elf::ET_EXEC {
@@ -90,27 +84,19 @@ pub fn read_arm_executable(bytes: &[u8]) -> Result<ArmExecutable, String> {
             t if t == elf::ET_CORE => "a core dump (ET_CORE)",
             _ => "not an executable",
         };
-        return Err(format!(
-            "is {what}, ELF type {}; a statically linked executable (ET_EXEC) is needed",
-            ty.0
-        ));
+        return Err(format!("is {what}, ELF type {}; a statically linked executable (ET_EXEC) is needed", ty.0));
     }
-    let phdrs = header
-        .program_headers(endian, bytes)
-        .map_err(|e| format!("bad program headers: {e}"))?;
+    let phdrs = header.program_headers(endian, bytes).map_err(|e| format!("bad program headers: {e}"))?;
     let mut segments = Vec::new();
     for (i, ph) in phdrs.iter().enumerate() {
         if ph.p_type(endian) != elf::PT_LOAD {
             continue;
         }
-        let data = ph
-            .data(endian, bytes)
-            .map_err(|()| format!("program header {i}: its bytes lie outside the file"))?;
+        let data =
+            ph.data(endian, bytes).map_err(|()| format!("program header {i}: its bytes lie outside the file"))?;
         let memsz = ph.p_memsz(endian);
         if memsz < ph.p_filesz(endian) {
-            return Err(format!(
-                "program header {i}: p_memsz is smaller than p_filesz"
-            ));
+            return Err(format!("program header {i}: p_memsz is smaller than p_filesz"));
         }
         segments.push(LoadSegment {
             vaddr: ph.p_vaddr(endian),
@@ -121,21 +107,13 @@ pub fn read_arm_executable(bytes: &[u8]) -> Result<ArmExecutable, String> {
             data: data.to_vec(),
         });
     }
-    Ok(ArmExecutable {
-        entry: header.e_entry(endian),
-        e_flags: header.e_flags(endian).0,
-        segments,
-    })
+    Ok(ArmExecutable { entry: header.e_entry(endian), e_flags: header.e_flags(endian).0, segments })
 }
 
 /// The bootable image: the hypervisor's PT_LOAD segments unchanged plus one
 /// read-only PT_LOAD holding `payload` at physical (and virtual) address
 /// `payload_base`; the entry point is the hypervisor's.
-pub fn write_bootable_elf(
-    hypervisor_elf: &[u8],
-    payload: &[u8],
-    payload_base: u32,
-) -> Result<Vec<u8>, String> {
+pub fn write_bootable_elf(hypervisor_elf: &[u8], payload: &[u8], payload_base: u32) -> Result<Vec<u8>, String> {
     let hyp = read_arm_executable(hypervisor_elf)?;
     if hyp.segments.is_empty() {
         return Err("has no PT_LOAD segment".into());
@@ -149,10 +127,11 @@ pub fn write_bootable_elf(
             ));
         }
     }
-    let len =
-        u32::try_from(payload.len()).map_err(|_| "the payload is larger than 4 GiB".to_string())?;
+    let len = u32::try_from(payload.len()).map_err(|_| "the payload is larger than 4 GiB".to_string())?;
     if payload_base as u64 + len as u64 > 1 << 32 {
-        return Err(format!("a payload of {len} bytes at {payload_base:#010x} passes the end of the 32-bit address space"));
+        return Err(format!(
+            "a payload of {len} bytes at {payload_base:#010x} passes the end of the 32-bit address space"
+        ));
     }
     let mut segments = hyp.segments;
     segments.push(LoadSegment {
@@ -183,10 +162,7 @@ pub fn write_arm_executable(entry: u32, e_flags: u32, segments: &[LoadSegment]) 
     out[4] = elf::ELFCLASS32.0;
     out[5] = elf::ELFDATA2LSB.0;
     out[6] = elf::EV_CURRENT.0;
-    let mut h = Put {
-        buf: &mut out,
-        at: 16,
-    };
+    let mut h = Put { buf: &mut out, at: 16 };
     h.u16(elf::ET_EXEC.0);
     h.u16(elf::EM_ARM.0);
     h.u32(elf::EV_CURRENT.0 as u32);
@@ -202,21 +178,14 @@ pub fn write_arm_executable(entry: u32, e_flags: u32, segments: &[LoadSegment]) 
     h.u16(0); // e_shstrndx = SHN_UNDEF
 
     for (i, s) in segments.iter().enumerate() {
-        let modulus = if s.align.is_power_of_two() && s.align <= 0x1_0000 {
-            s.align as usize
-        } else {
-            16
-        };
+        let modulus = if s.align.is_power_of_two() && s.align <= 0x1_0000 { s.align as usize } else { 16 };
         let pad = (s.vaddr as usize).wrapping_sub(out.len()) % modulus.max(1);
         let offset = out.len() + pad;
         if !s.data.is_empty() {
             out.resize(offset, 0);
             out.extend_from_slice(&s.data);
         }
-        let mut p = Put {
-            buf: &mut out,
-            at: EHDR_SIZE + i * PHDR_SIZE,
-        };
+        let mut p = Put { buf: &mut out, at: EHDR_SIZE + i * PHDR_SIZE };
         p.u32(elf::PT_LOAD.0);
         p.u32(if s.data.is_empty() { 0 } else { offset as u32 });
         p.u32(s.vaddr);
@@ -266,10 +235,7 @@ mod tests {
         let segs: Vec<_> = file.segments().collect();
         assert_eq!(segs.len(), 4);
         assert_eq!(segs[0].address(), 0x4020_0000);
-        assert_eq!(
-            segs[0].data().unwrap(),
-            &(0..0x1234u32).map(|i| i as u8).collect::<Vec<_>>()[..]
-        );
+        assert_eq!(segs[0].data().unwrap(), &(0..0x1234u32).map(|i| i as u8).collect::<Vec<_>>()[..]);
         assert_eq!(segs[1].data().unwrap(), &[0xaa; 0x100][..]);
         assert_eq!(segs[1].size(), 0x8000);
         assert_eq!(segs[2].size(), 0x4_0000);
@@ -298,10 +264,7 @@ mod tests {
     fn hypervisor_overlapping_the_payload_is_refused() {
         let hyp = fake_hypervisor();
         let e = write_bootable_elf(&hyp, &[1, 2, 3], 0x4030_0000).unwrap_err();
-        assert!(
-            e.contains("segment 2") && e.contains("does not end below the payload"),
-            "{e}"
-        );
+        assert!(e.contains("segment 2") && e.contains("does not end below the payload"), "{e}");
     }
 
     #[test]
@@ -317,16 +280,8 @@ mod tests {
         assert!(patch(18, &[62, 0]).contains("machine 62, not Arm"));
         assert!(patch(16, &[3, 0]).contains("ET_DYN"));
         assert!(patch(16, &[1, 0]).contains("ET_REL"));
-        assert_eq!(
-            read_arm_executable(b"\x7fELF"),
-            Err("truncated ELF header".into())
-        );
-        assert_eq!(
-            read_arm_executable(b"MZ\x90\0"),
-            Err("not an ELF file".into())
-        );
-        assert!(write_bootable_elf(b"junk", &[], 0x4100_0000)
-            .unwrap_err()
-            .contains("not an ELF"));
+        assert_eq!(read_arm_executable(b"\x7fELF"), Err("truncated ELF header".into()));
+        assert_eq!(read_arm_executable(b"MZ\x90\0"), Err("not an ELF file".into()));
+        assert!(write_bootable_elf(b"junk", &[], 0x4100_0000).unwrap_err().contains("not an ELF"));
     }
 }

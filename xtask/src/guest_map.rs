@@ -25,7 +25,8 @@ pub fn header() -> String {
     );
     for (name, value) in ALL {
         // Interrupt numbers in decimal, as the GIC documentation counts them.
-        let v = if name.contains("SPI") || name.contains("PPI") { format!("{value}u") } else { format!("0x{value:08x}u") };
+        let v =
+            if name.contains("SPI") || name.contains("PPI") { format!("{value}u") } else { format!("0x{value:08x}u") };
         s.push_str(&format!("#define TESSERA_MAP_{name:<22} {v}\n"));
     }
     s.push_str("\n#endif /* TESSERA_GUEST_MAP_H */\n");

@@ -96,19 +96,12 @@ pub fn load(bytes: &[u8], ram_base: u32, ram_size: u32) -> Result<KernelImage, S
     // Whether it fits with the initrd and DTB is the packer's check.
     let end = at + bytes.len() as u64;
     if end > 1 << 32 {
-        return Err(format!(
-            "is a {} of {} bytes, too large for a 32-bit guest",
-            kind.describe(),
-            bytes.len()
-        ));
+        return Err(format!("is a {} of {} bytes, too large for a 32-bit guest", kind.describe(), bytes.len()));
     }
     Ok(KernelImage {
         kind,
         entry: at as u32,
-        chunks: vec![Chunk {
-            ipa: at as u32,
-            bytes: bytes.to_vec(),
-        }],
+        chunks: vec![Chunk { ipa: at as u32, bytes: bytes.to_vec() }],
         footprint: vec![Range { start: at, end }],
     })
 }
@@ -128,18 +121,14 @@ fn load_elf(bytes: &[u8], ram: &Range<u64>, ram_text: &str) -> Result<KernelImag
                 s.paddr, s.memsz
             ));
         }
-        if let Some(j) = footprint
-            .iter()
-            .position(|f| f.start < r.end && r.start < f.end)
-        {
-            return Err(format!("ELF segments overlap in physical memory (segment {i} and an earlier one, #{j} loaded)"));
+        if let Some(j) = footprint.iter().position(|f| f.start < r.end && r.start < f.end) {
+            return Err(format!(
+                "ELF segments overlap in physical memory (segment {i} and an earlier one, #{j} loaded)"
+            ));
         }
         footprint.push(r);
         if !s.data.is_empty() {
-            chunks.push(Chunk {
-                ipa: s.paddr,
-                bytes: s.data.clone(),
-            });
+            chunks.push(Chunk { ipa: s.paddr, bytes: s.data.clone() });
         }
     }
     if chunks.is_empty() {
@@ -148,11 +137,7 @@ fn load_elf(bytes: &[u8], ram: &Range<u64>, ram_text: &str) -> Result<KernelImag
     chunks.sort_by_key(|c| c.ipa);
     let chunks = merge_close(chunks);
     // Merged gaps are written (as zeros) too.
-    footprint.extend(
-        chunks
-            .iter()
-            .map(|c| c.ipa as u64..c.ipa as u64 + c.bytes.len() as u64),
-    );
+    footprint.extend(chunks.iter().map(|c| c.ipa as u64..c.ipa as u64 + c.bytes.len() as u64));
     footprint.sort_by_key(|r| r.start);
 
     // e_entry is a virtual address; kernels linked to run at a different
@@ -163,16 +148,9 @@ fn load_elf(bytes: &[u8], ram: &Range<u64>, ram_text: &str) -> Result<KernelImag
         .find(|s| exe.entry >= s.vaddr && (exe.entry as u64) < s.vaddr as u64 + s.memsz as u64)
         .map_or(exe.entry, |s| s.paddr.wrapping_add(exe.entry - s.vaddr));
     if !(ram.start..ram.end.saturating_sub(3)).contains(&(entry as u64)) {
-        return Err(format!(
-            "entry point {entry:#010x} lies outside the VM's RAM {ram_text}"
-        ));
+        return Err(format!("entry point {entry:#010x} lies outside the VM's RAM {ram_text}"));
     }
-    Ok(KernelImage {
-        kind: KernelKind::Elf,
-        entry,
-        chunks,
-        footprint,
-    })
+    Ok(KernelImage { kind: KernelKind::Elf, entry, chunks, footprint })
 }
 
 /// Joins chunks (sorted, not overlapping) whose gap is under [`MERGE_GAP`].
@@ -205,19 +183,10 @@ mod tests {
         let k = load(&[1, 2, 3, 4], BASE, 2 * MIB).unwrap();
         assert_eq!(k.kind, KernelKind::Raw);
         assert_eq!(k.entry, BASE);
-        assert_eq!(
-            k.chunks,
-            vec![Chunk {
-                ipa: BASE,
-                bytes: vec![1, 2, 3, 4]
-            }]
-        );
+        assert_eq!(k.chunks, vec![Chunk { ipa: BASE, bytes: vec![1, 2, 3, 4] }]);
         // Too large for the VM: placed anyway; the packer refuses it.
         let k = load(&vec![0; 2 * MIB as usize + 1], BASE, 2 * MIB).unwrap();
-        assert_eq!(
-            k.footprint,
-            vec![BASE as u64..BASE as u64 + 2 * MIB as u64 + 1]
-        );
+        assert_eq!(k.footprint, vec![BASE as u64..BASE as u64 + 2 * MIB as u64 + 1]);
     }
 
     #[test]
@@ -227,10 +196,7 @@ mod tests {
         assert_eq!(k.kind, KernelKind::ZImage);
         assert_eq!(k.entry, BASE + 0x1_0000);
         assert_eq!(k.chunks[0].ipa, BASE + 0x1_0000);
-        assert_eq!(
-            k.footprint,
-            vec![(BASE as u64 + 0x1_0000)..(BASE as u64 + 0x1_3000)]
-        );
+        assert_eq!(k.footprint, vec![(BASE as u64 + 0x1_0000)..(BASE as u64 + 0x1_3000)]);
     }
 
     #[test]
@@ -238,68 +204,37 @@ mod tests {
         // Text at 0x40000000 (virtual 0xc0000000), data 1 MiB up with .bss beyond.
         let elf = tiny_elf(
             0xc000_0010,
-            &[
-                (0xc000_0000, BASE, vec![0x11; 0x100], 0x100),
-                (0xc010_0000, BASE + MIB, vec![0x22; 0x40], 0x2000),
-            ],
+            &[(0xc000_0000, BASE, vec![0x11; 0x100], 0x100), (0xc010_0000, BASE + MIB, vec![0x22; 0x40], 0x2000)],
         );
         let k = load(&elf, BASE, 4 * MIB).unwrap();
         assert_eq!(k.kind, KernelKind::Elf);
         assert_eq!(k.entry, BASE + 0x10, "virtual entry translated to physical");
         assert_eq!(k.chunks.len(), 2);
-        assert_eq!(
-            k.chunks[1],
-            Chunk {
-                ipa: BASE + MIB,
-                bytes: vec![0x22; 0x40]
-            }
-        );
-        assert!(k
-            .footprint
-            .contains(&((BASE + MIB) as u64..(BASE + MIB + 0x2000) as u64)));
+        assert_eq!(k.chunks[1], Chunk { ipa: BASE + MIB, bytes: vec![0x22; 0x40] });
+        assert!(k.footprint.contains(&((BASE + MIB) as u64..(BASE + MIB + 0x2000) as u64)));
         assert_eq!(k.carried_bytes(), 0x140);
     }
 
     #[test]
     fn close_elf_segments_are_merged() {
-        let elf = tiny_elf(
-            BASE,
-            &[
-                (BASE, BASE, vec![1; 0x10], 0x10),
-                (BASE + 0x1000, BASE + 0x1000, vec![2; 4], 4),
-            ],
-        );
+        let elf = tiny_elf(BASE, &[(BASE, BASE, vec![1; 0x10], 0x10), (BASE + 0x1000, BASE + 0x1000, vec![2; 4], 4)]);
         let k = load(&elf, BASE, 2 * MIB).unwrap();
         assert_eq!(k.chunks.len(), 1);
         let b = &k.chunks[0].bytes;
         assert_eq!(b.len(), 0x1004);
-        assert_eq!(
-            (&b[..0x10], &b[0x10..0x1000], &b[0x1000..]),
-            (&[1; 0x10][..], &[0; 0xff0][..], &[2; 4][..])
-        );
+        assert_eq!((&b[..0x10], &b[0x10..0x1000], &b[0x1000..]), (&[1; 0x10][..], &[0; 0xff0][..], &[2; 4][..]));
     }
 
     #[test]
     fn elf_outside_ram_is_refused() {
-        let elf = tiny_elf(
-            BASE,
-            &[
-                (BASE, BASE, vec![1; 4], 4),
-                (0x8000_0000, 0x8000_0000, vec![2; 4], 4),
-            ],
-        );
+        let elf = tiny_elf(BASE, &[(BASE, BASE, vec![1; 4], 4), (0x8000_0000, 0x8000_0000, vec![2; 4], 4)]);
         let e = load(&elf, BASE, 2 * MIB).unwrap_err();
-        assert!(
-            e.contains("ELF segment 1 (p_paddr 0x80000000, 4 bytes in memory) lies outside"),
-            "{e}"
-        );
+        assert!(e.contains("ELF segment 1 (p_paddr 0x80000000, 4 bytes in memory) lies outside"), "{e}");
         // .bss running past the end of RAM.
         let elf = tiny_elf(BASE, &[(BASE, BASE, vec![1; 4], 3 * MIB)]);
         assert!(load(&elf, BASE, 2 * MIB).unwrap_err().contains("segment 0"));
         let elf = tiny_elf(0x1000, &[(BASE, BASE, vec![1; 4], 4)]);
-        assert!(load(&elf, BASE, 2 * MIB)
-            .unwrap_err()
-            .contains("entry point 0x00001000"));
+        assert!(load(&elf, BASE, 2 * MIB).unwrap_err().contains("entry point 0x00001000"));
     }
 
     #[test]

@@ -165,7 +165,12 @@ fn lock_file(path: &Path) -> Result<File, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so an
@@ -327,8 +332,13 @@ mod tests {
         std::fs::write(&hyp, crate::testutil::fake_hypervisor()).unwrap();
         for c in &configs {
             let text = std::fs::read_to_string(t.join(c)).unwrap();
-            assert!(!wanted_artifacts(&t.join(c), &text, &t.join("target/linux")).unwrap().is_empty(), "{}", c.display());
-            let packed = crate::pack::pack(&t.join(c), &hyp, &t.join("out")).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
+            assert!(
+                !wanted_artifacts(&t.join(c), &text, &t.join("target/linux")).unwrap().is_empty(),
+                "{}",
+                c.display()
+            );
+            let packed =
+                crate::pack::pack(&t.join(c), &hyp, &t.join("out")).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
             assert!(!packed.vm_names.is_empty());
         }
     }

@@ -56,7 +56,9 @@ fn main() -> ExitCode {
         Some("run") => outcome::run_verb(args.get(1).map(String::as_str).unwrap_or(DEFAULT_CONFIG)),
         Some("test") => scenarios::test_verb(),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
-        Some("gen-abi") => build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]).and_then(|_| guest_map::write()),
+        Some("gen-abi") => {
+            build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]).and_then(|_| guest_map::write())
+        }
         _ => return usage(),
     };
     match result {

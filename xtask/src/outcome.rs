@@ -18,7 +18,11 @@ pub fn out_dir() -> PathBuf {
 /// current directory, or else to the workspace root).
 pub fn config_path(arg: &str) -> PathBuf {
     let p = Path::new(arg);
-    if p.exists() { p.to_path_buf() } else { root().join(p) }
+    if p.exists() {
+        p.to_path_buf()
+    } else {
+        root().join(p)
+    }
 }
 
 pub fn run_verb(config: &str) -> Result<(), String> {
@@ -26,7 +30,8 @@ pub fn run_verb(config: &str) -> Result<(), String> {
     let hyp = build::all()?;
     crate::linux::ensure_artifacts_for(&config_path(config))?;
     let packed = pack::pack(&config_path(config), &hyp, &out_dir()).map_err(|e| e.to_string())?;
-    let deadline = std::env::var("TESSERA_DEADLINE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(RUN_DEADLINE_SECS);
+    let deadline =
+        std::env::var("TESSERA_DEADLINE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(RUN_DEADLINE_SECS);
     let boot = qemu::Boot {
         image: &packed.image,
         pcpus: packed.pcpus,

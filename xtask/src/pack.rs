@@ -77,28 +77,15 @@ pub struct Packed {
 pub fn pack(config: &Path, hypervisor_elf: &Path, out_dir: &Path) -> Result<Packed, ConfigError> {
     let cfg = config::load(config)?;
     let payload = build_payload(&cfg)?;
-    let hyp = fs::read(hypervisor_elf).map_err(|e| {
-        ConfigError::file(
-            hypervisor_elf,
-            format!("cannot read the hypervisor ELF: {e}"),
-        )
-    })?;
-    let image = write_bootable_elf(&hyp, &payload, PAYLOAD_BASE).map_err(|e| {
-        ConfigError::file(
-            hypervisor_elf,
-            format!("not usable as the hypervisor ELF: {e}"),
-        )
-    })?;
+    let hyp = fs::read(hypervisor_elf)
+        .map_err(|e| ConfigError::file(hypervisor_elf, format!("cannot read the hypervisor ELF: {e}")))?;
+    let image = write_bootable_elf(&hyp, &payload, PAYLOAD_BASE)
+        .map_err(|e| ConfigError::file(hypervisor_elf, format!("not usable as the hypervisor ELF: {e}")))?;
 
-    let stem = config
-        .file_stem()
-        .unwrap_or(config.as_os_str())
-        .to_string_lossy();
+    let stem = config.file_stem().unwrap_or(config.as_os_str()).to_string_lossy();
     let out = out_dir.join(format!("{stem}.elf"));
     let tmp = out_dir.join(format!(".{stem}.elf.tmp"));
-    let write_err = |e: std::io::Error| {
-        ConfigError::file(&out, format!("cannot write the bootable image: {e}"))
-    };
+    let write_err = |e: std::io::Error| ConfigError::file(&out, format!("cannot write the bootable image: {e}"));
     fs::create_dir_all(out_dir).map_err(write_err)?;
     fs::write(&tmp, &image).map_err(write_err)?;
     fs::rename(&tmp, &out).map_err(|e| {
@@ -117,12 +104,7 @@ pub fn pack(config: &Path, hypervisor_elf: &Path, out_dir: &Path) -> Result<Pack
 /// Lays out every VM, builds the payload, checks that the whole system fits
 /// in physical RAM, and checks the payload with the hypervisor's own parser.
 pub fn build_payload(cfg: &Config) -> Result<Vec<u8>, ConfigError> {
-    let images = cfg
-        .vms
-        .iter()
-        .enumerate()
-        .map(|(i, vm)| lay_out_vm(cfg, i, vm))
-        .collect::<Result<Vec<_>, _>>()?;
+    let images = cfg.vms.iter().enumerate().map(|(i, vm)| lay_out_vm(cfg, i, vm)).collect::<Result<Vec<_>, _>>()?;
     let shared = Shared {
         disks: cfg.disks.iter().map(|d| DiskImage { name: d.name.clone(), size: d.size }).collect(),
         channels: cfg
@@ -136,10 +118,7 @@ pub fn build_payload(cfg: &Config) -> Result<Vec<u8>, ConfigError> {
     check_memory_fit(cfg, payload.len() as u64)?;
     if let Err(e) = Payload::parse(&payload) {
         // The checks above should make this impossible: a packer bug.
-        return Err(ConfigError::file(
-            &cfg.file,
-            format!("internal error: the payload built from it is refused: {e}"),
-        ));
+        return Err(ConfigError::file(&cfg.file, format!("internal error: the payload built from it is refused: {e}")));
     }
     Ok(payload)
 }
@@ -159,11 +138,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
     let who = format!("VM \"{}\"", vm.name);
     let read = |what: &str, path: &Path| {
         fs::read(path).map_err(|e| {
-            ConfigError::key(
-                &cfg.file,
-                key(what),
-                format!("{who}: cannot read {what} file {}: {e}", path.display()),
-            )
+            ConfigError::key(&cfg.file, key(what), format!("{who}: cannot read {what} file {}: {e}", path.display()))
         })
     };
     let ram_size = vm.memory_mib << 20;
@@ -172,11 +147,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
 
     let kernel_bytes = read("kernel", &vm.kernel)?;
     let kernel = kernel::load(&kernel_bytes, ram_base, ram_size).map_err(|e| {
-        ConfigError::key(
-            &cfg.file,
-            key("kernel"),
-            format!("{who}: kernel file {}: {e}", vm.kernel.display()),
-        )
+        ConfigError::key(&cfg.file, key("kernel"), format!("{who}: kernel file {}: {e}", vm.kernel.display()))
     })?;
     let initrd = match &vm.initrd {
         Some(p) => Some(read("initrd", p)?),
@@ -187,9 +158,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
     let top = ram_end.min(ram_base as u64 + DTB_LIMIT as u64);
     let dtb_ipa = top - DTB_SLOT as u64;
     let initrd_len = initrd.as_ref().map_or(0, |b| b.len() as u64);
-    let initrd_start = dtb_ipa
-        .checked_sub(initrd_len)
-        .map(|a| a & !(INITRD_ALIGN as u64 - 1));
+    let initrd_start = dtb_ipa.checked_sub(initrd_len).map(|a| a & !(INITRD_ALIGN as u64 - 1));
     let low = initrd_start.unwrap_or(0);
     let too_small = |detail: String| {
         ConfigError::key(
@@ -204,22 +173,13 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
         )
     };
     if initrd_start.is_none() || low < ram_base as u64 {
-        return Err(too_small(format!(
-            "the initrd does not fit below the DTB at {dtb_ipa:#010x}"
-        )));
+        return Err(too_small(format!("the initrd does not fit below the DTB at {dtb_ipa:#010x}")));
     }
     if let Some(r) = kernel.footprint.iter().find(|r| r.end > ram_end) {
-        return Err(too_small(format!(
-            "the kernel ends at {:#010x}, past the end of RAM at {ram_end:#010x}",
-            r.end
-        )));
+        return Err(too_small(format!("the kernel ends at {:#010x}, past the end of RAM at {ram_end:#010x}", r.end)));
     }
     let reserved = if vm.initrd.is_some() { low } else { dtb_ipa };
-    if let Some(r) = kernel
-        .footprint
-        .iter()
-        .find(|r| r.start < top && r.end > reserved)
-    {
+    if let Some(r) = kernel.footprint.iter().find(|r| r.start < top && r.end > reserved) {
         let what = if vm.initrd.is_some() { "initrd" } else { "DTB" };
         return Err(too_small(format!(
             "the kernel's {:#010x}..{:#010x} overlaps the {what} at {reserved:#010x}",
@@ -228,9 +188,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
     }
 
     let dtb_ipa = dtb_ipa as u32;
-    let initrd_range = initrd
-        .as_ref()
-        .map(|b| low as u32..(low + b.len() as u64) as u32);
+    let initrd_range = initrd.as_ref().map(|b| low as u32..(low + b.len() as u64) as u32);
     let slots: Vec<u32> = vm.devices.iter().map(|d| d.slot).collect();
     let channels: Vec<DtbChannel> = vm
         .channels
@@ -269,10 +227,8 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
             ),
         ));
     }
-    let mut regions: Vec<(RegionKind, u32, Vec<u8>)> = chunks
-        .into_iter()
-        .map(|c| (RegionKind::Kernel, c.ipa, c.bytes))
-        .collect();
+    let mut regions: Vec<(RegionKind, u32, Vec<u8>)> =
+        chunks.into_iter().map(|c| (RegionKind::Kernel, c.ipa, c.bytes)).collect();
     if let (Some(bytes), Some(r)) = (initrd, initrd_range) {
         regions.push((RegionKind::Initrd, r.start, bytes));
     }
@@ -322,9 +278,7 @@ mod tests {
 
     impl Setup {
         fn new() -> Self {
-            let s = Setup {
-                dir: tempfile::tempdir().unwrap(),
-            };
+            let s = Setup { dir: tempfile::tempdir().unwrap() };
             s.file("hyp.elf", &fake_hypervisor());
             s
         }
@@ -350,21 +304,14 @@ mod tests {
             let line = e.to_string();
             assert_eq!(key_path(&e), Some(key), "{line}");
             assert!(line.contains(fragment), "{fragment:?} not in: {line}");
-            assert!(
-                !self.out().exists(),
-                "something was written for a refused config"
-            );
+            assert!(!self.out().exists(), "something was written for a refused config");
             e
         }
     }
 
     fn payload_of(image: &[u8]) -> Vec<u8> {
         let exe = read_arm_executable(image).unwrap();
-        let seg = exe
-            .segments
-            .iter()
-            .find(|s| s.paddr == PAYLOAD_BASE)
-            .expect("payload segment");
+        let seg = exe.segments.iter().find(|s| s.paddr == PAYLOAD_BASE).expect("payload segment");
         seg.data.clone()
     }
 
@@ -419,10 +366,7 @@ memory_mib = 4
 
         let linux = p.vm(0);
         assert_eq!(linux.name, "linux");
-        assert_eq!(
-            (linux.vcpus, linux.ram_base, linux.ram_size),
-            (3, GUEST_RAM_BASE, 128 * MIB)
-        );
+        assert_eq!((linux.vcpus, linux.ram_base, linux.ram_size), (3, GUEST_RAM_BASE, 128 * MIB));
         assert_eq!(linux.affinity, 0b1010);
         assert_eq!(linux.entry, GUEST_RAM_BASE + 0x1_0000);
         let dtb_ipa = GUEST_RAM_BASE + 128 * MIB - 64 * 1024;
@@ -453,26 +397,14 @@ memory_mib = 4
         );
 
         let r = p.vm(1);
-        assert_eq!(
-            (r.name, r.vcpus, r.ram_size, r.affinity, r.entry),
-            ("rtos", 1, 4 * MIB, 0b1111, 0x4000_0100)
-        );
+        assert_eq!((r.name, r.vcpus, r.ram_size, r.affinity, r.entry), ("rtos", 1, 4 * MIB, 0b1111, 0x4000_0100));
         let dtb_ipa = GUEST_RAM_BASE + 4 * MIB - 64 * 1024;
         assert_eq!(r.boot_regs[2], dtb_ipa);
         let regions: Vec<_> = r.regions().copied().collect();
         assert_eq!(regions.len(), 3, "two far-apart ELF segments and the DTB");
-        assert_eq!(
-            (regions[0].ipa, p.region_bytes(&regions[0])),
-            (0x4000_0000, &[0xe3; 0x200][..])
-        );
-        assert_eq!(
-            (regions[1].ipa, p.region_bytes(&regions[1])),
-            (0x4010_0000, &[0xd4; 0x10][..])
-        );
-        assert_eq!(
-            (regions[2].kind, regions[2].ipa),
-            (RegionKind::Dtb, dtb_ipa)
-        );
+        assert_eq!((regions[0].ipa, p.region_bytes(&regions[0])), (0x4000_0000, &[0xe3; 0x200][..]));
+        assert_eq!((regions[1].ipa, p.region_bytes(&regions[1])), (0x4010_0000, &[0xd4; 0x10][..]));
+        assert_eq!((regions[2].kind, regions[2].ipa), (RegionKind::Dtb, dtb_ipa));
         check_dtb(
             p.region_bytes(&regions[2]),
             &GuestDtb {
@@ -503,26 +435,19 @@ memory_mib = 4
         let k = vm.regions().next().unwrap();
         assert_eq!(
             (k.kind, k.ipa, p.region_bytes(k)),
-            (
-                RegionKind::Kernel,
-                GUEST_RAM_BASE,
-                &[0xfe, 0xff, 0xff, 0xea][..]
-            )
+            (RegionKind::Kernel, GUEST_RAM_BASE, &[0xfe, 0xff, 0xff, 0xea][..])
         );
     }
 
-    const ONE_VM: &str = "[system]\npcpus = 2\nmemory_mib = 64\n[[vm]]\nname = \"x\"\nkernel = \"k\"\nvcpus = 1\nmemory_mib = 2\n";
+    const ONE_VM: &str =
+        "[system]\npcpus = 2\nmemory_mib = 64\n[[vm]]\nname = \"x\"\nkernel = \"k\"\nvcpus = 1\nmemory_mib = 2\n";
 
     #[test]
     fn vm_too_small_for_its_images() {
         let s = Setup::new();
         // A raw kernel as large as the VM.
         s.file("k", &vec![1; 2 * MIB as usize]);
-        s.refuse(
-            ONE_VM,
-            "vm[0].memory_mib",
-            "VM \"x\" is too small for its kernel (2097152 bytes)",
-        );
+        s.refuse(ONE_VM, "vm[0].memory_mib", "VM \"x\" is too small for its kernel (2097152 bytes)");
         // A small kernel with an initrd larger than the room below the DTB.
         s.file("k", &[1; 16]);
         s.file("big.img", &vec![2; 2 * MIB as usize]);
@@ -536,13 +461,7 @@ memory_mib = 4
         s.file("k", &vec![1; 2 * MIB as usize - 4096]);
         s.refuse(ONE_VM, "vm[0].memory_mib", "overlaps the DTB");
         // An ELF whose .bss runs into the DTB.
-        s.file(
-            "k",
-            &tiny_elf(
-                0x4000_0000,
-                &[(0x4000_0000, 0x4000_0000, vec![1; 4], 2 * MIB - 0x100)],
-            ),
-        );
+        s.file("k", &tiny_elf(0x4000_0000, &[(0x4000_0000, 0x4000_0000, vec![1; 4], 2 * MIB - 0x100)]));
         s.refuse(ONE_VM, "vm[0].memory_mib", "overlaps the DTB");
         // Just fits: kernel, then the initrd right below the DTB.
         s.file("k", &vec![1; MIB as usize]);
@@ -553,26 +472,9 @@ memory_mib = 4
     #[test]
     fn elf_segment_outside_ram_names_file_and_segment() {
         let s = Setup::new();
-        s.file(
-            "k",
-            &tiny_elf(
-                0x4000_0000,
-                &[
-                    (0x4000_0000, 0x4000_0000, vec![1; 4], 4),
-                    (0x0, 0x0, vec![1; 4], 4),
-                ],
-            ),
-        );
-        let e = s.refuse(
-            ONE_VM,
-            "vm[0].kernel",
-            "ELF segment 1 (p_paddr 0x00000000, 4 bytes in memory) lies outside",
-        );
-        assert!(
-            e.reason
-                .contains(&s.dir.path().join("k").display().to_string()),
-            "{e}"
-        );
+        s.file("k", &tiny_elf(0x4000_0000, &[(0x4000_0000, 0x4000_0000, vec![1; 4], 4), (0x0, 0x0, vec![1; 4], 4)]));
+        let e = s.refuse(ONE_VM, "vm[0].kernel", "ELF segment 1 (p_paddr 0x00000000, 4 bytes in memory) lies outside");
+        assert!(e.reason.contains(&s.dir.path().join("k").display().to_string()), "{e}");
         let mut elf = tiny_elf(0x4000_0000, &[(0x4000_0000, 0x4000_0000, vec![1; 4], 4)]);
         elf[18] = 3; // EM_386
         s.file("k", &elf);
@@ -587,11 +489,7 @@ memory_mib = 4
         let text = ONE_VM.replace("memory_mib = 2\n", "memory_mib = 36\n");
         s.file("k", &vec![1; 5 * MIB as usize]);
         config::load(&s.config(&text)).unwrap();
-        s.refuse(
-            &text,
-            "system.memory_mib",
-            "66 MiB, which does not fit in 64 MiB",
-        );
+        s.refuse(&text, "system.memory_mib", "66 MiB, which does not fit in 64 MiB");
         s.file("k", &vec![1; 3 * MIB as usize]);
         s.pack(&text).unwrap();
     }
@@ -603,21 +501,11 @@ memory_mib = 4
         let c = s.config(ONE_VM);
         let missing = s.dir.path().join("no-such-hyp");
         let e = pack(&c, &missing, &s.out()).unwrap_err();
-        assert_eq!(
-            (e.file.as_path(), &e.at),
-            (missing.as_path(), &Location::File)
-        );
-        assert!(
-            e.to_string().contains("cannot read the hypervisor ELF"),
-            "{e}"
-        );
+        assert_eq!((e.file.as_path(), &e.at), (missing.as_path(), &Location::File));
+        assert!(e.to_string().contains("cannot read the hypervisor ELF"), "{e}");
         let raw = s.file("raw-hyp", &[0; 64]);
         let e = pack(&c, &raw, &s.out()).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("not usable as the hypervisor ELF: not an ELF file"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("not usable as the hypervisor ELF: not an ELF file"), "{e}");
         assert!(!s.out().exists());
     }
 
@@ -630,46 +518,25 @@ memory_mib = 4
         let hyp_elf = hyp.path().join("hyp.elf");
         fs::write(&hyp_elf, fake_hypervisor()).unwrap();
         let mut seen = 0;
-        let mut entries: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut entries: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
-        for path in entries
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        {
+        for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
             let text = fs::read_to_string(&path).unwrap();
             let first = text.lines().next().unwrap_or("");
-            let expect = first.strip_prefix("# expect: ").unwrap_or_else(|| {
-                panic!(
-                    "{}: first line must be `# expect: <fragment>`",
-                    path.display()
-                )
-            });
+            let expect = first
+                .strip_prefix("# expect: ")
+                .unwrap_or_else(|| panic!("{}: first line must be `# expect: <fragment>`", path.display()));
             let out = hyp.path().join("out");
             let e = pack(&path, &hyp_elf, &out).expect_err(&format!("{} accepted", path.display()));
             let line = e.to_string();
             println!("{line}");
-            assert!(
-                line.contains(expect.trim()),
-                "{}: {:?} not in: {line}",
-                path.display(),
-                expect
-            );
-            assert!(
-                line.contains(path.file_name().unwrap().to_str().unwrap()),
-                "file not named: {line}"
-            );
+            assert!(line.contains(expect.trim()), "{}: {:?} not in: {line}", path.display(), expect);
+            assert!(line.contains(path.file_name().unwrap().to_str().unwrap()), "file not named: {line}");
             assert!(!line.contains('\n'));
             assert!(!out.exists(), "{}: something was written", path.display());
             seen += 1;
         }
-        assert!(
-            seen >= 10,
-            "only {seen} bad configs found in {}",
-            dir.display()
-        );
+        assert!(seen >= 10, "only {seen} bad configs found in {}", dir.display());
     }
 
     /// The example the README starts from is a valid configuration once its
@@ -682,22 +549,12 @@ memory_mib = 4
         fs::create_dir_all(tree.path().join("target/armv7a-none-eabi/release")).unwrap();
         let cfg = tree.path().join("examples/hello.toml");
         fs::copy(&example, &cfg).unwrap();
-        let guest = tiny_elf(
-            0x4000_0000,
-            &[(0x4000_0000, 0x4000_0000, vec![0xe3; 0x800], 0x1000)],
-        );
-        fs::write(
-            tree.path().join("target/armv7a-none-eabi/release/hello"),
-            guest,
-        )
-        .unwrap();
+        let guest = tiny_elf(0x4000_0000, &[(0x4000_0000, 0x4000_0000, vec![0xe3; 0x800], 0x1000)]);
+        fs::write(tree.path().join("target/armv7a-none-eabi/release/hello"), guest).unwrap();
         let hyp = tree.path().join("hyp.elf");
         fs::write(&hyp, fake_hypervisor()).unwrap();
         let packed = pack(&cfg, &hyp, &tree.path().join("out")).unwrap();
-        assert_eq!(
-            (packed.pcpus, packed.memory_mib, packed.vm_names.as_slice()),
-            (2, 256, &["hello".to_string()][..])
-        );
+        assert_eq!((packed.pcpus, packed.memory_mib, packed.vm_names.as_slice()), (2, 256, &["hello".to_string()][..]));
         let bytes = payload_of(&fs::read(&packed.image).unwrap());
         let p = Payload::parse(&bytes).unwrap();
         let vm = p.vm(0);

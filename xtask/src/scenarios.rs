@@ -37,9 +37,17 @@ pub fn test_verb() -> Result<(), String> {
     bad_configs(&hyp, &mut t)?;
     corrupt_images(&hyp, &mut t)?;
     only_filter(&mut t, &hyp)?;
-    println!("\nQEMU and packer scenarios: {} in {:.0} s", t.passed as usize + t.failed.len(), start.elapsed().as_secs_f64());
+    println!(
+        "\nQEMU and packer scenarios: {} in {:.0} s",
+        t.passed as usize + t.failed.len(),
+        start.elapsed().as_secs_f64()
+    );
     println!("{} passed, {} failed", t.passed, t.failed.len());
-    if t.failed.is_empty() { Ok(()) } else { Err(format!("failed: {}", t.failed.join(", "))) }
+    if t.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", t.failed.join(", ")))
+    }
 }
 
 fn only_filter(t: &mut Tally, hyp: &Path) -> Result<(), String> {
@@ -152,7 +160,7 @@ fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
             echo: false,
             icount: false,
             disks: &[],
-        interactive: false,
+            interactive: false,
         })?;
         let report = tessera_scenarios::console::Report::parse(&c.lines);
         let r = match (&report.boot_error, c.status) {

@@ -39,7 +39,8 @@ pub fn run() -> Result<(), String> {
         apt_install(&missing)?;
     }
     let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
-    let installed = targets.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET));
+    let installed =
+        targets.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET));
     if !installed {
         eprintln!("xtask: adding the Rust target {TARGET}");
         let st = Command::new("rustup").args(["target", "add", TARGET]).status().map_err(|e| format!("rustup: {e}"))?;

@@ -83,34 +83,20 @@ pub fn check_dtb(blob: &[u8], vm: &GuestDtb<'_>) {
     let fdt = fdt::Fdt::new(blob).expect("valid FDT");
     let root = fdt.root();
     assert_eq!(root.model(), format!("Tessera VM {}", vm.name));
-    assert_eq!(
-        root.compatible().all().collect::<Vec<_>>(),
-        ["tessera,vm", "linux,dummy-virt"]
-    );
+    assert_eq!(root.compatible().all().collect::<Vec<_>>(), ["tessera,vm", "linux,dummy-virt"]);
     let regions: Vec<_> = fdt.memory().regions().collect();
     assert_eq!(regions.len(), 1);
     assert_eq!(regions[0].starting_address as usize, vm.ram_base as usize);
     assert_eq!(regions[0].size, Some(vm.ram_size as usize));
-    assert!(fdt
-        .find_node(&format!("/memory@{:x}", vm.ram_base))
-        .is_some());
+    assert!(fdt.find_node(&format!("/memory@{:x}", vm.ram_base)).is_some());
     let ids: Vec<usize> = fdt.cpus().map(|c| c.ids().first()).collect();
     assert_eq!(ids, (0..vm.vcpus as usize).collect::<Vec<_>>());
     for cpu in fdt.cpus() {
-        assert_eq!(
-            cpu.property("enable-method").unwrap().as_str(),
-            Some("psci")
-        );
-        assert_eq!(
-            cpu.property("compatible").unwrap().as_str(),
-            Some("arm,cortex-a15")
-        );
+        assert_eq!(cpu.property("enable-method").unwrap().as_str(), Some("psci"));
+        assert_eq!(cpu.property("compatible").unwrap().as_str(), Some("arm,cortex-a15"));
     }
     let psci = fdt.find_node("/psci").unwrap();
-    assert_eq!(
-        psci.compatible().unwrap().all().collect::<Vec<_>>(),
-        ["arm,psci-1.0", "arm,psci-0.2"]
-    );
+    assert_eq!(psci.compatible().unwrap().all().collect::<Vec<_>>(), ["arm,psci-1.0", "arm,psci-0.2"]);
     assert_eq!(psci.property("method").unwrap().as_str(), Some("hvc"));
     assert_eq!(fdt.chosen().bootargs().unwrap_or(""), vm.cmdline);
     let chosen = fdt.find_node("/chosen").unwrap();
@@ -119,11 +105,7 @@ pub fn check_dtb(blob: &[u8], vm: &GuestDtb<'_>) {
         Some(r) => {
             assert_eq!(prop("linux,initrd-start"), Some(r.start as usize));
             assert_eq!(prop("linux,initrd-end"), Some(r.end as usize));
-            assert_eq!(
-                chosen.property("linux,initrd-start").unwrap().value.len(),
-                4,
-                "one u32 cell"
-            );
+            assert_eq!(chosen.property("linux,initrd-start").unwrap().value.len(), 4, "one u32 cell");
         }
         None => assert!(prop("linux,initrd-start").is_none() && prop("linux,initrd-end").is_none()),
     }

@@ -45,11 +45,7 @@ impl Outputs {
 /// generated files. The error lists every problem found, one per line.
 pub fn generate(spec: &str) -> Result<Outputs, String> {
     let abi = Abi::parse(spec)?;
-    Ok(Outputs {
-        rust: render_rust::render(&abi),
-        c_header: render_c::render(&abi),
-        markdown: render_md::render(&abi),
-    })
+    Ok(Outputs { rust: render_rust::render(&abi), c_header: render_c::render(&abi), markdown: render_md::render(&abi) })
 }
 
 /// Every macro of the generated C header that carries a number, with the

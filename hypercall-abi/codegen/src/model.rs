@@ -195,13 +195,8 @@ pub struct Symbol {
 }
 
 /// Names the generator derives itself; a `[[constant]]` may not take them.
-const DERIVED_CONSTANTS: [&str; 5] = [
-    "ABI_VERSION_MAJOR",
-    "ABI_VERSION_MINOR",
-    "TESSERA_UID",
-    "TESSERA_CALL_COUNT",
-    "SUCCESS",
-];
+const DERIVED_CONSTANTS: [&str; 5] =
+    ["ABI_VERSION_MAJOR", "ABI_VERSION_MINOR", "TESSERA_UID", "TESSERA_CALL_COUNT", "SUCCESS"];
 
 /// Error space that becomes the Rust `Error` enum.
 pub const SMCCC_SPACE: &str = "smccc";
@@ -211,8 +206,7 @@ pub const PSCI_SPACE: &str = "psci";
 impl Abi {
     /// Parses and checks the spec; the error lists every problem found.
     pub fn parse(text: &str) -> Result<Abi, String> {
-        let raw: RawSpec =
-            toml::from_str(text).map_err(|e| format!("abi.toml is not a valid spec: {e}"))?;
+        let raw: RawSpec = toml::from_str(text).map_err(|e| format!("abi.toml is not a valid spec: {e}"))?;
         let mut problems = Vec::new();
         let abi = check(raw, &mut problems);
         if problems.is_empty() {
@@ -224,18 +218,12 @@ impl Abi {
 
     /// The service with this key.
     pub fn service(&self, key: &str) -> &Service {
-        self.services
-            .iter()
-            .find(|s| s.key == key)
-            .expect("calls name checked services")
+        self.services.iter().find(|s| s.key == key).expect("calls name checked services")
     }
 
     /// The error code `name` of `space`.
     pub fn error(&self, space: &str, name: &str) -> &ErrorCode {
-        self.errors
-            .iter()
-            .find(|e| e.space == space && e.name == name)
-            .expect("calls name checked errors")
+        self.errors.iter().find(|e| e.space == space && e.name == name).expect("calls name checked errors")
     }
 
     /// Error codes of one space, success first, then by decreasing code.
@@ -253,34 +241,20 @@ impl Abi {
     /// TESSERA_CALL_COUNT: calls of the counted service.
     pub fn call_count(&self) -> u32 {
         let counted: Vec<_> = self.services.iter().filter(|s| s.counted).collect();
-        self.calls
-            .iter()
-            .filter(|c| counted.iter().any(|s| s.key == c.service))
-            .count() as u32
+        self.calls.iter().filter(|c| counted.iter().any(|s| s.key == c.service)).count() as u32
     }
 
     /// Constants of one module (`None` = crate root), in spec order.
-    pub fn constants_of<'a>(
-        &'a self,
-        module: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Constant> + 'a {
-        self.constants
-            .iter()
-            .filter(move |c| c.module.as_deref() == module)
+    pub fn constants_of<'a>(&'a self, module: Option<&'a str>) -> impl Iterator<Item = &'a Constant> + 'a {
+        self.constants.iter().filter(move |c| c.module.as_deref() == module)
     }
 
     /// Every numbered C macro with its Rust counterpart.
     pub fn symbols(&self) -> Vec<Symbol> {
         let mut out = Vec::new();
         let mut add = |c: String, rust: String| out.push(Symbol { c, rust });
-        add(
-            "TESSERA_ABI_VERSION_MAJOR".into(),
-            "ABI_VERSION_MAJOR".into(),
-        );
-        add(
-            "TESSERA_ABI_VERSION_MINOR".into(),
-            "ABI_VERSION_MINOR".into(),
-        );
+        add("TESSERA_ABI_VERSION_MAJOR".into(), "ABI_VERSION_MAJOR".into());
+        add("TESSERA_ABI_VERSION_MINOR".into(), "ABI_VERSION_MINOR".into());
         for c in self.constants_of(None) {
             add(c_constant_name(None, &c.name), c.name.clone());
         }
@@ -291,29 +265,17 @@ impl Abi {
         add("TESSERA_SUCCESS".into(), "SUCCESS".into());
         for e in self.errors_of(SMCCC_SPACE) {
             if e.code != 0 {
-                add(
-                    format!("TESSERA_ERR_{}", e.name),
-                    format!("Error::{}", camel(&e.name)),
-                );
+                add(format!("TESSERA_ERR_{}", e.name), format!("Error::{}", camel(&e.name)));
             }
         }
         for f in &self.features {
-            add(
-                format!("TESSERA_FEATURE_{}", f.name),
-                format!("feature::{}", f.name),
-            );
+            add(format!("TESSERA_FEATURE_{}", f.name), format!("feature::{}", f.name));
         }
         for e in self.errors_of(PSCI_SPACE) {
-            add(
-                format!("TESSERA_PSCI_{}", e.name),
-                format!("psci::{}", e.name),
-            );
+            add(format!("TESSERA_PSCI_{}", e.name), format!("psci::{}", e.name));
         }
         for c in self.constants_of(Some("psci")) {
-            add(
-                c_constant_name(Some("psci"), &c.name),
-                format!("psci::{}", c.name),
-            );
+            add(c_constant_name(Some("psci"), &c.name), format!("psci::{}", c.name));
         }
         for c in &self.calls {
             add(c.c_name(), format!("Function::{}", c.rust));
@@ -339,10 +301,7 @@ pub fn camel(screaming: &str) -> String {
         .map(|w| {
             let mut cs = w.chars();
             match cs.next() {
-                Some(f) => f
-                    .to_uppercase()
-                    .chain(cs.flat_map(char::to_lowercase))
-                    .collect(),
+                Some(f) => f.to_uppercase().chain(cs.flat_map(char::to_lowercase)).collect(),
                 None => String::new(),
             }
         })
@@ -389,10 +348,7 @@ fn parse_uid(s: &str) -> Option<[u32; 4]> {
         return None;
     }
     let hex: String = groups.concat();
-    if !hex
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return None;
     }
     let mut bytes = [0u8; 16];
@@ -401,12 +357,7 @@ fn parse_uid(s: &str) -> Option<[u32; 4]> {
     }
     let mut words = [0u32; 4];
     for (i, w) in words.iter_mut().enumerate() {
-        *w = u32::from_le_bytes([
-            bytes[4 * i],
-            bytes[4 * i + 1],
-            bytes[4 * i + 2],
-            bytes[4 * i + 3],
-        ]);
+        *w = u32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
     }
     Some(words)
 }
@@ -415,8 +366,7 @@ fn is_screaming(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_uppercase()
-        && b.iter()
-            .all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+        && b.iter().all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
         && !s.ends_with('_')
         && !s.contains("__")
 }
@@ -430,8 +380,7 @@ fn is_snake(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// Doc lines end up in Rust doc comments, C comments and Markdown tables.
@@ -440,9 +389,7 @@ fn check_doc(what: &str, doc: &str, problems: &mut Vec<String>) {
         problems.push(format!("{what}: doc is empty"));
     }
     if doc.contains('\n') || doc.contains('|') || doc.contains("*/") {
-        problems.push(format!(
-            "{what}: doc must be one line without `|` or `*/` (it goes into tables and C comments)"
-        ));
+        problems.push(format!("{what}: doc must be one line without `|` or `*/` (it goes into tables and C comments)"));
     }
 }
 
@@ -457,10 +404,7 @@ fn smccc_problem(id: u32, owner: u32) -> Option<String> {
         return Some("is not SMC32 (bit 30 set)".into());
     }
     if (id >> 24) & 0x3f != owner {
-        return Some(format!(
-            "has owner {} in bits 29:24, not {owner}",
-            (id >> 24) & 0x3f
-        ));
+        return Some(format!("has owner {} in bits 29:24, not {owner}", (id >> 24) & 0x3f));
     }
     if (id >> 16) & 0xff != 0 {
         return Some("has bits 23:16 set (must be zero)".into());
@@ -470,10 +414,7 @@ fn smccc_problem(id: u32, owner: u32) -> Option<String> {
 
 fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
     let version = parse_version(&raw.abi.version).unwrap_or_else(|| {
-        problems.push(format!(
-            "[abi] version {:?} is not MAJOR.MINOR",
-            raw.abi.version
-        ));
+        problems.push(format!("[abi] version {:?} is not MAJOR.MINOR", raw.abi.version));
         (0, 0)
     });
     let uid_words = parse_uid(&raw.abi.uid).unwrap_or_else(|| {
@@ -485,8 +426,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
     });
     if uid_words[0] == u32::MAX {
         // SMCCC: r0 = 0xFFFF_FFFF means "UID query not supported".
-        problems
-            .push("[abi] uid: its first word may not be 0xFFFFFFFF (SMCCC's NOT_SUPPORTED)".into());
+        problems.push("[abi] uid: its first word may not be 0xFFFFFFFF (SMCCC's NOT_SUPPORTED)".into());
     }
 
     // Error spaces.
@@ -496,9 +436,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
     for e in raw.error {
         let what = format!("error {}/{}", e.space, e.name);
         if e.space != SMCCC_SPACE && e.space != PSCI_SPACE {
-            problems.push(format!(
-                "{what}: space must be {SMCCC_SPACE:?} or {PSCI_SPACE:?}"
-            ));
+            problems.push(format!("{what}: space must be {SMCCC_SPACE:?} or {PSCI_SPACE:?}"));
         }
         if !is_screaming(&e.name) {
             problems.push(format!("{what}: name must be SCREAMING_SNAKE_CASE"));
@@ -516,12 +454,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
             problems.push(format!("{what}: error codes are negative"));
         }
         check_doc(&what, &e.doc, problems);
-        errors.push(ErrorCode {
-            space: e.space,
-            name: e.name,
-            code: e.code,
-            doc: e.doc,
-        });
+        errors.push(ErrorCode { space: e.space, name: e.name, code: e.code, doc: e.doc });
     }
     for space in [SMCCC_SPACE, PSCI_SPACE] {
         if !errors.iter().any(|e| e.space == space && e.code == 0) {
@@ -537,10 +470,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
             problems.push(format!("{what}: duplicate service key"));
         }
         if s.first > s.last {
-            problems.push(format!(
-                "{what}: first {:#010x} > last {:#010x}",
-                s.first, s.last
-            ));
+            problems.push(format!("{what}: first {:#010x} > last {:#010x}", s.first, s.last));
         }
         for (end, id) in [("first", s.first), ("last", s.last)] {
             if let Some(p) = smccc_problem(id, s.owner) {
@@ -553,9 +483,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
             }
         }
         if s.errors != SMCCC_SPACE && s.errors != PSCI_SPACE {
-            problems.push(format!(
-                "{what}: errors must be {SMCCC_SPACE:?} or {PSCI_SPACE:?}"
-            ));
+            problems.push(format!("{what}: errors must be {SMCCC_SPACE:?} or {PSCI_SPACE:?}"));
         }
         check_doc(&what, &s.doc, problems);
         services.push(Service {
@@ -570,10 +498,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
         });
     }
     if services.iter().filter(|s| s.counted).count() != 1 {
-        problems.push(
-            "exactly one service must be `counted = true` (TESSERA_CALL_COUNT counts its calls)"
-                .into(),
-        );
+        problems.push("exactly one service must be `counted = true` (TESSERA_CALL_COUNT counts its calls)".into());
     }
 
     // Features.
@@ -593,11 +518,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
             problems.push(format!("{what}: duplicate bit {} (also {})", f.bit, o.name));
         }
         check_doc(&what, &f.doc, problems);
-        features.push(Feature {
-            name: f.name,
-            bit: f.bit,
-            doc: f.doc,
-        });
+        features.push(Feature { name: f.name, bit: f.bit, doc: f.doc });
     }
 
     // Constants.
@@ -616,15 +537,9 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
         }
         let taken = match module {
             None => DERIVED_CONSTANTS.contains(&c.name.as_str()),
-            Some(_) => errors
-                .iter()
-                .any(|e| e.space == PSCI_SPACE && e.name == c.name),
+            Some(_) => errors.iter().any(|e| e.space == PSCI_SPACE && e.name == c.name),
         };
-        if taken
-            || constants
-                .iter()
-                .any(|o| o.module == c.module && o.name == c.name)
-        {
+        if taken || constants.iter().any(|o| o.module == c.module && o.name == c.name) {
             problems.push(format!("{what}: duplicate name"));
         }
         let fits = match c.ty.as_str() {
@@ -639,13 +554,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
             problems.push(format!("{what}: value {} does not fit {}", c.value, c.ty));
         }
         check_doc(&what, &c.doc, problems);
-        constants.push(Constant {
-            module: c.module,
-            name: c.name,
-            ty: c.ty,
-            value: c.value,
-            doc: c.doc,
-        });
+        constants.push(Constant { module: c.module, name: c.name, ty: c.ty, value: c.value, doc: c.doc });
     }
 
     // Calls.
@@ -659,28 +568,16 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
             problems.push(format!("{what}: rust name {:?} must be CamelCase", c.rust));
         }
         if let Some(o) = calls.iter().find(|o| o.name == c.name) {
-            problems.push(format!(
-                "{what}: duplicate name (IDs {:#010x} and {:#010x})",
-                o.id, c.id
-            ));
+            problems.push(format!("{what}: duplicate name (IDs {:#010x} and {:#010x})", o.id, c.id));
         }
         if let Some(o) = calls.iter().find(|o| o.rust == c.rust) {
-            problems.push(format!(
-                "{what}: duplicate rust name {:?} (also {})",
-                c.rust, o.name
-            ));
+            problems.push(format!("{what}: duplicate rust name {:?} (also {})", c.rust, o.name));
         }
         if let Some(o) = calls.iter().find(|o| o.id == c.id) {
-            problems.push(format!(
-                "{what}: duplicate ID {:#010x} (also {})",
-                c.id, o.name
-            ));
+            problems.push(format!("{what}: duplicate ID {:#010x} (also {})", c.id, o.name));
         }
         if raw.abi.retired.contains(&c.id) {
-            problems.push(format!(
-                "{what}: ID {:#010x} is retired and may not be reused",
-                c.id
-            ));
+            problems.push(format!("{what}: ID {:#010x} is retired and may not be reused", c.id));
         }
         let space = match services.iter().find(|s| s.key == c.service) {
             None => {
@@ -731,18 +628,13 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
                     problems.push(format!("{what}: {kind} register r{} listed twice", r.reg));
                 }
                 if !is_snake(&r.name) {
-                    problems.push(format!(
-                        "{what}: {kind} name {:?} must be snake_case",
-                        r.name
-                    ));
+                    problems.push(format!("{what}: {kind} name {:?} must be snake_case", r.name));
                 }
                 check_doc(&format!("{what} r{}", r.reg), &r.doc, problems);
             }
         }
         if c.noreturn && !c.results.is_empty() {
-            problems.push(format!(
-                "{what}: a call that does not return has no results"
-            ));
+            problems.push(format!("{what}: a call that does not return has no results"));
         }
         let mut seen = BTreeSet::new();
         for e in &c.errors {
@@ -777,10 +669,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
     let c_names: Vec<String> = calls.iter().map(Call::c_name).collect();
     for (i, n) in c_names.iter().enumerate() {
         if c_names[..i].contains(n) {
-            problems.push(format!(
-                "call {}: C name {n} is taken by another call",
-                calls[i].name
-            ));
+            problems.push(format!("call {}: C name {n} is taken by another call", calls[i].name));
         }
     }
     if calls.is_empty() {
@@ -790,17 +679,7 @@ fn check(raw: RawSpec, problems: &mut Vec<String>) -> Abi {
     // a service; the sort is stable.
     calls.sort_by_key(|c| services.iter().position(|s| s.key == c.service));
 
-    Abi {
-        version,
-        uid: raw.abi.uid,
-        uid_words,
-        retired: raw.abi.retired,
-        services,
-        errors,
-        features,
-        constants,
-        calls,
-    }
+    Abi { version, uid: raw.abi.uid, uid_words, retired: raw.abi.retired, services, errors, features, constants, calls }
 }
 
 #[cfg(test)]
@@ -822,15 +701,9 @@ mod tests {
     fn name_conversions() {
         assert_eq!(camel("NOT_SUPPORTED"), "NotSupported");
         assert_eq!(screaming_snake("SmcccArchFeatures"), "SMCCC_ARCH_FEATURES");
-        assert_eq!(
-            c_constant_name(None, "CONSOLE_WRITE_MAX"),
-            "TESSERA_CONSOLE_WRITE_MAX"
-        );
+        assert_eq!(c_constant_name(None, "CONSOLE_WRITE_MAX"), "TESSERA_CONSOLE_WRITE_MAX");
         assert_eq!(c_constant_name(None, "TESSERA_UID"), "TESSERA_UID");
-        assert_eq!(
-            c_constant_name(Some("psci"), "DENIED"),
-            "TESSERA_PSCI_DENIED"
-        );
+        assert_eq!(c_constant_name(Some("psci"), "DENIED"), "TESSERA_PSCI_DENIED");
     }
 
     #[test]

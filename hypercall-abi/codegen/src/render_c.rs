@@ -77,20 +77,11 @@ pub fn render(abi: &Abi) -> String {
         &c_u32(minor),
     );
     for c in abi.constants_of(None) {
-        define(
-            w,
-            &c.doc,
-            &c_constant_name(None, &c.name),
-            &c_value(&c.ty, c.value),
-        );
+        define(w, &c.doc, &c_constant_name(None, &c.name), &c_value(&c.ty, c.value));
     }
     out!("/* TESSERA_CALL_UID's answer, r0..r3: UUID {}. */", abi.uid);
     for (i, word) in abi.uid_words.iter().enumerate() {
-        out!(
-            "#define {:<36} {}",
-            format!("TESSERA_UID_{i}"),
-            c_u32(*word)
-        );
+        out!("#define {:<36} {}", format!("TESSERA_UID_{i}"), c_u32(*word));
     }
     define(
         w,
@@ -110,13 +101,7 @@ pub fn render(abi: &Abi) -> String {
         for c in calls {
             let (args, results, errors) = summary(abi, c);
             out!("/*");
-            out!(
-                " * {} (since {}.{}): {}",
-                c.name,
-                c.since.0,
-                c.since.1,
-                c.doc
-            );
+            out!(" * {} (since {}.{}): {}", c.name, c.since.0, c.since.1, c.doc);
             out!(" * In: {args}.");
             out!(" * Out: {results}.");
             out!(" * Errors: {errors}.");
@@ -128,17 +113,8 @@ pub fn render(abi: &Abi) -> String {
     out!("/* ---- Tessera and SMCCC status codes (r0) ---- */");
     out!();
     define(w, "The call succeeded.", "TESSERA_SUCCESS", "0");
-    for e in abi
-        .errors_of(SMCCC_SPACE)
-        .into_iter()
-        .filter(|e| e.code != 0)
-    {
-        define(
-            w,
-            &format!("{}.", capitalise(&e.doc)),
-            &format!("TESSERA_ERR_{}", e.name),
-            &c_i32(e.code.into()),
-        );
+    for e in abi.errors_of(SMCCC_SPACE).into_iter().filter(|e| e.code != 0) {
+        define(w, &format!("{}.", capitalise(&e.doc)), &format!("TESSERA_ERR_{}", e.name), &c_i32(e.code.into()));
     }
     out!();
     out!("/* ---- Feature bits (TESSERA_FN_FEATURES, r1) ---- */");
@@ -155,20 +131,10 @@ pub fn render(abi: &Abi) -> String {
     out!("/* ---- PSCI (Arm DEN 0022) ---- */");
     out!();
     for c in abi.constants_of(Some("psci")) {
-        define(
-            w,
-            &c.doc,
-            &c_constant_name(Some("psci"), &c.name),
-            &c_value(&c.ty, c.value),
-        );
+        define(w, &c.doc, &c_constant_name(Some("psci"), &c.name), &c_value(&c.ty, c.value));
     }
     for e in abi.errors_of(PSCI_SPACE) {
-        define(
-            w,
-            &format!("PSCI status: {}.", e.doc),
-            &format!("TESSERA_PSCI_{}", e.name),
-            &c_i32(e.code.into()),
-        );
+        define(w, &format!("PSCI status: {}.", e.doc), &format!("TESSERA_PSCI_{}", e.name), &c_i32(e.code.into()));
     }
     out!();
     out!("/* ---- The trap ---- */");

@@ -57,11 +57,7 @@ pub fn render(abi: &Abi) -> String {
             "SMCCC owner {}. {} Error codes: {}.",
             s.owner,
             s.doc,
-            if s.errors == PSCI_SPACE {
-                "PSCI's (see below)"
-            } else {
-                "Tessera's (see below)"
-            }
+            if s.errors == PSCI_SPACE { "PSCI's (see below)" } else { "Tessera's (see below)" }
         );
         out!();
         out!("| ID | Name | Arguments | Results | Errors | Since | Description |");
@@ -97,19 +93,9 @@ pub fn render(abi: &Abi) -> String {
         let (rust, c) = if e.code == 0 {
             ("`SUCCESS`".to_string(), "`TESSERA_SUCCESS`".to_string())
         } else {
-            (
-                format!("`Error::{}`", camel(&e.name)),
-                format!("`TESSERA_ERR_{}`", e.name),
-            )
+            (format!("`Error::{}`", camel(&e.name)), format!("`TESSERA_ERR_{}`", e.name))
         };
-        out!(
-            "| {} | {} | {} | {} | {} |",
-            e.code,
-            e.name,
-            rust,
-            c,
-            capitalise(&e.doc)
-        );
+        out!("| {} | {} | {} | {} | {} |", e.code, e.name, rust, c, capitalise(&e.doc));
     }
     out!();
     out!("-2 is SMCCC's NOT_REQUIRED, which Tessera never returns.");
@@ -143,16 +129,8 @@ pub fn render(abi: &Abi) -> String {
             Some(m) => format!("{m}::{}", c.name),
             None => c.name.clone(),
         };
-        let value = if c.ty == "u32" && c.value > 0xffff {
-            hex32(c.value as u32)
-        } else {
-            c.value.to_string()
-        };
-        out!(
-            "| `{rust}` | `{}` | {value} | {} |",
-            c_constant_name(c.module.as_deref(), &c.name),
-            c.doc
-        );
+        let value = if c.ty == "u32" && c.value > 0xffff { hex32(c.value as u32) } else { c.value.to_string() };
+        out!("| `{rust}` | `{}` | {value} | {} |", c_constant_name(c.module.as_deref(), &c.name), c.doc);
     }
     out!(
         "| `TESSERA_CALL_COUNT` | `TESSERA_CALL_COUNT` | {} | Number of Tessera vendor functions. |",
@@ -180,15 +158,8 @@ pub fn render(abi: &Abi) -> String {
     if abi.retired.is_empty() {
         out!("- Retired function IDs: none.");
     } else {
-        let ids: Vec<String> = abi
-            .retired
-            .iter()
-            .map(|&id| format!("`{}`", hex32(id)))
-            .collect();
-        out!(
-            "- Retired function IDs (never to be reused): {}.",
-            ids.join(", ")
-        );
+        let ids: Vec<String> = abi.retired.iter().map(|&id| format!("`{}`", hex32(id))).collect();
+        out!("- Retired function IDs (never to be reused): {}.", ids.join(", "));
     }
     out!("- A function this version does not define returns NOT_SUPPORTED (-1), so a guest");
     out!("  built for a newer minor version can probe with `TESSERA_FEATURES`.");

@@ -9,19 +9,12 @@ pub fn hex32(v: u32) -> String {
 }
 
 fn reg_list(regs: &[crate::model::Reg]) -> String {
-    regs.iter()
-        .map(|r| format!("r{} = `{}` ({})", r.reg, r.name, r.doc))
-        .collect::<Vec<_>>()
-        .join(", ")
+    regs.iter().map(|r| format!("r{} = `{}` ({})", r.reg, r.name, r.doc)).collect::<Vec<_>>().join(", ")
 }
 
 /// The register summary shared by the Rust docs and the reference page.
 pub fn summary(abi: &Abi, c: &Call) -> (String, String, String) {
-    let args = if c.args.is_empty() {
-        "none".to_string()
-    } else {
-        reg_list(&c.args)
-    };
+    let args = if c.args.is_empty() { "none".to_string() } else { reg_list(&c.args) };
     let results = if c.noreturn {
         "does not return".to_string()
     } else if c.results.first().is_some_and(|r| r.reg == 0) {
@@ -38,11 +31,7 @@ pub fn summary(abi: &Abi, c: &Call) -> (String, String, String) {
     let errors = if c.errors.is_empty() {
         "none".to_string()
     } else {
-        c.errors
-            .iter()
-            .map(|e| format!("{e} ({})", abi.error(space, e).code))
-            .collect::<Vec<_>>()
-            .join(", ")
+        c.errors.iter().map(|e| format!("{e} ({})", abi.error(space, e).code)).collect::<Vec<_>>().join(", ")
     };
     (args, results, errors)
 }
@@ -72,12 +61,7 @@ pub fn render(abi: &Abi) -> String {
     for c in abi.constants_of(None) {
         out!();
         out!("/// {}", c.doc);
-        out!(
-            "pub const {}: {} = {};",
-            c.name,
-            c.ty,
-            value(&c.ty, c.value)
-        );
+        out!("pub const {}: {} = {};", c.name, c.ty, value(&c.ty, c.value));
     }
     out!();
     out!("/// TESSERA_CALL_UID's answer, r0..r3: UUID `{}`.", abi.uid);
@@ -105,21 +89,10 @@ pub fn render(abi: &Abi) -> String {
         if calls.peek().is_none() {
             continue;
         }
-        out!(
-            "    // {}: {}..={}.",
-            s.title,
-            hex32(s.first),
-            hex32(s.last)
-        );
+        out!("    // {}: {}..={}.", s.title, hex32(s.first), hex32(s.last));
         for c in calls {
             let (args, results, errors) = summary(abi, c);
-            out!(
-                "    /// `{}` (since {}.{}): {}",
-                c.name,
-                c.since.0,
-                c.since.1,
-                c.doc
-            );
+            out!("    /// `{}` (since {}.{}): {}", c.name, c.since.0, c.since.1, c.doc);
             out!("    ///");
             out!("    /// In: {args}.");
             out!("    /// Out: {results}.");
@@ -166,11 +139,7 @@ pub fn render(abi: &Abi) -> String {
     out!("}}");
 
     // Error.
-    let errs: Vec<_> = abi
-        .errors_of(SMCCC_SPACE)
-        .into_iter()
-        .filter(|e| e.code != 0)
-        .collect();
+    let errs: Vec<_> = abi.errors_of(SMCCC_SPACE).into_iter().filter(|e| e.code != 0).collect();
     out!();
     out!("/// r0 of a successful Tessera or SMCCC call.");
     out!("pub const SUCCESS: i32 = 0;");
@@ -250,12 +219,7 @@ pub fn render(abi: &Abi) -> String {
             out!();
         }
         out!("    /// {}", c.doc);
-        out!(
-            "    pub const {}: {} = {};",
-            c.name,
-            c.ty,
-            value(&c.ty, c.value)
-        );
+        out!("    pub const {}: {} = {};", c.name, c.ty, value(&c.ty, c.value));
     }
     for e in abi.errors_of(PSCI_SPACE) {
         out!();

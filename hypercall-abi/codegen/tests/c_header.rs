@@ -34,9 +34,7 @@ fn work_dir(name: &str) -> PathBuf {
 /// if it is not installed.
 fn run(cmd: &mut Command) -> std::process::Output {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}): is it on PATH? {SETUP_HINT}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run `{program}` ({e}): is it on PATH? {SETUP_HINT}"));
     assert!(
         out.status.success(),
         "`{program}` failed ({}):\n{}{}",
@@ -64,10 +62,7 @@ fn rust_values() -> BTreeMap<String, i64> {
         ("ABI_VERSION_MINOR", hypercall_abi::ABI_VERSION_MINOR.into()),
         ("SMCCC_VERSION_1_1", hypercall_abi::SMCCC_VERSION_1_1.into()),
         ("CONSOLE_WRITE_MAX", hypercall_abi::CONSOLE_WRITE_MAX.into()),
-        (
-            "TESSERA_CALL_COUNT",
-            hypercall_abi::TESSERA_CALL_COUNT.into(),
-        ),
+        ("TESSERA_CALL_COUNT", hypercall_abi::TESSERA_CALL_COUNT.into()),
         ("SUCCESS", hypercall_abi::SUCCESS.into()),
         ("feature::CONSOLE", feature::CONSOLE.into()),
         ("feature::YIELD", feature::YIELD.into()),
@@ -87,10 +82,7 @@ fn rust_values() -> BTreeMap<String, i64> {
         ("psci::INVALID_ADDRESS", psci::INVALID_ADDRESS.into()),
         ("psci::AFFINITY_ON", psci::AFFINITY_ON.into()),
         ("psci::AFFINITY_OFF", psci::AFFINITY_OFF.into()),
-        (
-            "psci::AFFINITY_ON_PENDING",
-            psci::AFFINITY_ON_PENDING.into(),
-        ),
+        ("psci::AFFINITY_ON_PENDING", psci::AFFINITY_ON_PENDING.into()),
     ];
     for (k, v) in named {
         m.insert((*k).to_string(), *v);
@@ -100,20 +92,14 @@ fn rust_values() -> BTreeMap<String, i64> {
 
 #[test]
 fn c_header_values_equal_the_rust_crate() {
-    let spec = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(hypercall_abi_codegen::SPEC_PATH),
-    )
-    .expect("read abi.toml");
+    let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(hypercall_abi_codegen::SPEC_PATH))
+        .expect("read abi.toml");
     let symbols = hypercall_abi_codegen::symbols(&spec).expect("abi.toml is valid");
 
     let dir = work_dir("c_header_values");
-    let mut program =
-        String::from("#include <stdio.h>\n#include <tessera/hypercall.h>\n\nint main(void)\n{\n");
+    let mut program = String::from("#include <stdio.h>\n#include <tessera/hypercall.h>\n\nint main(void)\n{\n");
     for s in &symbols {
-        program.push_str(&format!(
-            "    printf(\"%s %lld\\n\", \"{}\", (long long)({}));\n",
-            s.rust, s.c
-        ));
+        program.push_str(&format!("    printf(\"%s %lld\\n\", \"{}\", (long long)({}));\n", s.rust, s.c));
     }
     program.push_str("    return 0;\n}\n");
     let src = dir.join("print_abi.c");
@@ -148,27 +134,14 @@ fn c_header_values_equal_the_rust_crate() {
             problems.push(format!("{key}: Rust has it, the C header does not"));
         }
     }
-    assert!(
-        problems.is_empty(),
-        "C header and Rust crate disagree:\n  {}",
-        problems.join("\n  ")
-    );
+    assert!(problems.is_empty(), "C header and Rust crate disagree:\n  {}", problems.join("\n  "));
     assert_eq!(from_c.len(), symbols.len(), "a symbol was printed twice");
 }
 
 #[test]
 fn c_header_is_valid_cplusplus() {
     run(Command::new("c++")
-        .args([
-            "-x",
-            "c++",
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-fsyntax-only",
-        ])
+        .args(["-x", "c++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
         .arg(header()));
 }
 
@@ -186,25 +159,12 @@ int32_t tessera_console_write(const char *s, uint32_t len)
 #[test]
 fn c_header_compiles_for_armv7a() {
     let gcc = "arm-none-eabi-gcc";
-    let found = Command::new(gcc)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{gcc} is not on PATH: {SETUP_HINT} (installs gcc-arm-none-eabi)"
-    );
+    let found = Command::new(gcc).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(found, "{gcc} is not on PATH: {SETUP_HINT} (installs gcc-arm-none-eabi)");
 
     let strict = ["-Wall", "-Wextra", "-Werror", "-pedantic"];
     run(Command::new(gcc)
-        .args([
-            "-fsyntax-only",
-            "-mcpu=cortex-a15",
-            "-marm",
-            "-std=c99",
-            "-x",
-            "c",
-        ])
+        .args(["-fsyntax-only", "-mcpu=cortex-a15", "-marm", "-std=c99", "-x", "c"])
         .args(strict)
         .arg(header()));
 
@@ -213,11 +173,8 @@ fn c_header_compiles_for_armv7a() {
     let dir = work_dir("c_header_arm");
     let src = dir.join("user.c");
     std::fs::write(&src, ARM_USER).expect("write C file");
-    let variants: [&[&str]; 3] = [
-        &["-mcpu=cortex-a15", "-marm"],
-        &["-mcpu=cortex-a15", "-mthumb"],
-        &["-march=armv7-a", "-marm"],
-    ];
+    let variants: [&[&str]; 3] =
+        [&["-mcpu=cortex-a15", "-marm"], &["-mcpu=cortex-a15", "-mthumb"], &["-march=armv7-a", "-marm"]];
     for (i, flags) in variants.iter().enumerate() {
         let obj = dir.join(format!("user{i}.o"));
         run(Command::new(gcc)
@@ -228,28 +185,15 @@ fn c_header_compiles_for_armv7a() {
             .arg("-o")
             .arg(&obj)
             .arg(&src));
-        let dis = Command::new("arm-none-eabi-objdump")
-            .arg("-d")
-            .arg(&obj)
-            .output();
+        let dis = Command::new("arm-none-eabi-objdump").arg("-d").arg(&obj).output();
         if let Ok(dis) = dis {
             let text = String::from_utf8_lossy(&dis.stdout);
-            assert!(
-                text.contains("hvc"),
-                "no hvc instruction in {flags:?} build:\n{text}"
-            );
+            assert!(text.contains("hvc"), "no hvc instruction in {flags:?} build:\n{text}");
         }
     }
 
     run(Command::new("arm-none-eabi-g++")
-        .args([
-            "-fsyntax-only",
-            "-mcpu=cortex-a15",
-            "-marm",
-            "-std=c++17",
-            "-x",
-            "c++",
-        ])
+        .args(["-fsyntax-only", "-mcpu=cortex-a15", "-marm", "-std=c++17", "-x", "c++"])
         .args(strict)
         .arg(header()));
 }

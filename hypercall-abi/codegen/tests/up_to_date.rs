@@ -6,10 +6,9 @@ use std::path::Path;
 #[test]
 fn generated_files_match_the_spec() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let spec = std::fs::read_to_string(dir.join(hypercall_abi_codegen::SPEC_PATH))
-        .expect("read hypercall-abi/abi.toml");
-    let outputs = hypercall_abi_codegen::generate(&spec)
-        .unwrap_or_else(|e| panic!("abi.toml is invalid:\n{e}"));
+    let spec =
+        std::fs::read_to_string(dir.join(hypercall_abi_codegen::SPEC_PATH)).expect("read hypercall-abi/abi.toml");
+    let outputs = hypercall_abi_codegen::generate(&spec).unwrap_or_else(|e| panic!("abi.toml is invalid:\n{e}"));
     let mut stale = Vec::new();
     for (rel, want) in outputs.files() {
         let path = dir.join(rel);
@@ -22,10 +21,7 @@ fn generated_files_match_the_spec() {
                     .zip(want.lines())
                     .position(|(a, b)| a != b)
                     .unwrap_or_else(|| have.lines().count().min(want.lines().count()));
-                stale.push(format!(
-                    "{shown}: differs from what abi.toml generates (first at line {})",
-                    line + 1
-                ));
+                stale.push(format!("{shown}: differs from what abi.toml generates (first at line {})", line + 1));
             }
             Ok(_) => {}
         }

@@ -30,80 +30,50 @@ fn the_real_spec_is_accepted() {
 
 #[test]
 fn duplicate_ids_are_refused() {
-    refused(
-        &(spec() + &call("TESSERA_DUP", "Dup", 0x8600_0002, "tessera")),
-        "duplicate ID 0x86000002",
-    );
+    refused(&(spec() + &call("TESSERA_DUP", "Dup", 0x8600_0002, "tessera")), "duplicate ID 0x86000002");
 }
 
 #[test]
 fn duplicate_names_are_refused() {
-    refused(
-        &(spec() + &call("TESSERA_CONSOLE_WRITE", "Other", 0x8600_0010, "tessera")),
-        "duplicate name",
-    );
-    refused(
-        &(spec() + &call("TESSERA_OTHER", "ConsoleWrite", 0x8600_0010, "tessera")),
-        "duplicate rust name",
-    );
+    refused(&(spec() + &call("TESSERA_CONSOLE_WRITE", "Other", 0x8600_0010, "tessera")), "duplicate name");
+    refused(&(spec() + &call("TESSERA_OTHER", "ConsoleWrite", 0x8600_0010, "tessera")), "duplicate rust name");
 }
 
 #[test]
 fn ids_outside_their_service_are_refused() {
     // In the query range, not the function range.
-    refused(
-        &(spec() + &call("TESSERA_X", "X", 0x8600_FF10, "tessera")),
-        "outside service \"tessera\"",
-    );
+    refused(&(spec() + &call("TESSERA_X", "X", 0x8600_FF10, "tessera")), "outside service \"tessera\"");
     // Another owner's range.
-    refused(
-        &(spec() + &call("TESSERA_X", "X", 0x8400_0010, "tessera")),
-        "outside service",
-    );
-    refused(
-        &(spec() + &call("PSCI_X", "PsciX", 0x8400_0020, "psci")),
-        "outside service \"psci\"",
-    );
-    refused(
-        &(spec() + &call("TESSERA_X", "X", 0x8600_0010, "nowhere")),
-        "unknown service",
-    );
+    refused(&(spec() + &call("TESSERA_X", "X", 0x8400_0010, "tessera")), "outside service");
+    refused(&(spec() + &call("PSCI_X", "PsciX", 0x8400_0020, "psci")), "outside service \"psci\"");
+    refused(&(spec() + &call("TESSERA_X", "X", 0x8600_0010, "nowhere")), "unknown service");
 }
 
 #[test]
 fn retired_ids_are_never_reused() {
     let s = spec().replace("retired = []", "retired = [0x8600_0010]");
-    refused(
-        &(s + &call("TESSERA_X", "X", 0x8600_0010, "tessera")),
-        "retired",
-    );
+    refused(&(s + &call("TESSERA_X", "X", 0x8600_0010, "tessera")), "retired");
 }
 
 #[test]
 fn unknown_references_and_keys_are_refused() {
-    let bad_error = spec()
-        + &call("TESSERA_X", "X", 0x8600_0010, "tessera")
-            .replace("errors = []", "errors = [\"NOPE\"]");
+    let bad_error =
+        spec() + &call("TESSERA_X", "X", 0x8600_0010, "tessera").replace("errors = []", "errors = [\"NOPE\"]");
     refused(&bad_error, "NOPE is not an error of space \"smccc\"");
     // PSCI codes are not Tessera codes.
-    let psci_error = spec()
-        + &call("TESSERA_X", "X", 0x8600_0010, "tessera")
-            .replace("errors = []", "errors = [\"ALREADY_ON\"]");
+    let psci_error =
+        spec() + &call("TESSERA_X", "X", 0x8600_0010, "tessera").replace("errors = []", "errors = [\"ALREADY_ON\"]");
     refused(&psci_error, "ALREADY_ON is not an error of space");
     let bad_feature = spec()
-        + &call("TESSERA_X", "X", 0x8600_0010, "tessera")
-            .replace("errors = []", "errors = []\nfeature = \"NOPE\"");
+        + &call("TESSERA_X", "X", 0x8600_0010, "tessera").replace("errors = []", "errors = []\nfeature = \"NOPE\"");
     refused(&bad_feature, "unknown feature");
-    let typo = spec()
-        + &call("TESSERA_X", "X", 0x8600_0010, "tessera").replace("errors = []", "errros = []");
+    let typo = spec() + &call("TESSERA_X", "X", 0x8600_0010, "tessera").replace("errors = []", "errros = []");
     refused(&typo, "unknown field");
 }
 
 #[test]
 fn since_must_not_be_newer_than_the_abi() {
-    let s = spec()
-        + &call("TESSERA_X", "X", 0x8600_0010, "tessera")
-            .replace("since = \"1.0\"", "since = \"1.2\"");
+    let s = spec() + &call("TESSERA_X", "X", 0x8600_0010, "tessera").replace("since = \"1.0\"", "since = \"1.2\"");
     refused(&s, "since \"1.2\"");
 }
 
@@ -118,8 +88,7 @@ fn duplicate_error_codes_and_feature_bits_are_refused() {
 #[test]
 fn adding_a_call_is_counted() {
     let s = spec().replace("version = \"1.1\"", "version = \"1.2\"")
-        + &call("TESSERA_X", "X", 0x8600_0010, "tessera")
-            .replace("since = \"1.0\"", "since = \"1.2\"");
+        + &call("TESSERA_X", "X", 0x8600_0010, "tessera").replace("since = \"1.0\"", "since = \"1.2\"");
     let out = hypercall_abi_codegen::generate(&s).unwrap();
     assert!(out.rust.contains("pub const TESSERA_CALL_COUNT: u32 = 8;"));
     assert!(out.c_header.contains("#define TESSERA_FN_X"));

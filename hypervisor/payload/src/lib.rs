@@ -619,9 +619,8 @@ impl<'a> Payload<'a> {
         if ram_size == 0 || !ram_size.is_multiple_of(BLOCK) || ram_base.checked_add(ram_size - 1).is_none() {
             return Err(bad("ram_size", ram_size));
         }
-        let in_ram = |ipa: u32, size: u32| {
-            ipa >= ram_base && (ipa as u64 + size as u64) <= ram_base as u64 + ram_size as u64
-        };
+        let in_ram =
+            |ipa: u32, size: u32| ipa >= ram_base && (ipa as u64 + size as u64) <= ram_base as u64 + ram_size as u64;
         let affinity = rd32(b, e + v::AFFINITY);
         if affinity == 0 {
             return Err(bad("affinity", 0));
@@ -695,8 +694,8 @@ pub mod write {
     extern crate alloc;
     use super::*;
     use alloc::string::String;
-    use alloc::vec::Vec;
     use alloc::vec;
+    use alloc::vec::Vec;
 
     pub struct VmImage {
         pub name: String,
@@ -870,7 +869,10 @@ mod tests {
                     boot_regs: [0, !0, 0x40f0_0000],
                     devices: vec![
                         DeviceDesc { slot: 0, device: Device::Rng },
-                        DeviceDesc { slot: 1, device: Device::Block { disk: 0, offset: 512, size: 4096, read_only: true } },
+                        DeviceDesc {
+                            slot: 1,
+                            device: Device::Block { disk: 0, offset: 512, size: 4096, read_only: true },
+                        },
                         DeviceDesc { slot: 2, device: Device::Net { switch: 1, mac: [2, 0, 0, 0, 0, 7] } },
                     ],
                     channels: 0b1,
@@ -1000,7 +1002,9 @@ mod tests {
             assert!(matches!(err, PayloadError::BadDevice { vm: 0, field: f, .. } if f == field), "{field}: {err}");
         }
         let ct = rd32(&base, h::CHANNEL_TABLE) as usize;
-        for (off, val, field) in [(ct + 32, 0x4000_0000u32, "ipa"), (ct + 36, 100, "size"), (ct + 40, 16, "spi"), (ct, 0, "name")] {
+        for (off, val, field) in
+            [(ct + 32, 0x4000_0000u32, "ipa"), (ct + 36, 100, "size"), (ct + 40, 16, "spi"), (ct, 0, "name")]
+        {
             let mut b = base.clone();
             b[off..off + 4].copy_from_slice(&val.to_le_bytes());
             let err = Payload::parse(&reseal(b)).unwrap_err();

@@ -157,7 +157,12 @@ pub enum Step {
     Wfe,
     /// A single load or store of `size` bytes through register `reg` at
     /// `ipa`, which has no stage-2 mapping (a device, or nothing).
-    Access { ipa: u32, write: bool, reg: u8, size: u8 },
+    Access {
+        ipa: u32,
+        write: bool,
+        reg: u8,
+        size: u8,
+    },
     /// A VFP instruction.
     Fp,
     /// Computes for `ticks`, then goes on with the script (unless an

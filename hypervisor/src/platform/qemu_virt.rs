@@ -2,7 +2,6 @@
 //! QEMU generates; the constants below are only where the boot contract
 //! with the packer puts things.
 
-
 /// Where QEMU places the DTB for an ELF image: the start of RAM.
 pub const DTB_DEFAULT: u32 = 0x4000_0000;
 /// Where the packer places the boot payload.

@@ -94,7 +94,13 @@ impl<B: BlockBackend> VirtioBlk<B> {
         let mut serial = [0u8; ID_BYTES];
         let n = id.len().min(ID_BYTES);
         serial[..n].copy_from_slice(&id[..n]);
-        Self { backend, read_only, id: serial, bounce: vec![0u8; BOUNCE].into_boxed_slice(), stats: BlkStats::default() }
+        Self {
+            backend,
+            read_only,
+            id: serial,
+            bounce: vec![0u8; BOUNCE].into_boxed_slice(),
+            stats: BlkStats::default(),
+        }
     }
 
     pub fn stats(&self) -> BlkStats {
@@ -166,7 +172,13 @@ impl<B: BlockBackend> VirtioBlk<B> {
     }
 
     /// Outer error: the queue is malformed. Inner: the request fails.
-    fn transfer_in(&mut self, chain: &Chain, mem: &dyn GuestMemory, sector: u64, bytes: u64) -> Result<Result<(), ()>, QueueError> {
+    fn transfer_in(
+        &mut self,
+        chain: &Chain,
+        mem: &dyn GuestMemory,
+        sector: u64,
+        bytes: u64,
+    ) -> Result<Result<(), ()>, QueueError> {
         if !self.in_range(sector, bytes) {
             return Ok(Err(()));
         }
@@ -182,7 +194,13 @@ impl<B: BlockBackend> VirtioBlk<B> {
         Ok(Ok(()))
     }
 
-    fn transfer_out(&mut self, chain: &Chain, mem: &dyn GuestMemory, sector: u64, bytes: u64) -> Result<Result<(), ()>, QueueError> {
+    fn transfer_out(
+        &mut self,
+        chain: &Chain,
+        mem: &dyn GuestMemory,
+        sector: u64,
+        bytes: u64,
+    ) -> Result<Result<(), ()>, QueueError> {
         if !self.in_range(sector, bytes) {
             return Ok(Err(()));
         }
@@ -228,13 +246,23 @@ fn for_range(
 }
 
 /// Copies `buf.len()` bytes from offset `at` of a segment stream.
-fn read_at(segs: impl Iterator<Item = Segment>, mem: &dyn GuestMemory, at: u64, buf: &mut [u8]) -> Result<(), QueueError> {
+fn read_at(
+    segs: impl Iterator<Item = Segment>,
+    mem: &dyn GuestMemory,
+    at: u64,
+    buf: &mut [u8],
+) -> Result<(), QueueError> {
     let len = buf.len();
     for_range(segs, at, len, |ipa, from, to| mem.read(ipa, &mut buf[from..to]))
 }
 
 /// Copies `data` to offset `at` of a segment stream.
-fn write_at(segs: impl Iterator<Item = Segment>, mem: &dyn GuestMemory, at: u64, data: &[u8]) -> Result<(), QueueError> {
+fn write_at(
+    segs: impl Iterator<Item = Segment>,
+    mem: &dyn GuestMemory,
+    at: u64,
+    data: &[u8],
+) -> Result<(), QueueError> {
     for_range(segs, at, data.len(), |ipa, from, to| mem.write(ipa, &data[from..to]))
 }
 

@@ -169,12 +169,12 @@ fn requests_outside_the_range_fail_and_never_reach_the_disk() {
     let disk = Disk::new(64);
     let (d, mem, _) = ready_blk(disk.clone(), false, VIRTIO_F_VERSION_1);
     let cases: &[(u32, u64, u32)] = &[
-        (VIRTIO_BLK_T_IN, 64, 512),          // just past the end
-        (VIRTIO_BLK_T_IN, 63, 1024),         // straddles the end
-        (VIRTIO_BLK_T_OUT, 60, 8 * 512),     // write straddling the end
-        (VIRTIO_BLK_T_OUT, u64::MAX, 512),   // sector overflow
+        (VIRTIO_BLK_T_IN, 64, 512),        // just past the end
+        (VIRTIO_BLK_T_IN, 63, 1024),       // straddles the end
+        (VIRTIO_BLK_T_OUT, 60, 8 * 512),   // write straddling the end
+        (VIRTIO_BLK_T_OUT, u64::MAX, 512), // sector overflow
         (VIRTIO_BLK_T_IN, u64::MAX / 512, 1024),
-        (VIRTIO_BLK_T_IN, 0, 100),           // not whole sectors
+        (VIRTIO_BLK_T_IN, 0, 100), // not whole sectors
         (VIRTIO_BLK_T_OUT, 0, 513),
     ];
     for (k, &(kind, sector, len)) in cases.iter().enumerate() {

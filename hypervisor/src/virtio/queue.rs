@@ -121,7 +121,9 @@ impl QueueError {
             QueueError::IndirectIndexOutOfRange => "indirect descriptor index outside its table",
             QueueError::IndirectLoop => "indirect chain longer than its table (a loop)",
             QueueError::BadUsedHead => "used element for a head that is not a descriptor index",
-            QueueError::BadRequest => "request without room for what its device type requires (a header, a status byte)",
+            QueueError::BadRequest => {
+                "request without room for what its device type requires (a header, a status byte)"
+            }
         }
     }
 }

@@ -139,7 +139,7 @@ pub mod gic {
         }
         w(GICC + 0x4, 0xf0); // PMR
         w(GICC, 1); // CTLR
-        // SAFETY: VBAR points at our vector table; unmasking IRQs is what we want.
+                    // SAFETY: VBAR points at our vector table; unmasking IRQs is what we want.
         unsafe {
             core::arch::asm!("mcr p15, 0, {}, c12, c0, 0", "isb", "cpsie i", in(reg) &raw const super::_vectors as usize);
         }
@@ -177,7 +177,9 @@ extern "C" fn guest_irq() {
 /// The virtual timer of the calling vCPU: fire in `ticks` counter ticks.
 pub fn vtimer_arm(ticks: u32) {
     // SAFETY: CNTV_TVAL/CNTV_CTL of this vCPU (ENABLE, unmasked).
-    unsafe { core::arch::asm!("mcr p15, 0, {}, c14, c3, 0", "mov {t}, #1", "mcr p15, 0, {t}, c14, c3, 1", "isb", in(reg) ticks, t = out(reg) _) };
+    unsafe {
+        core::arch::asm!("mcr p15, 0, {}, c14, c3, 0", "mov {t}, #1", "mcr p15, 0, {t}, c14, c3, 1", "isb", in(reg) ticks, t = out(reg) _)
+    };
 }
 
 /// The virtual timer of the calling vCPU: fire when CNTVCT reaches `cval`.
@@ -294,10 +296,8 @@ pub fn channel(n: usize) -> Option<ChannelInfo> {
     let dtb = unsafe { DTB };
     // SAFETY: the hypervisor passed a DTB it generated at this address in our RAM.
     let fdt = unsafe { fdt::Fdt::from_ptr(dtb as usize as *const u8) }.ok()?;
-    let node = fdt
-        .all_nodes()
-        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "tessera,channel")))
-        .nth(n)?;
+    let node =
+        fdt.all_nodes().filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "tessera,channel"))).nth(n)?;
     let reg = node.reg()?.next()?;
     let cell = |name: &str, i: usize| -> Option<u32> {
         let v = node.property(name)?.value;

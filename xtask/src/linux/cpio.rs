@@ -22,7 +22,8 @@ impl Cpio {
         self.ino += 1;
         let nlink = if mode & 0o170000 == S_IFDIR { 2 } else { 1 };
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-        let fields = [self.ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+        let fields =
+            [self.ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
         self.out.extend_from_slice(b"070701");
         for f in fields {
             self.out.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -72,8 +73,10 @@ pub(super) mod tests {
         let total = a.len();
         loop {
             assert_eq!(&a[..6], b"070701", "at byte {}", total - a.len());
-            let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
-            let (mode, size, rmaj, rmin, namesize) = (field(1), field(6) as usize, field(9), field(10), field(11) as usize);
+            let field =
+                |i: usize| u32::from_str_radix(std::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+            let (mode, size, rmaj, rmin, namesize) =
+                (field(1), field(6) as usize, field(9), field(10), field(11) as usize);
             let name = String::from_utf8(a[110..110 + namesize - 1].to_vec()).unwrap();
             assert_eq!(a[110 + namesize - 1], 0);
             let data_at = (110 + namesize).next_multiple_of(4);

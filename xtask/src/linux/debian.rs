@@ -170,7 +170,8 @@ pub(super) fn stock_kernel() -> Result<(), String> {
         if !result.exists() {
             eprintln!("xtask: fetching Debian's kernel {pkg} {version}");
             let is_vmlinuz = |p: &Path| {
-                p.parent() == Some(Path::new("boot")) && p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("vmlinuz-"))
+                p.parent() == Some(Path::new("boot"))
+                    && p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("vmlinuz-"))
             };
             let zimage = extract_one(&pkg, &version, &dir, is_vmlinuz)?;
             write_atomically(&result, &zimage)?;
@@ -237,7 +238,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn download(pkg: &str, version: &str, dir: &Path) -> Result<PathBuf, String> {
     let spec = format!("{pkg}={version}");
     let what = format!("apt-get download {spec}");
-    let get = || with_heartbeat(&what, || run(Command::new("apt-get").args(["download", "-q", &spec]).current_dir(dir), &what));
+    let get = || {
+        with_heartbeat(&what, || run(Command::new("apt-get").args(["download", "-q", &spec]).current_dir(dir), &what))
+    };
     if get().is_err() {
         apt_update()?;
         get()?;
@@ -247,7 +250,9 @@ fn download(pkg: &str, version: &str, dir: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
-            p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}_")) && f.to_string_lossy().ends_with(".deb"))
+            p.file_name().is_some_and(|f| {
+                f.to_string_lossy().starts_with(&format!("{name}_")) && f.to_string_lossy().ends_with(".deb")
+            })
         })
         .ok_or(format!("{what} left no .deb in {}", dir.display()))
 }
@@ -276,7 +281,8 @@ fn apt_update() -> Result<(), String> {
 /// adds the architecture (and fetches its lists) if it is not there yet.
 fn need_armhf() -> Result<(), String> {
     need_packages(&["apt", "dpkg"])?;
-    let archs = output(Command::new("dpkg").arg("--print-foreign-architectures"), "dpkg --print-foreign-architectures")?;
+    let archs =
+        output(Command::new("dpkg").arg("--print-foreign-architectures"), "dpkg --print-foreign-architectures")?;
     if archs.lines().any(|l| l.trim() == "armhf") {
         return Ok(());
     }
@@ -291,7 +297,8 @@ mod tests {
 
     #[test]
     fn the_newest_stock_kernel_is_chosen_by_number() {
-        let list = "linux-image-6.1.0-9-armmp-lpae - Linux 6.1 for ARMv7 multiplatform compatible SoCs supporting LPAE\n\
+        let list =
+            "linux-image-6.1.0-9-armmp-lpae - Linux 6.1 for ARMv7 multiplatform compatible SoCs supporting LPAE\n\
                     linux-image-6.1.0-50-armmp-lpae - Linux 6.1 for ARMv7 ...\n\
                     linux-image-6.1.0-10-armmp-lpae - Linux 6.1 ...\n";
         assert_eq!(newest_abi(list).as_deref(), Some("linux-image-6.1.0-50-armmp-lpae"));

@@ -31,8 +31,18 @@ const RECIPE: &[u8] = b"tessera linux recipe 2: tinyconfig + merge_config.sh -m 
 /// the host compiler and C library for the build's own tools (kconfig,
 /// fixdep, ...), make, flex and bison for kconfig's parser, bc for
 /// `timeconst.h`, xz to unpack; `patch` only when there are patches.
-const BUILD_PACKAGES: &[&str] =
-    &[SOURCE_PKG, "gcc-arm-linux-gnueabihf", "binutils-arm-linux-gnueabihf", "gcc", "libc6-dev", "make", "flex", "bison", "bc", "xz-utils"];
+const BUILD_PACKAGES: &[&str] = &[
+    SOURCE_PKG,
+    "gcc-arm-linux-gnueabihf",
+    "binutils-arm-linux-gnueabihf",
+    "gcc",
+    "libc6-dev",
+    "make",
+    "flex",
+    "bison",
+    "bc",
+    "xz-utils",
+];
 /// Marks a tree that is unpacked, patched and configured (checked).
 const CONFIGURED: &str = ".tessera-configured";
 
@@ -49,7 +59,8 @@ pub(super) struct Inputs {
 
 impl Inputs {
     pub fn key(&self) -> String {
-        let mut parts: Vec<&[u8]> = vec![RECIPE, self.source_version.as_bytes(), &self.fragment, self.toolchain.as_bytes()];
+        let mut parts: Vec<&[u8]> =
+            vec![RECIPE, self.source_version.as_bytes(), &self.fragment, self.toolchain.as_bytes()];
         for (name, bytes) in &self.patches {
             parts.push(name.as_bytes());
             parts.push(bytes);
@@ -68,8 +79,10 @@ fn fragment_path() -> PathBuf {
 
 /// Reads the inputs as they are now.
 fn current_inputs() -> Result<Inputs, String> {
-    let source_version =
-        output(Command::new("dpkg-query").args(["-W", "-f=${Version}", SOURCE_PKG]), "dpkg-query (the Linux source's version)")?;
+    let source_version = output(
+        Command::new("dpkg-query").args(["-W", "-f=${Version}", SOURCE_PKG]),
+        "dpkg-query (the Linux source's version)",
+    )?;
     let fragment = std::fs::read(fragment_path()).map_err(|e| format!("{}: {e}", fragment_path().display()))?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(patches_dir())
         .map_err(|e| format!("{}: {e}", patches_dir().display()))?
@@ -120,7 +133,11 @@ fn build(dir: &Path, inputs: &Inputs) -> Result<(), String> {
         prepare(&src, inputs)?;
     }
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    eprintln!("xtask: building Linux ({SOURCE_PKG} {}, zImage, make -j{jobs}) in {}", inputs.source_version, src.display());
+    eprintln!(
+        "xtask: building Linux ({SOURCE_PKG} {}, zImage, make -j{jobs}) in {}",
+        inputs.source_version,
+        src.display()
+    );
     run(&mut make(&src, &[&format!("-j{jobs}"), "zImage"]), "building the Linux kernel (make zImage)")?;
     let zimage = std::fs::read(src.join("arch/arm/boot/zImage")).map_err(|e| format!("the built zImage: {e}"))?;
     if !is_zimage(&zimage) {
@@ -129,7 +146,12 @@ fn build(dir: &Path, inputs: &Inputs) -> Result<(), String> {
     let config = std::fs::read(src.join(".config")).map_err(|e| format!("the final .config: {e}"))?;
     write_atomically(&dir.join("config"), &config)?;
     write_atomically(&dir.join("zImage"), &zimage)?;
-    eprintln!("xtask: Linux built in {:.0} s: {} ({} KiB)", t0.elapsed().as_secs_f64(), dir.join("zImage").display(), zimage.len() >> 10);
+    eprintln!(
+        "xtask: Linux built in {:.0} s: {} ({} KiB)",
+        t0.elapsed().as_secs_f64(),
+        dir.join("zImage").display(),
+        zimage.len() >> 10
+    );
     Ok(())
 }
 
@@ -142,7 +164,10 @@ fn prepare(src: &Path, inputs: &Inputs) -> Result<(), String> {
     let tarball = format!("/usr/src/{SOURCE_PKG}.tar.xz");
     eprintln!("xtask: unpacking {tarball} ({SOURCE_PKG} {}) into {}", inputs.source_version, src.display());
     with_heartbeat("unpacking the Linux source", || {
-        run(Command::new("tar").args(["-xf", &tarball, "--strip-components=1", "-C"]).arg(src), "unpacking the Linux source")
+        run(
+            Command::new("tar").args(["-xf", &tarball, "--strip-components=1", "-C"]).arg(src),
+            "unpacking the Linux source",
+        )
     })?;
     for (name, _) in &inputs.patches {
         eprintln!("xtask: applying linux-patches/{name}");
@@ -156,7 +181,9 @@ fn prepare(src: &Path, inputs: &Inputs) -> Result<(), String> {
     let fragment = src.join("tessera.config");
     std::fs::write(&fragment, &inputs.fragment).map_err(|e| format!("{}: {e}", fragment.display()))?;
     output(
-        Command::new("sh").args(["scripts/kconfig/merge_config.sh", "-m", "-O", ".", ".config", "tessera.config"]).current_dir(src),
+        Command::new("sh")
+            .args(["scripts/kconfig/merge_config.sh", "-m", "-O", ".", ".config", "tessera.config"])
+            .current_dir(src),
         "merging linux-patches/tessera.config",
     )?;
     run(&mut make(src, &["-s", "olddefconfig"]), "make olddefconfig")?;
@@ -238,7 +265,8 @@ mod tests {
             source_version: "6.1.192-2".into(),
             fragment: b"CONFIG_SMP=y\n".to_vec(),
             patches: vec![],
-            toolchain: "arm-linux-gnueabihf-gcc (Debian 12.2.0-14) 12.2.0\nGNU ld (GNU Binutils for Debian) 2.40".into(),
+            toolchain: "arm-linux-gnueabihf-gcc (Debian 12.2.0-14) 12.2.0\nGNU ld (GNU Binutils for Debian) 2.40"
+                .into(),
         }
     }
 
@@ -275,8 +303,11 @@ mod tests {
             options_lost(fragment, config),
             ["CONFIG_ARM_LPAE=y", "CONFIG_NR_CPUS=8", "# CONFIG_SWAP is not set", "CONFIG_VIRTIO_BLK=y"]
         );
-        assert!(options_lost(fragment, "CONFIG_SMP=y\nCONFIG_ARM_LPAE=y\nCONFIG_NR_CPUS=8\nCONFIG_VIRTIO_BLK=y\nCONFIG_CMDLINE=\"\"\n")
-            .is_empty());
+        assert!(options_lost(
+            fragment,
+            "CONFIG_SMP=y\nCONFIG_ARM_LPAE=y\nCONFIG_NR_CPUS=8\nCONFIG_VIRTIO_BLK=y\nCONFIG_CMDLINE=\"\"\n"
+        )
+        .is_empty());
     }
 
     #[test]

@@ -126,7 +126,10 @@ fn main() -> u32 {
     }
     if quiet && ping {
         let total = guest_rt::counter() - start;
-        println!("bench doorbell-round-trip samples={rounds} total_ticks={total} cntfrq={}", guest_rt::counter_frequency());
+        println!(
+            "bench doorbell-round-trip samples={rounds} total_ticks={total} cntfrq={}",
+            guest_rt::counter_frequency()
+        );
     }
     println!("{rounds} rounds through the channel");
     0

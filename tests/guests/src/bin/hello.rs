@@ -83,5 +83,9 @@ fn main() -> u32 {
     c.check("unknown function id", v == Error::NotSupported.code(), v);
 
     println!("{} checks passed, {} failed", c.passed, c.failed);
-    if c.failed == 0 { 0 } else { 1 }
+    if c.failed == 0 {
+        0
+    } else {
+        1
+    }
 }

@@ -81,7 +81,9 @@ fn raw(fid: u32, a1: u32, a2: u32, a3: u32) -> i32 {
 fn smc(fid: u32) -> i32 {
     let r0: u32;
     // SAFETY: a guest trying to reach the board firmware directly.
-    unsafe { core::arch::asm!(".arch_extension sec", "smc #0", inout("r0") fid => r0, out("r1") _, out("r2") _, out("r3") _) };
+    unsafe {
+        core::arch::asm!(".arch_extension sec", "smc #0", inout("r0") fid => r0, out("r1") _, out("r2") _, out("r3") _)
+    };
     r0 as i32
 }
 
@@ -104,12 +106,20 @@ fn bad_args() -> u32 {
     expect("console length 0xffffffff", raw(cw, 0x4000_0000, u32::MAX, 0), Error::InvalidParameter.code());
     expect("unknown Tessera function", raw(0x8600_0fff, 0, 0, 0), Error::NotSupported.code());
     expect("unknown SMC64 function", raw(0xc600_0000, 0, 0, 0), Error::NotSupported.code());
-    expect("PSCI CPU_ON of vCPU 5 (VM has 1)", raw(Function::PsciCpuOn.id(), 5, 0x4000_0000, 0), psci::INVALID_PARAMETERS);
+    expect(
+        "PSCI CPU_ON of vCPU 5 (VM has 1)",
+        raw(Function::PsciCpuOn.id(), 5, 0x4000_0000, 0),
+        psci::INVALID_PARAMETERS,
+    );
     expect("PSCI CPU_ON at an entry outside RAM", raw(Function::PsciCpuOn.id(), 0, 0x1000, 0), psci::INVALID_ADDRESS);
     expect("PSCI AFFINITY_INFO of vCPU 7", raw(Function::PsciAffinityInfo.id(), 7, 0, 0), psci::INVALID_PARAMETERS);
     expect("firmware SYSTEM_OFF through SMC", smc(Function::PsciSystemOff.id()), Error::NotSupported.code());
     println!("still running after {} hostile calls", 11);
-    if failed == 0 { 0 } else { 1 }
+    if failed == 0 {
+        0
+    } else {
+        1
+    }
 }
 
 fn gic_garbage() -> u32 {

@@ -95,5 +95,9 @@ fn main() -> u32 {
         IPIS.load(Acquire),
         if ok { "" } else { ": WRONG counts" }
     );
-    if ok { 0 } else { 1 }
+    if ok {
+        0
+    } else {
+        1
+    }
 }

@@ -75,7 +75,12 @@ fn main() -> u32 {
     }
 
     let r = ro.read_blocks(2047, &mut buf);
-    println!("ro: {} sectors, {}, read sector 2047: {:?}", ro.capacity(), if ro.readonly() { "read-only" } else { "writable" }, label(&buf));
+    println!(
+        "ro: {} sectors, {}, read sector 2047: {:?}",
+        ro.capacity(),
+        if ro.readonly() { "read-only" } else { "writable" },
+        label(&buf)
+    );
     check(r.is_ok() && label(&buf) == "sector 2047" && ro.readonly(), "ro range read");
     if ro.write_blocks(0, &pattern).is_err() {
         println!("ro: a write is refused");

@@ -40,5 +40,9 @@ fn main() -> u32 {
     let nonzero = buf[..n].iter().filter(|&&b| b != 0).count();
     println!("virtio-rng through virtio-drivers: {n} bytes, {nonzero} non-zero");
     // Random bytes are zero 1 time in 256.
-    if n == buf.len() && nonzero > 240 { 0 } else { 1 }
+    if n == buf.len() && nonzero > 240 {
+        0
+    } else {
+        1
+    }
 }
