@@ -175,38 +175,6 @@ impl<const N: usize> Default for LineBuffer<N> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines(chunks: &[&[u8]]) -> Vec<String> {
-        let mut lb: LineBuffer<8> = LineBuffer::new();
-        let mut out = Vec::new();
-        for c in chunks {
-            lb.push(c, |l| out.push(String::from_utf8_lossy(l).into_owned()));
-        }
-        lb.flush(|l| out.push(String::from_utf8_lossy(l).into_owned()));
-        out
-    }
-
-    #[test]
-    fn lines_are_assembled_across_writes() {
-        assert_eq!(lines(&[b"ab", b"c\nde", b"f\n"]), ["abc", "def"]);
-        assert_eq!(lines(&[b"tail"]), ["tail"]);
-    }
-
-    #[test]
-    fn long_lines_are_split_not_lost() {
-        assert_eq!(lines(&[b"0123456789\n"]), ["01234567", "89"]);
-    }
-
-    #[test]
-    fn carriage_returns_and_controls_cannot_forge_lines() {
-        assert_eq!(lines(&[b"x\rtessera\x07\n"]), ["xtessera"]);
-        assert_eq!(lines(&[b"\x1b[1m\n"]), ["\x1b[1m"]);
-    }
-}
-
 pub const NAME_LEN: usize = tessera_payload::NAME_LEN;
 /// A console's label: the VM's name and a suffix (".hvc0").
 pub const LABEL_LEN: usize = NAME_LEN + 8;
@@ -305,5 +273,37 @@ impl<const N: usize> fmt::Write for ByteWriter<N> {
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(chunks: &[&[u8]]) -> Vec<String> {
+        let mut lb: LineBuffer<8> = LineBuffer::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            lb.push(c, |l| out.push(String::from_utf8_lossy(l).into_owned()));
+        }
+        lb.flush(|l| out.push(String::from_utf8_lossy(l).into_owned()));
+        out
+    }
+
+    #[test]
+    fn lines_are_assembled_across_writes() {
+        assert_eq!(lines(&[b"ab", b"c\nde", b"f\n"]), ["abc", "def"]);
+        assert_eq!(lines(&[b"tail"]), ["tail"]);
+    }
+
+    #[test]
+    fn long_lines_are_split_not_lost() {
+        assert_eq!(lines(&[b"0123456789\n"]), ["01234567", "89"]);
+    }
+
+    #[test]
+    fn carriage_returns_and_controls_cannot_forge_lines() {
+        assert_eq!(lines(&[b"x\rtessera\x07\n"]), ["xtessera"]);
+        assert_eq!(lines(&[b"\x1b[1m\n"]), ["\x1b[1m"]);
     }
 }

@@ -46,7 +46,7 @@ impl<C: Cpu> Regs for LiveRegs<'_, C> {
 
 /// Steps over the trapped instruction.
 fn skip_instruction(ctx: &mut VcpuContext, t: &Decoded) {
-    ctx.regs.pc = ctx.regs.pc.wrapping_add(t.len());
+    ctx.regs.pc = ctx.regs.pc.wrapping_add(t.instr_len());
 }
 
 /// Handles the trap the vCPU in slot `i` just took (`vm`, `vcpu`, and its

@@ -71,7 +71,7 @@ impl Decoded {
     }
 
     /// The length of the trapped instruction in bytes.
-    pub fn len(&self) -> u32 {
+    pub fn instr_len(&self) -> u32 {
         if self.wide {
             4
         } else {
@@ -117,9 +117,9 @@ mod tests {
     #[test]
     fn wait_instructions() {
         let wfi = decode(info(ec::WFI_WFE << 26 | 1 << 25));
-        assert_eq!((wfi.trap, wfi.len()), (Trap::Wfi, 4));
+        assert_eq!((wfi.trap, wfi.instr_len()), (Trap::Wfi, 4));
         let wfe16 = decode(info(ec::WFI_WFE << 26 | 1));
-        assert_eq!((wfe16.trap, wfe16.len()), (Trap::Wfe, 2), "a Thumb WFE is 16 bits");
+        assert_eq!((wfe16.trap, wfe16.instr_len()), (Trap::Wfe, 2), "a Thumb WFE is 16 bits");
     }
 
     #[test]

@@ -20,13 +20,55 @@ pub fn target_dir() -> PathBuf {
     root().join("target")
 }
 
+/// The packages built for the board, each in a build of its own (see `all`).
+const TARGET_PACKAGES: [&str; 3] = ["tessera-hypervisor", "test-guests", "tessera-freertos"];
+
+/// Formatting and lints, as `cargo xtask test` checks them: `cargo fmt`,
+/// then clippy with warnings as errors for the host crates (with their
+/// tests) and for every crate built for `armv7a-none-eabi`, where the arch
+/// code and the guests exist.
+pub fn lint() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--check"])
+        .map_err(|_| "`cargo fmt --all --check` found unformatted code: run `cargo fmt --all`".to_string())?;
+    cargo(&[
+        "clippy",
+        "--quiet",
+        "--workspace",
+        "--exclude",
+        "test-guests",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    let td = target_dir();
+    for package in TARGET_PACKAGES {
+        cargo(&[
+            "clippy",
+            "--quiet",
+            "--release",
+            "--target",
+            crate::setup::TARGET,
+            "--target-dir",
+            td.to_str().unwrap(),
+            "-p",
+            package,
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+    }
+    Ok(())
+}
+
 /// Builds everything that runs on the board; returns the hypervisor ELF.
 pub fn all() -> Result<PathBuf, String> {
     let td = target_dir();
     // Separate builds, so Cargo resolves features separately: the hypervisor
     // uses `virtio-drivers` with `alloc`, the guests (which have no heap)
     // without; the FreeRTOS demo also compiles the kernel's C sources.
-    for package in ["tessera-hypervisor", "test-guests", "tessera-freertos"] {
+    for package in TARGET_PACKAGES {
         cargo(&[
             "build",
             "--release",

@@ -3,11 +3,12 @@
 //! - `setup`           install what is missing: apt packages, the armv7a-none-eabi target
 //! - `build`           build the hypervisor and the test guests for armv7a-none-eabi
 //! - `run [CONFIG]`    set up, build, pack CONFIG (default: examples/linux-smp.toml), boot it in QEMU
-//! - `test`            every test: host unit tests, then the QEMU scenarios
+//! - `test`            every test: formatting and clippy, host unit tests, then the QEMU scenarios
+//! - `lint`            formatting and clippy (warnings are errors), as `test` checks them
 //! - `bench [PART]`    benchmarks: instruction counts under QEMU -icount, wall-clock ratios
-//!                     against native QEMU (PART: micro, freertos, linux, blk, net)
+//!   against native QEMU (PART: micro, freertos, linux, blk, net)
 //! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml,
-//!                     and the guest map's C header from tessera_payload::guest_map
+//!   and the guest map's C header from tessera_payload::guest_map
 mod bench;
 mod build;
 mod config;
@@ -41,7 +42,8 @@ fn usage() -> ExitCode {
          \n  setup          install what is missing (apt packages, the armv7a-none-eabi target)\
          \n  build          build the hypervisor and the test guests\
          \n  run [CONFIG]   build, pack and boot CONFIG in QEMU (default: {DEFAULT_CONFIG})\
-         \n  test           run every test: host unit tests and QEMU scenarios\
+         \n  test           run every test: lints, host unit tests and QEMU scenarios\
+         \n  lint           cargo fmt --check and clippy (host and armv7a-none-eabi), as test runs them\
          \n  bench [PART]   benchmarks (PART: micro, freertos, linux, blk, net; default all)\
          \n  gen-abi        regenerate the hypercall ABI files and the guest map's C header"
     );
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Some("build") => setup::run().and_then(|_| build::all().map(|_| ())),
         Some("run") => outcome::run_verb(args.get(1).map(String::as_str).unwrap_or(DEFAULT_CONFIG)),
         Some("test") => scenarios::test_verb(),
+        Some("lint") => setup::run().and_then(|_| build::lint()),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("gen-abi") => {
             build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]).and_then(|_| guest_map::write())

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: every test. Host unit tests first (cargo test), then
+//! `cargo xtask test`: every test. Formatting and clippy first, then host
+//! unit tests (cargo test), then
 //! the checks that need the target build: bad configurations, corrupt
 //! images, and the QEMU scenarios of `tests/src/lib.rs`. Ends with the line
 //! `N passed, N failed` for the scenarios.
@@ -31,6 +32,7 @@ impl Tally {
 pub fn test_verb() -> Result<(), String> {
     let start = Instant::now();
     setup::run()?;
+    build::lint()?;
     build::cargo(&["test", "--workspace", "--exclude", "test-guests", "--all-features"])?;
     let hyp = build::all()?;
     let mut t = Tally { passed: 0, failed: Vec::new() };

@@ -28,7 +28,8 @@ const TOOLS: &[(&str, &str)] = &[
 pub const TARGET: &str = "armv7a-none-eabi";
 
 fn have(test: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("{test} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
+    // Braces: the redirection covers every command of a `a || b` test.
+    Command::new("sh").args(["-c", &format!("{{ {test}; }} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
 }
 
 pub fn run() -> Result<(), String> {
@@ -37,6 +38,23 @@ pub fn run() -> Result<(), String> {
     let missing: Vec<&str> = TOOLS.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
     if !missing.is_empty() {
         apt_install(&missing)?;
+    }
+    // `cargo xtask test` checks formatting and lints.
+    let components = Command::new("rustup").args(["component", "list", "--installed"]).output();
+    let listed = |c: &str| {
+        components.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with(c)))
+    };
+    let missing: Vec<&str> = ["clippy", "rustfmt"].into_iter().filter(|c| !listed(c)).collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: adding the Rust components {}", missing.join(", "));
+        let st = Command::new("rustup")
+            .args(["component", "add"])
+            .args(&missing)
+            .status()
+            .map_err(|e| format!("rustup: {e}"))?;
+        if !st.success() {
+            return Err(format!("`rustup component add {}` failed", missing.join(" ")));
+        }
     }
     let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
     let installed =

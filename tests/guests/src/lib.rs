@@ -96,7 +96,10 @@ extern "C" fn guest_secondary_entry(index: u32) -> ! {
         f(index);
     }
     tessera_guest::psci::cpu_off();
-    loop {}
+    // CPU_OFF does not return; if it ever did, sleep rather than spin.
+    loop {
+        wfi();
+    }
 }
 
 /// Interrupts, through the GIC at the QEMU virt addresses the guest DTB names.

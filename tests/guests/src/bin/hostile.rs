@@ -133,7 +133,7 @@ fn gic_garbage() -> u32 {
                 x ^= x >> 17;
                 x ^= x << 5;
                 guest_rt::mmio_write(base + off, x);
-                let _ = guest_rt::mmio_read(base + (x as usize % size) & !3);
+                let _ = guest_rt::mmio_read((base + (x as usize % size)) & !3);
                 writes += 1;
             }
         }
