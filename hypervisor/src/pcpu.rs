@@ -329,9 +329,8 @@ fn drain_interrupts<'a, C: Cpu>(
     }
     // Show partial lines (prompts) that have waited 50 ms.
     let now = cpu.now();
-    let age = sys.wakeups.platform().frequency() / 20;
     for vm in sys.vms {
-        vm.console.flush_stale(now, age);
-        vm.hvc.flush_stale(now, age);
+        vm.console.flush_stale(now, sys.prompt_age);
+        vm.hvc.flush_stale(now, sys.prompt_age);
     }
 }

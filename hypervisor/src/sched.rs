@@ -126,12 +126,18 @@ impl<T> RunQueue<T> {
     /// can run.
     pub fn pick(&mut self, mut runnable: impl FnMut(usize, &T) -> bool) -> Option<usize> {
         let len = self.items.len();
-        for k in 0..len {
-            let i = (self.next + k) % len;
+        // Wrapping by comparison: `%` is a library call on this target
+        // (armv7a-none-eabi assumes no divide instruction).
+        let mut i = self.next;
+        for _ in 0..len {
+            if i >= len {
+                i = 0;
+            }
             if runnable(i, &self.items[i]) {
-                self.next = (i + 1) % len;
+                self.next = if i + 1 == len { 0 } else { i + 1 };
                 return Some(i);
             }
+            i += 1;
         }
         None
     }

@@ -26,6 +26,9 @@ pub struct System {
     pub input: Input,
     /// The physical interrupt of the console UART's receiver.
     pub uart_irq: u32,
+    /// How long a partial console line (a prompt) waits before it is shown:
+    /// 50 ms, in counter ticks.
+    pub prompt_age: u64,
     running: AtomicU32,
     /// Each pCPU's run queue and loop state, until that pCPU takes it.
     handoff: [Mutex<Option<PerCpu>>; MAX_CPUS],
@@ -55,6 +58,7 @@ impl System {
             images,
             input: Input::new(),
             uart_irq,
+            prompt_age: wakeups.platform().frequency() / 20,
             running: AtomicU32::new(vms.len() as u32),
             handoff,
         }
