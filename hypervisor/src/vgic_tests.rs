@@ -1,47 +1,9 @@
 use super::*;
 
-/// Four list registers, as on Cortex-A15 and QEMU.
-#[derive(Default)]
-struct FakeLrs {
-    lr: [u32; 4],
-    hcr: u32,
-}
-
-impl ListRegs for FakeLrs {
-    fn count(&self) -> usize {
-        4
-    }
-    fn read(&self, i: usize) -> u32 {
-        self.lr[i]
-    }
-    fn write(&mut self, i: usize, v: u32) {
-        self.lr[i] = v;
-    }
-    fn empty(&self) -> u64 {
-        (0..4).filter(|&i| self.lr[i] & (3 << 28) == 0).fold(0, |a, i| a | 1 << i)
-    }
-    fn eoied(&self) -> u64 {
-        (0..4).filter(|&i| self.lr[i] & (3 << 28) == 0 && self.lr[i] & hw::LR_EOI != 0).fold(0, |a, i| a | 1 << i)
-    }
-    fn hcr(&self) -> u32 {
-        self.hcr
-    }
-    fn set_hcr(&mut self, v: u32) {
-        self.hcr = v;
-    }
-}
-
-impl FakeLrs {
-    /// The guest acknowledges and EOIs list register i.
-    fn guest_eoi(&mut self, i: usize) -> u32 {
-        let id = self.lr[i] & 0x3ff;
-        self.lr[i] &= !(3 << 28);
-        id
-    }
-    fn ids(&self) -> Vec<u32> {
-        self.lr.iter().filter(|v| *v & (3 << 28) != 0).map(|v| v & 0x3ff).collect()
-    }
-}
+/// The fake CPU's list registers: GICv2's rules (an entry EOIed with its
+/// EOI bit stays out of the free set until the maintenance interrupt is
+/// handled), as QEMU models them.
+use crate::arch::fake::FakeLrs;
 
 fn enabled_gic(cpus: usize) -> Vgic {
     let g = Vgic::new(cpus);

@@ -42,43 +42,29 @@ pub fn lint() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
-    let td = target_dir();
     for package in TARGET_PACKAGES {
-        cargo(&[
-            "clippy",
-            "--quiet",
-            "--release",
-            "--target",
-            crate::setup::TARGET,
-            "--target-dir",
-            td.to_str().unwrap(),
-            "-p",
-            package,
-            "--",
-            "-D",
-            "warnings",
-        ])?;
+        for_target("clippy", package, &["--quiet", "--", "-D", "warnings"])?;
     }
     Ok(())
 }
 
+/// `cargo VERB --release` of `package` for the board, in the workspace's
+/// target directory.
+fn for_target(verb: &str, package: &str, extra: &[&str]) -> Result<(), String> {
+    let td = target_dir();
+    let mut args = vec![verb, "--release", "--target", crate::setup::TARGET, "--target-dir", td.to_str().unwrap()];
+    args.extend(["-p", package]);
+    args.extend_from_slice(extra);
+    cargo(&args)
+}
+
 /// Builds everything that runs on the board; returns the hypervisor ELF.
 pub fn all() -> Result<PathBuf, String> {
-    let td = target_dir();
     // Separate builds, so Cargo resolves features separately: the hypervisor
     // uses `virtio-drivers` with `alloc`, the guests (which have no heap)
     // without; the FreeRTOS demo also compiles the kernel's C sources.
     for package in TARGET_PACKAGES {
-        cargo(&[
-            "build",
-            "--release",
-            "--target",
-            crate::setup::TARGET,
-            "--target-dir",
-            td.to_str().unwrap(),
-            "-p",
-            package,
-        ])?;
+        for_target("build", package, &[])?;
     }
-    Ok(td.join(crate::setup::TARGET).join("release").join("tessera"))
+    Ok(target_dir().join(crate::setup::TARGET).join("release").join("tessera"))
 }

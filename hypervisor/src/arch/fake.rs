@@ -137,6 +137,22 @@ impl ListRegs for FakeLrs {
 }
 
 impl FakeLrs {
+    /// The guest acknowledges and EOIs list register i (as [`Guest::ack`]
+    /// and [`Guest::eoi`] do); returns its interrupt ID.
+    pub fn guest_eoi(&mut self, i: usize) -> u32 {
+        let id = self.lr[i] & 0x3ff;
+        self.lr[i] &= !STATE;
+        if self.lr[i] & hw::LR_EOI == 0 {
+            self.lr[i] = 0;
+        }
+        id
+    }
+
+    /// The interrupt IDs of the entries in use.
+    pub fn ids(&self) -> Vec<u32> {
+        self.lr.iter().filter(|v| *v & STATE != 0).map(|v| v & 0x3ff).collect()
+    }
+
     /// The maintenance interrupt's condition (EOI with the EOI bit, or an
     /// underflow while asked for).
     fn maintenance(&self) -> bool {
