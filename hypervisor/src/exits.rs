@@ -108,25 +108,46 @@ pub fn handle<C: Cpu>(
             ctx.regs.r[0] = hypercall_abi::Error::NotSupported.code() as u32;
             Next::Resume
         }
-        Trap::DataAbort { abort, ipa } => {
+        Trap::DataAbort { abort, ipa, va } => {
+            let dir = if abort.write { "write to" } else { "read from" };
+            if abort.s1ptw {
+                // The guest's own page-table walk reached something that is
+                // not its RAM: never a device access to emulate.
+                let why = format_args!("stage-1 table walk {dir} IPA {ipa}, which is not the VM's RAM");
+                lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+                return Next::Reschedule;
+            }
+            if !matches!(abort.fault, mmio::FaultKind::Translation(_)) {
+                // HPFAR is UNKNOWN for these: name the guest's VA instead.
+                let why = format_args!("{dir} guest VA {va:#010x} ({})", abort.fault.describe());
+                lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+                return Next::Reschedule;
+            }
             match vm.mmio(vcpu.index, ipa, &abort, &mut LiveRegs { cpu, regs: &mut ctx.regs }) {
                 Ok(()) => {
                     skip_instruction(ctx, &t);
                     Next::Resume
                 }
                 Err(e) => {
-                    let dir = if abort.write { "write to" } else { "read from" };
-                    let why = match abort.fault {
-                        mmio::FaultKind::Translation(_) => e.describe(),
-                        other => other.describe(),
-                    };
-                    lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, format_args!("{dir} IPA {ipa} ({why})"));
+                    lifecycle::stop_vm(
+                        sys,
+                        vm,
+                        vcpu,
+                        ctx.regs.pc,
+                        t.hsr,
+                        format_args!("{dir} IPA {ipa} ({})", e.describe()),
+                    );
                     Next::Reschedule
                 }
             }
         }
-        Trap::PrefetchAbort { ipa } => {
+        Trap::PrefetchAbort { fault: mmio::FaultKind::Translation(_), ipa, .. } => {
             let why = format_args!("instruction fetch from IPA {ipa} (no executable stage-2 mapping)");
+            lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+            Next::Reschedule
+        }
+        Trap::PrefetchAbort { fault, va, .. } => {
+            let why = format_args!("instruction fetch at guest VA {va:#010x} ({})", fault.describe());
             lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
             Next::Reschedule
         }

@@ -16,7 +16,8 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    fn from_fsc(fsc: u32) -> Self {
+    /// From a long-descriptor fault status code (DFSC or IFSC).
+    pub fn from_fsc(fsc: u32) -> Self {
         let level = (fsc & 3) as u8;
         match fsc & 0x3c {
             0x04 => FaultKind::Translation(level),
@@ -31,7 +32,16 @@ impl FaultKind {
             FaultKind::Translation(_) => "no stage-2 mapping",
             FaultKind::AccessFlag(_) => "access flag fault",
             FaultKind::Permission(_) => "stage-2 permission fault",
-            FaultKind::Other(_) => "abort",
+            // The data fault status codes of the long-descriptor format
+            // (Arm ARM B3.13.3, table B3-24).
+            FaultKind::Other(0x10) => "synchronous external abort",
+            FaultKind::Other(0x11) => "asynchronous external abort",
+            FaultKind::Other(0x14..=0x17) => "synchronous external abort on a table walk",
+            FaultKind::Other(0x18 | 0x19 | 0x1c..=0x1f) => "parity error",
+            FaultKind::Other(0x21) => "alignment fault",
+            FaultKind::Other(0x22) => "debug event",
+            FaultKind::Other(0x30) => "TLB conflict abort",
+            FaultKind::Other(_) => "abort of an unknown kind",
         }
     }
 }
@@ -151,7 +161,9 @@ impl<'a> MmioBus<'a> {
     /// registers (see `GuestRegs::get`).
     pub fn access(&self, vcpu: u32, ipa: Ipa, abort: &DataAbort, regs: &mut impl Regs) -> Result<(), MmioError> {
         let (region, offset) = self.find(ipa).ok_or(MmioError::Unmapped)?;
-        if !abort.isv {
+        // SAS = 0b11 (a doubleword) has no valid syndrome on Armv7: LDRD and
+        // STRD report ISV = 0 (Arm ARM B3.13.6).
+        if !abort.isv || !matches!(abort.size, 1 | 2 | 4) {
             return Err(MmioError::Undecodable);
         }
         if offset % abort.size as u32 != 0 || offset + abort.size as u32 > region.size {
@@ -244,5 +256,9 @@ mod tests {
         assert_eq!(bus.access(0, Ipa(0x0900_0000), &DataAbort::decode(0x07), &mut regs), Err(MmioError::Undecodable));
         let via_sp = DataAbort::decode((1 << 24) | (2 << 22) | (13 << 16) | 0x07);
         assert_eq!(bus.access(0, Ipa(0x0900_0000), &via_sp, &mut regs), Err(MmioError::BadRegister));
+        let doubleword = DataAbort::decode((1 << 24) | (3 << 22) | (2 << 16) | (1 << 6) | 0x07);
+        assert_eq!(doubleword.size, 8);
+        assert_eq!(bus.access(0, Ipa(0x0900_0000), &doubleword, &mut regs), Err(MmioError::Undecodable));
+        assert_eq!(dev.0.lock().unwrap().len(), 1, "nothing but the first store reached the device");
     }
 }

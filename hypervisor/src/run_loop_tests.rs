@@ -315,3 +315,28 @@ fn console_input_reaches_the_focused_vm_and_the_escape_key_moves_it() {
     };
     assert_eq!((rx(0), rx(1)), (b"ab".to_vec(), b"cd".to_vec()));
 }
+
+#[test]
+fn aborts_that_are_not_device_accesses_stop_the_vm() {
+    // Each VM reads the UART's data register in a way the hypervisor must
+    // not emulate, then (if it survived) shuts down with status 9.
+    const UART_DR: u32 = 0x0900_0000;
+    let load_word_r0 = 1 << 24 | 2 << 22;
+    let cases = [
+        ("stage-1 table walk", load_word_r0 | 1 << 7 | 0x07),
+        ("permission fault", load_word_r0 | 0x0f),
+        ("access flag fault", load_word_r0 | 0x0b),
+        ("external abort", load_word_r0 | 0x10),
+        ("doubleword (SAS = 3)", 1 << 24 | 3 << 22 | 0x07),
+    ];
+    for (what, iss) in cases {
+        let board = FakeBoard::new();
+        let r = rig(board, 1, &[&[0]]);
+        let script: Script = Box::new(move |g| match g.regs.pc {
+            0x4000_0000 => Step::Abort { ipa: UART_DR, iss },
+            _ => shutdown(g, 9),
+        });
+        run_cpu(r.sys, board, 0, script);
+        assert_eq!(vm_end(r.sys, 0).0, VmState::Stopped, "{what}: the VM is stopped, not emulated");
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::addr::Ipa;
 use crate::arch::TrapInfo;
-use crate::mmio::{self, DataAbort};
+use crate::mmio::{self, DataAbort, FaultKind};
 
 /// HSR exception classes (Arm ARM B3.13.6, table B3-13).
 pub mod ec {
@@ -40,14 +40,19 @@ pub enum Trap {
     Cp15(Cp15),
     /// A VFP/SIMD instruction while the vCPU's registers are not loaded.
     FpAccess,
-    /// A stage-2 data abort at `ipa`.
+    /// A stage-2 data abort at `ipa` (from HPFAR, which is only valid for
+    /// translation faults and faults on a stage-1 walk), guest VA `va`.
     DataAbort {
         abort: DataAbort,
         ipa: Ipa,
+        va: u32,
     },
-    /// A stage-2 instruction abort at `ipa`.
+    /// A stage-2 instruction abort at `ipa` (valid for a translation fault
+    /// only), guest VA `va`.
     PrefetchAbort {
+        fault: FaultKind,
         ipa: Ipa,
+        va: u32,
     },
     /// Any other exception class.
     Other {
@@ -97,9 +102,14 @@ pub fn decode(t: TrapInfo) -> Decoded {
         }),
         ec::FP_ACCESS => Trap::FpAccess,
         ec::DABT_LOWER => {
-            Trap::DataAbort { abort: DataAbort::decode(hsr & 0x01ff_ffff), ipa: mmio::fault_ipa(t.hpfar, t.hdfar) }
+            let abort = DataAbort::decode(hsr & 0x01ff_ffff);
+            Trap::DataAbort { abort, ipa: mmio::fault_ipa(t.hpfar, t.hdfar), va: t.hdfar }
         }
-        ec::PABT_LOWER => Trap::PrefetchAbort { ipa: mmio::fault_ipa(t.hpfar, t.hifar) },
+        ec::PABT_LOWER => Trap::PrefetchAbort {
+            fault: FaultKind::from_fsc(hsr & 0x3f),
+            ipa: mmio::fault_ipa(t.hpfar, t.hifar),
+            va: t.hifar,
+        },
         other => Trap::Other { ec: other },
     };
     Decoded { trap, hsr, wide: hsr & (1 << 25) != 0 }
@@ -108,7 +118,6 @@ pub fn decode(t: TrapInfo) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mmio::FaultKind;
 
     fn info(hsr: u32) -> TrapInfo {
         TrapInfo { hsr, ..Default::default() }
@@ -136,7 +145,8 @@ mod tests {
         let t =
             TrapInfo { hsr: ec::DABT_LOWER << 26 | 1 << 25 | iss, hdfar: 0x0900_0018, hifar: 0, hpfar: 0x0009_0000 };
         match decode(t).trap {
-            Trap::DataAbort { abort, ipa } => {
+            Trap::DataAbort { abort, ipa, va } => {
+                assert_eq!(va, 0x0900_0018);
                 assert_eq!(ipa, Ipa(0x0900_0018));
                 assert!(abort.isv && abort.write && abort.reg == 3 && abort.size == 4);
                 assert_eq!(abort.fault, FaultKind::Translation(3));
@@ -144,7 +154,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let p = TrapInfo { hsr: ec::PABT_LOWER << 26 | 0x06, hdfar: 0, hifar: 0x2000_0abc, hpfar: 0x0020_0000 };
-        assert_eq!(decode(p).trap, Trap::PrefetchAbort { ipa: Ipa(0x2000_0abc) });
+        let want = Trap::PrefetchAbort { fault: FaultKind::Translation(2), ipa: Ipa(0x2000_0abc), va: 0x2000_0abc };
+        assert_eq!(decode(p).trap, want);
     }
 
     #[test]

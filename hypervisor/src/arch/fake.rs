@@ -179,6 +179,12 @@ pub enum Step {
         reg: u8,
         size: u8,
     },
+    /// A data abort with syndrome `iss` (HSR ISS) at `ipa`, for aborts
+    /// [`Step::Access`] does not describe.
+    Abort {
+        ipa: u32,
+        iss: u32,
+    },
     /// A VFP instruction.
     Fp,
     /// Computes for `ticks`, then goes on with the script (unless an
@@ -402,6 +408,7 @@ impl Cpu for FakeCpu {
                     let iss = 1 << 24 | sas << 22 | (reg as u32) << 16 | (write as u32) << 6 | 0x07;
                     return self.trap_with(ec::DABT_LOWER << 26 | IL | iss, ipa);
                 }
+                Step::Abort { ipa, iss } => return self.trap_with(ec::DABT_LOWER << 26 | IL | iss, ipa),
                 Step::Run(ticks) => {
                     let until = self.board.now() + ticks;
                     if let Some(t) = self.next_timed().filter(|&t| t <= until) {
