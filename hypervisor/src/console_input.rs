@@ -75,7 +75,8 @@ fn dump<'a>(now: u64, sys: &System, own: impl Owned<'a>) {
     for vm in sys.vms {
         for v in vm.vcpus {
             let g = vm.vgic.cpu(v.index as usize);
-            let pending = g.is_some_and(|g| g.work.load(Ordering::Acquire) || vm.vgic.deliverable(v.index as usize, g));
+            let pending =
+                g.is_some_and(|g| g.work.load(Ordering::Acquire) || vm.vgic.deliverable(v.index as usize, g, || false));
             let in_flight = g.is_some_and(|g| g.timer_in_flight.load(Ordering::Acquire));
             let (name, i, p) = (vm.name(), v.index, v.pcpu);
             let (power, blocked, running) =

@@ -44,9 +44,10 @@ impl<C: Cpu> Regs for LiveRegs<'_, C> {
     }
 }
 
-/// Steps over the trapped instruction.
+/// Steps over the trapped instruction (and its place in a Thumb IT block).
 fn skip_instruction(ctx: &mut VcpuContext, t: &Decoded) {
     ctx.regs.pc = ctx.regs.pc.wrapping_add(t.instr_len());
+    ctx.regs.cpsr = trap::advance_it(ctx.regs.cpsr);
 }
 
 /// Handles the trap the vCPU in slot `i` just took (`vm`, `vcpu`, and its
@@ -64,6 +65,12 @@ pub fn handle<C: Cpu>(
     fp_owner: &mut Option<usize>,
 ) -> Next {
     let t = trap::decode(cpu.trap_info());
+    // Instructions that may trap although they failed their condition
+    // check (never HVC or an abort): such a one did nothing, step over it.
+    if matches!(t.trap, Trap::Wfi | Trap::Wfe | Trap::Cp15(_) | Trap::Smc) && !t.condition_passed(ctx.regs.cpsr) {
+        skip_instruction(ctx, &t);
+        return Next::Resume;
+    }
     match t.trap {
         Trap::Hvc => hvc(cpu, sys, vm, vcpu, ctx),
         Trap::Wfe => {

@@ -67,7 +67,7 @@ pub fn end_vm(sys: &System, vm: &Vm, how: VmState, status: u32) {
         VmState::Exited => info!("vm \"{}\" (id {}): exited, status {status}", vm.name(), vm.id),
         _ => info!("vm \"{}\" (id {}): stopped by the hypervisor", vm.name(), vm.id),
     }
-    vm.wake(!0);
+    vm.wake_all();
     if sys.vm_ended() == 0 {
         sys.wakeups.kick(0);
     }
@@ -84,7 +84,7 @@ pub fn reset_vm<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, caller: &Vcpu) {
     vm.console.finish();
     let n = vm.resets.fetch_add(1, Ordering::AcqRel) + 1;
     info!("vm \"{}\" (id {}): reset #{n} (PSCI SYSTEM_RESET)", vm.name(), vm.id);
-    vm.wake(!0);
+    vm.wake_all();
     for v in vm.vcpus.iter().filter(|v| !core::ptr::eq(*v, caller)) {
         while v.running.load(Ordering::Acquire) {
             core::hint::spin_loop();
@@ -100,5 +100,5 @@ pub fn reset_vm<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, caller: &Vcpu) {
         v.reset((i == 0).then_some((vm.boot.entry, vm.boot.regs)));
     }
     vm.end_reset();
-    vm.wake(!0);
+    vm.wake_all();
 }

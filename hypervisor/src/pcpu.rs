@@ -23,7 +23,7 @@ use crate::lifecycle;
 use crate::sched::{Others, RunQueue};
 use crate::system::System;
 use crate::vcpu::{Power, Vcpu, VcpuContext};
-use crate::vgic::{self, hw::lr_pending};
+use crate::vgic::{self, hw::lr_pending, ListRegs};
 use crate::vm::Vm;
 use crate::{info, warn};
 use alloc::boxed::Box;
@@ -122,7 +122,8 @@ pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
 
 /// Can this vCPU run now? A blocked vCPU (WFI) becomes runnable when an
 /// interrupt is pending for it, including its virtual timer expiring while
-/// it was descheduled (which this raises).
+/// it was descheduled. A pure question: the scheduler asks it of several
+/// vCPUs in turn, and the answer must not depend on the order.
 fn runnable<C: Cpu>(cpu: &C, s: &Slot, loaded: bool) -> bool {
     let (vm, vcpu) = (s.vm, s.vcpu);
     if !vm.is_running() {
@@ -137,23 +138,37 @@ fn runnable<C: Cpu>(cpu: &C, s: &Slot, loaded: bool) -> bool {
             }
             let idx = s.index();
             let Some(g) = vm.vgic.cpu(idx) else { return true };
-            if g.work.load(Ordering::Acquire) || vm.vgic.deliverable(idx, g) {
+            if g.work.load(Ordering::Acquire) {
                 return true;
             }
-            // An interrupt already in its list registers (live if loaded,
-            // saved otherwise: a flush may have moved it there after the WFI).
-            let in_lrs =
-                if loaded { vgic::any_pending(cpu.lrs()) } else { s.ctx.gich.lr.iter().any(|&l| lr_pending(l)) };
-            if in_lrs {
+            // The list registers: live if loaded, saved otherwise (a flush
+            // may have moved an interrupt there after the WFI).
+            let deliverable = if loaded {
+                let lrs = cpu.lrs();
+                if vgic::any_pending(lrs) {
+                    return true;
+                }
+                vm.vgic.deliverable(idx, g, || vgic::holds_timer((0..lrs.count()).map(|i| lrs.read(i))))
+            } else {
+                let saved = &s.ctx.gich.lr;
+                if saved.iter().any(|&l| lr_pending(l)) {
+                    return true;
+                }
+                vm.vgic.deliverable(idx, g, || vgic::holds_timer(saved.iter().copied()))
+            };
+            if deliverable {
                 return true;
             }
-            if !loaded && timer_deadline(s).is_some_and(|d| cpu.now() >= d) {
-                vm.vgic.raise_timer(idx);
-                return true;
-            }
-            false
+            // Its virtual timer expired while it was descheduled (raised
+            // when it is picked, `run_vcpu`).
+            !loaded && timer_expired(cpu, s)
         }
     }
+}
+
+/// Has a descheduled vCPU's virtual timer reached its deadline?
+fn timer_expired<C: Cpu>(cpu: &C, s: &Slot) -> bool {
+    timer_deadline(s).is_some_and(|d| cpu.now() >= d)
 }
 
 /// When a descheduled vCPU's virtual timer fires, in physical counter
@@ -246,6 +261,10 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
         None => false,
     };
     vcpu.blocked.store(false, Ordering::Release);
+    if !fresh && *loaded != Some(i) && timer_expired(cpu, me) {
+        // Deliver the expired timer with the first entry, not one exit later.
+        vm.vgic.raise_timer(me.index());
+    }
     if fresh || *loaded != Some(i) {
         if *loaded == Some(i) {
             *loaded = None; // restarted: its live state is stale, do not save it

@@ -340,3 +340,41 @@ fn aborts_that_are_not_device_accesses_stop_the_vm() {
         assert_eq!(vm_end(r.sys, 0).0, VmState::Stopped, "{what}: the VM is stopped, not emulated");
     }
 }
+
+#[test]
+fn a_reset_reaches_vcpus_beyond_the_32nd() {
+    // 40 vCPUs: the first 39 on pCPU 0, the last alone on pCPU 1. A reset
+    // must get the 40th out of its guest too.
+    let board = FakeBoard::new();
+    let mut placement = vec![0u32; 39];
+    placement.push(1);
+    let r = rig(board, 2, &[&placement]);
+    let sibling_in_guest = Arc::new(AtomicBool::new(false));
+    let flag = sibling_in_guest.clone();
+    let images = r.images;
+    let vcpu0: Script = Box::new(move |g| match g.regs.pc {
+        0x4000_0000 if images.reloads.load(Ordering::Acquire) == 0 => {
+            g.hvc(Function::PsciCpuOn.id(), &[39, 0x4000_3000, 0])
+        }
+        0x4000_0004 if g.regs.r[0] != 0 => shutdown(g, 1),
+        0x4000_0004 if !flag.load(Ordering::Acquire) => {
+            std::thread::yield_now();
+            Step::Run(1)
+        }
+        0x4000_0004 => g.hvc(Function::PsciSystemReset.id(), &[]),
+        0x4000_0000 => shutdown(g, 7),
+        pc => panic!("unexpected vCPU {} pc {pc:#x}", g.vcpu),
+    });
+    let flag = sibling_in_guest.clone();
+    let vcpu39: Script = Box::new(move |g| {
+        assert_eq!((g.vcpu, g.regs.pc), (39, 0x4000_3000));
+        flag.store(true, Ordering::Release);
+        Step::Spin
+    });
+    let sys = r.sys;
+    let other = std::thread::spawn(move || run_cpu(sys, board, 1, vcpu39).0);
+    let (stop0, _) = run_cpu(sys, board, 0, vcpu0);
+    assert_eq!((stop0, other.join().unwrap()), (Stop::SystemOff, Stop::CpuOff));
+    assert_eq!(vm_end(sys, 0), (VmState::Exited, 7));
+    assert_eq!(sys.vms[0].vcpus[39].power(), Power::Off);
+}

@@ -85,6 +85,72 @@ impl Decoded {
     }
 }
 
+impl Decoded {
+    /// Did the trapped instruction pass its condition check? Some trapped
+    /// instructions trap whether or not their condition holds (Arm ARM
+    /// B3.13.6: "conditional instructions that fail their condition code
+    /// check"), so the handler must check before acting. The condition is
+    /// the syndrome's COND when CV is set, else that of the Thumb IT block
+    /// the instruction is in (none: unconditional). A trapped SMC reports
+    /// CCKNOWNPASS (bit 19): clear, it passed.
+    pub fn condition_passed(&self, cpsr: u32) -> bool {
+        let conditional = matches!(self.trap, Trap::Wfi | Trap::Wfe | Trap::Cp15(_))
+            || (self.trap == Trap::Smc && self.hsr & (1 << 19) != 0);
+        if !conditional {
+            return true;
+        }
+        let cond = if self.hsr & (1 << 24) != 0 {
+            (self.hsr >> 20) & 0xf
+        } else {
+            match itstate(cpsr) {
+                0 => return true,
+                it => (it >> 4) as u32,
+            }
+        };
+        condition_holds(cond, cpsr)
+    }
+}
+
+/// The Thumb IT state, IT[7:0] (CPSR[15:10] are IT[7:2], CPSR[26:25] IT[1:0]).
+fn itstate(cpsr: u32) -> u8 {
+    (((cpsr >> 8) & 0xfc) | ((cpsr >> 25) & 3)) as u8
+}
+
+/// Does condition `cond` (0-15) hold for the flags in `cpsr` (Arm ARM A8.3)?
+pub fn condition_holds(cond: u32, cpsr: u32) -> bool {
+    let (n, z, c, v) = (cpsr >> 31 & 1 != 0, cpsr >> 30 & 1 != 0, cpsr >> 29 & 1 != 0, cpsr >> 28 & 1 != 0);
+    let base = match cond >> 1 {
+        0 => z,
+        1 => c,
+        2 => n,
+        3 => v,
+        4 => c && !z,
+        5 => n == v,
+        6 => !z && n == v,
+        _ => return true, // AL (and the unconditional 0b1111)
+    };
+    if cond & 1 != 0 {
+        !base
+    } else {
+        base
+    }
+}
+
+/// The CPSR after stepping over one instruction: in Thumb state inside an
+/// IT block, the IT state moves to the next instruction (ITAdvance(), Arm
+/// ARM A2.5.2); otherwise it is unchanged.
+pub fn advance_it(cpsr: u32) -> u32 {
+    const T: u32 = 1 << 5;
+    const IT_MASK: u32 = 0x0600_fc00;
+    let it = itstate(cpsr) as u32;
+    if cpsr & T == 0 || it == 0 {
+        return cpsr;
+    }
+    // Keep IT[7:5]; shift IT[4:0] left; the block ends when IT[2:0] was 0.
+    let next = if it & 7 == 0 { 0 } else { (it & 0xe0) | ((it << 1) & 0x1f) };
+    (cpsr & !IT_MASK) | (next & 0xfc) << 8 | (next & 3) << 25
+}
+
 pub fn decode(t: TrapInfo) -> Decoded {
     let hsr = t.hsr;
     let trap = match hsr >> 26 {
@@ -156,6 +222,57 @@ mod tests {
         let p = TrapInfo { hsr: ec::PABT_LOWER << 26 | 0x06, hdfar: 0, hifar: 0x2000_0abc, hpfar: 0x0020_0000 };
         let want = Trap::PrefetchAbort { fault: FaultKind::Translation(2), ipa: Ipa(0x2000_0abc), va: 0x2000_0abc };
         assert_eq!(decode(p).trap, want);
+    }
+
+    /// CPSR with flags NZCV and IT state `it`, in Thumb state.
+    fn thumb(nzcv: u32, it: u32) -> u32 {
+        nzcv << 28 | 1 << 5 | (it & 0xfc) << 8 | (it & 3) << 25
+    }
+
+    #[test]
+    fn conditions() {
+        let z = 0b0100 << 28;
+        assert!(condition_holds(0x0, z) && !condition_holds(0x1, z), "EQ / NE with Z");
+        assert!(condition_holds(0xb, 0b1000 << 28), "LT: N != V");
+        assert!(!condition_holds(0xc, z), "GT needs Z clear");
+        assert!(condition_holds(0xe, 0) && condition_holds(0xf, 0));
+    }
+
+    #[test]
+    fn a_trapped_instruction_that_failed_its_condition_is_not_obeyed() {
+        // WFINE with Z set (CV = 1, COND = NE): failed.
+        let wfine = decode(info(ec::WFI_WFE << 26 | 1 << 25 | 1 << 24 | 0x1 << 20));
+        assert!(!wfine.condition_passed(0b0100 << 28));
+        assert!(wfine.condition_passed(0));
+        // A Thumb WFI in an IT EQ block, CV = 0: the IT state decides.
+        let wfi_it = decode(info(ec::WFI_WFE << 26));
+        assert!(!wfi_it.condition_passed(thumb(0, 0x08)), "ITEQ with Z clear");
+        assert!(wfi_it.condition_passed(thumb(0b0100, 0x08)));
+        assert!(wfi_it.condition_passed(thumb(0, 0)), "outside an IT block");
+        // SMC: only when CCKNOWNPASS says it may have failed.
+        let smc_passed = decode(info(ec::SMC << 26 | 1 << 24 | 0x1 << 20));
+        assert!(smc_passed.condition_passed(0b0100 << 28), "CCKNOWNPASS clear: it passed");
+        let smc_maybe = decode(info(ec::SMC << 26 | 1 << 24 | 0x1 << 20 | 1 << 19));
+        assert!(!smc_maybe.condition_passed(0b0100 << 28));
+        // HVC is unconditional.
+        assert!(decode(info(ec::HVC << 26 | 1 << 24 | 0x1 << 20)).condition_passed(0b0100 << 28));
+    }
+
+    #[test]
+    fn it_state_advances_past_a_stepped_instruction() {
+        // ITTE EQ: IT = 0b0000_0110 with firstcond EQ (0000): 0x06.
+        // After one instruction: 0x0c; after two: 0x18; after three: done.
+        let c = thumb(0, 0x06);
+        assert_eq!(itstate(advance_it(c)), 0x0c);
+        assert_eq!(itstate(advance_it(advance_it(c))), 0x18);
+        assert_eq!(itstate(advance_it(advance_it(advance_it(c)))), 0);
+        // A single-instruction IT (IT = cond:1000): done after one.
+        assert_eq!(itstate(advance_it(thumb(0, 0x18))), 0);
+        // ARM state, or no IT block: unchanged.
+        assert_eq!(advance_it(0x6000_0013), 0x6000_0013);
+        assert_eq!(advance_it(thumb(0b1010, 0)), thumb(0b1010, 0));
+        // Flags and mode bits survive.
+        assert_eq!(advance_it(thumb(0b1111, 0x06) | 0x13) & 0xf000_001f, 0xf000_0013);
     }
 
     #[test]

@@ -60,6 +60,14 @@ pub mod hw {
     }
 }
 
+/// Does one of these list-register values hold the virtual timer, in
+/// flight (pending or active) or EOIed and not yet cleared by the
+/// maintenance interrupt?
+pub fn holds_timer(lrs: impl Iterator<Item = u32>) -> bool {
+    let busy = hw::LR_STATE_PENDING | hw::LR_STATE_ACTIVE | hw::LR_EOI;
+    lrs.into_iter().any(|v| v & 0x3ff == PPI_VTIMER && v & busy != 0)
+}
+
 /// Does any list register hold a pending interrupt (a WFI wake-up reason)?
 pub fn any_pending(lrs: &impl ListRegs) -> bool {
     (0..lrs.count()).any(|i| hw::lr_pending(lrs.read(i)))
@@ -370,7 +378,7 @@ impl Vgic {
         if any_pending(lrs) {
             return true;
         }
-        if self.deliverable(vcpu, c) {
+        if self.deliverable(vcpu, c, || holds_timer((0..lrs.count()).map(|i| lrs.read(i)))) {
             c.work.store(true, Release);
             return true;
         }
@@ -383,12 +391,16 @@ impl Vgic {
     }
 
     /// Is anything pending, enabled and routed to `vcpu` outside the list
-    /// registers? (For a vCPU that is not loaded.)
-    pub fn deliverable(&self, vcpu: usize, c: &VgicCpu) -> bool {
+    /// registers, that a flush could deliver now? `timer_held`: does a list
+    /// register hold the virtual timer (see [`holds_timer`])? A timer
+    /// raised again meanwhile then waits for that entry's EOI, so it is no
+    /// reason to wake.
+    pub fn deliverable(&self, vcpu: usize, c: &VgicCpu, timer_held: impl FnOnce() -> bool) -> bool {
         if !self.enabled.load(Acquire) {
             return false;
         }
-        if c.pending.load(Acquire) & c.enabled.load(Acquire) != 0 {
+        let pending = c.pending.load(Acquire) & c.enabled.load(Acquire);
+        if pending & !(1 << PPI_VTIMER) != 0 || (pending != 0 && !timer_held()) {
             return true;
         }
         (0..NR_SPIS).any(|spi| {
@@ -400,8 +412,10 @@ impl Vgic {
 
     /// A guest read of the distributor (offset within its 4 KiB page).
     pub fn mmio_read(&self, vcpu: usize, off: u32, size: u8) -> u32 {
-        let me = vcpu.min(self.nr_cpus() - 1);
-        let c = &self.cpus[me];
+        // A vCPU the GIC cannot address (the ninth and later) has no banked
+        // distributor state of its own: everything reads as zero for it.
+        let Some(c) = self.cpus.get(vcpu) else { return 0 };
+        let me = vcpu;
         let word = |base: u32| ((off - base) / 4) as usize;
         let v = match off {
             0x000 => self.enabled.load(Acquire) as u32,
@@ -469,8 +483,9 @@ impl Vgic {
 
     /// A guest write to the distributor. Returns the vCPUs to wake.
     pub fn mmio_write(&self, vcpu: usize, off: u32, size: u8, val: u32) -> Wake {
-        let me = vcpu.min(self.nr_cpus() - 1);
-        let c = &self.cpus[me];
+        // ... and its writes are ignored (see `mmio_read`).
+        let Some(c) = self.cpus.get(vcpu) else { return 0 };
+        let me = vcpu;
         let word = |base: u32| ((off - base) / 4) as usize;
         let mut wake = 0;
         match off {

@@ -47,7 +47,7 @@ fn an_sgi_raised_again_while_active_becomes_pending_and_active() {
     g.flush(1, &mut lrs);
     assert_eq!(lrs.lr[0] >> 28 & 3, 0b11, "pending and active in the same entry");
     assert_eq!(lrs.ids(), [2]);
-    assert!(!g.deliverable(1, &g.cpus[1]), "nothing left pending in software");
+    assert!(!g.deliverable(1, &g.cpus[1], || false), "nothing left pending in software");
     // The same SGI from another source is a separate entry.
     g.raise_private(1, 2, 1);
     g.flush(1, &mut lrs);
@@ -81,6 +81,25 @@ fn timer_stays_in_flight_until_eoi() {
     assert!(g.maintenance(0, &mut lrs), "EOI of the timer is reported");
     assert!(!g.cpus[0].timer_in_flight.load(Acquire));
     assert_eq!(lrs.lr[0], 0, "the EOIed entry is cleared");
+}
+
+#[test]
+fn a_timer_raised_again_before_the_guests_eoi_does_not_end_its_wfi() {
+    let g = enabled_gic(1);
+    g.mmio_write(0, 0x100, 4, 1 << PPI_VTIMER);
+    g.raise_timer(0);
+    let mut lrs = FakeLrs::default();
+    g.flush(0, &mut lrs);
+    // The guest acknowledges it (active, not yet EOIed)...
+    lrs.lr[0] = (lrs.lr[0] & !(3 << 28)) | hw::LR_STATE_ACTIVE;
+    // ... and the timer is raised again (a descheduled deadline check).
+    g.raise_timer(0);
+    g.flush(0, &mut lrs);
+    assert!(!g.has_pending(0, &lrs), "nothing can be taken before that EOI: WFI must block");
+    // After the EOI and its maintenance interrupt, the timer is delivered again.
+    lrs.guest_eoi(0);
+    assert!(g.maintenance(0, &mut lrs));
+    assert_eq!(lrs.ids(), [PPI_VTIMER]);
 }
 
 #[test]
@@ -157,4 +176,35 @@ fn hostile_distributor_accesses_never_panic() {
         g.flush(v, &mut lrs);
         g.maintenance(v, &mut lrs);
     }
+    // Afterwards the distributor still works: configured as a driver
+    // would, an SGI and a level SPI arrive where they should.
+    g.reset();
+    g.mmio_write(0, 0x000, 4, 1);
+    assert_eq!(g.mmio_write(0, 0xf00, 4, 1 << 18 | 4), 0b100, "SGI 4 from vCPU 0 to vCPU 2");
+    let mut lrs2 = FakeLrs::default();
+    g.flush(2, &mut lrs2);
+    assert_eq!(lrs2.ids(), [4]);
+    assert_eq!(lrs2.lr[0] >> 10 & 7, 0, "its source is vCPU 0");
+    g.mmio_write(0, 0x104, 4, 1 << 3); // enable SPI 3
+    g.mmio_write(0, 0x820, 4, 0x0200_0000); // INTID 35 -> vCPU 1
+    assert_eq!(g.set_spi_level(3, true), 0b10);
+    let mut lrs1 = FakeLrs::default();
+    g.flush(1, &mut lrs1);
+    assert_eq!(lrs1.ids(), [35]);
+}
+
+#[test]
+fn a_vcpu_the_gic_cannot_address_has_no_banked_state() {
+    // A VM of 9 vCPUs: GICv2 addresses 8; vCPU 8 must not reach vCPU 7's
+    // banked registers (SGI/PPI enables, priorities, pending SGIs).
+    let g = enabled_gic(9);
+    let before = g.private_state(7);
+    assert_eq!(g.mmio_write(8, 0x180, 4, 0xffff_ffff), 0, "ICENABLER0 from vCPU 8");
+    g.mmio_write(8, 0x400, 4, 0xa0a0_a0a0);
+    g.mmio_write(8, 0xf20, 4, 0xff); // SPENDSGIR0
+    assert_eq!(g.mmio_write(8, 0xf00, 4, 0xff << 16 | 1), 0, "an SGI from nowhere wakes nobody");
+    assert_eq!(g.private_state(7), before);
+    assert_eq!(g.mmio_read(7, 0x400, 4), 0, "vCPU 7's priorities are its own");
+    assert_eq!(g.mmio_read(8, 0x100, 4), 0, "vCPU 8 sees no banked state");
+    assert_eq!(g.mmio_read(8, 0x004, 4), 0);
 }

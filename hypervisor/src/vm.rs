@@ -72,7 +72,20 @@ pub struct VcpuWaker {
 }
 
 impl VcpuWaker {
+    /// Kicks the pCPU of every vCPU of the VM, each pCPU once (however many
+    /// vCPUs the VM has: a mask would reach only the first 32).
+    pub fn wake_all(&self) {
+        let mut done = 0u32;
+        for v in self.vcpus {
+            if done & (1 << v.pcpu) == 0 {
+                done |= 1 << v.pcpu;
+                self.wakeups.kick(v.pcpu);
+            }
+        }
+    }
+
     /// Kicks the pCPUs of the vCPUs in `mask` (bit n = vCPU n), each once.
+    /// Interrupts only ever target the first 8 vCPUs (GICv2).
     pub fn wake(&self, mask: u32) {
         let mut done = 0u32;
         for (i, v) in self.vcpus.iter().enumerate().take(32) {
@@ -204,6 +217,11 @@ impl Vm {
     /// Wakes the vCPUs in `mask` (bit n = vCPU n).
     pub fn wake(&self, mask: u32) {
         self.waker.wake(mask)
+    }
+
+    /// Wakes every vCPU (the VM ended or is being reset).
+    pub fn wake_all(&self) {
+        self.waker.wake_all()
     }
 
     /// An access to the VM's emulated devices (GIC distributor, UART,
