@@ -221,6 +221,9 @@ fn create_vms(
                 ))
             });
             frames_as_guest_ram(c.ipa, c.size, pa).zero();
+            // Members that start with their caches off read DRAM: the
+            // zeroes must be there, not only in the hypervisor's caches.
+            hw::clean_dcache_range(pa.raw() as usize, c.size as usize);
             pa
         })
         .collect();

@@ -29,8 +29,8 @@ use crate::{info, warn};
 use alloc::boxed::Box;
 use core::sync::atomic::Ordering;
 
-/// The most vCPUs one pCPU runs.
-pub const MAX_QUEUE: usize = 64;
+/// The most vCPUs one pCPU runs (the packer checks it first).
+pub const MAX_QUEUE: usize = tessera_payload::MAX_VCPUS_PER_PCPU as usize;
 
 /// A vCPU in its pCPU's run queue: the only place its context lives.
 pub struct Slot {

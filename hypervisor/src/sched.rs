@@ -179,11 +179,8 @@ impl<T> Others<'_, T> {
     }
 }
 
-/// The pCPU for a new vCPU: the least loaded one in `affinity` (bit n =
-/// pCPU n), lowest index on ties. `None` if the mask names no pCPU in `load`.
-pub fn place(load: &[u32], affinity: u32) -> Option<usize> {
-    (0..load.len().min(32)).filter(|&p| affinity & (1 << p) != 0).min_by_key(|&p| (load[p], p))
-}
+/// The pCPU for a new vCPU (the rule the packer checks limits with).
+pub use tessera_payload::place;
 
 #[cfg(test)]
 mod tests {

@@ -579,6 +579,7 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
         });
     }
     check_disk_sharing(path, &vms, &disks)?;
+    check_run_queues(path, &system, &vms)?;
     check_macs(path, &vms)?;
     let channels = check_channels(path, &raw.channel, &mut vms, &names)?;
 
@@ -765,6 +766,33 @@ fn check_device(
             DeviceKind::Net { switch, mac }
         }
     })
+}
+
+/// Places every vCPU as the hypervisor will (`tessera_payload::place`, in
+/// configuration order) and refuses a configuration that puts more vCPUs
+/// on one pCPU than its run queue holds: the hypervisor would refuse it at
+/// boot.
+fn check_run_queues(path: &Path, system: &SystemConfig, vms: &[VmConfig]) -> Result<(), ConfigError> {
+    let mut load = vec![0u32; system.pcpus as usize];
+    for (i, vm) in vms.iter().enumerate() {
+        for _ in 0..vm.vcpus {
+            // The affinity was checked to name pCPUs of the board.
+            let Some(p) = tessera_payload::place(&load, vm.affinity(system)) else { break };
+            load[p] += 1;
+            if load[p] > tessera_payload::MAX_VCPUS_PER_PCPU {
+                return Err(ConfigError::key(
+                    path,
+                    format!("vm[{i}].vcpus"),
+                    format!(
+                        "VM \"{}\": its vCPUs would put more than {} vCPUs on pCPU {p}, the most one pCPU runs: give the VMs fewer vCPUs or more pCPUs to spread over",
+                        vm.name,
+                        tessera_payload::MAX_VCPUS_PER_PCPU
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A writable range may not overlap any other VM's range on the same

@@ -129,6 +129,30 @@ fn bad_configs(hyp: &Path, t: &mut Tally) -> Result<(), String> {
     Ok(())
 }
 
+/// A well-formed payload that the packer would never write: two VMs whose
+/// writable ranges of one disk overlap. The hypervisor checks this itself.
+fn shared_writable_disk() -> Vec<u8> {
+    use tessera_payload::write::{build, DiskImage, Shared, VmImage};
+    use tessera_payload::{Device, DeviceDesc, RegionKind};
+    let vm = |name: &str, offset: u64| VmImage {
+        name: name.into(),
+        vcpus: 1,
+        ram_base: 0x4000_0000,
+        ram_size: 2 << 20,
+        affinity: 1,
+        entry: 0x4000_0000,
+        boot_regs: [0; 3],
+        devices: vec![DeviceDesc {
+            slot: 0,
+            device: Device::Block { disk: 0, offset, size: 1 << 20, read_only: false },
+        }],
+        channels: 0,
+        regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![0; 4])],
+    };
+    let shared = Shared { disks: vec![DiskImage { name: "disk0".into(), size: 4 << 20 }], channels: vec![] };
+    build(1, 128, &[vm("a", 0), vm("b", 512 << 10)], &shared)
+}
+
 /// A corrupt or truncated payload is refused by the hypervisor at boot,
 /// with a clear line, and QEMU ends with a failure status.
 fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
@@ -142,10 +166,11 @@ fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
     truncated.truncate(payload.len() - 16);
     let mut bad_magic = payload.clone();
     bad_magic[0] = b'X';
-    let cases: [(&str, Vec<u8>, &str); 3] = [
+    let cases: [(&str, Vec<u8>, &str); 4] = [
         ("corrupt-image/bit-flip", flipped, "payload checksum mismatch"),
         ("corrupt-image/truncated", truncated, "the image is corrupt or truncated"),
         ("corrupt-image/not-a-payload", bad_magic, "no payload magic"),
+        ("corrupt-image/shared-writable-disk", shared_writable_disk(), "and one of them is writable"),
     ];
     let dir = outcome::out_dir().join("corrupt");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

@@ -35,6 +35,16 @@ pub const NAME_LEN: usize = 32;
 /// Upper bounds the hypervisor relies on; the packer refuses more.
 pub const MAX_VMS: usize = 16;
 pub const MAX_VCPUS: u32 = 64;
+/// The most vCPUs one pCPU's run queue holds.
+pub const MAX_VCPUS_PER_PCPU: u32 = 64;
+
+/// Where the hypervisor places a new vCPU: the least loaded pCPU in
+/// `affinity` (bit n = pCPU n), lowest index on ties; `None` if the mask
+/// names no pCPU in `load`. One rule for both sides: the packer simulates
+/// the placement to check every run queue's limit before anything runs.
+pub fn place(load: &[u32], affinity: u32) -> Option<usize> {
+    (0..load.len().min(32)).filter(|&p| affinity & (1 << p) != 0).min_by_key(|&p| (load[p], p))
+}
 pub const MAX_REGIONS: usize = 8;
 pub const DEVICE_SIZE: usize = 32;
 pub const DISK_SIZE: usize = 48;
@@ -215,6 +225,8 @@ pub enum PayloadError {
     BadDevice { vm: usize, device: usize, field: &'static str },
     /// a disk or channel entry is inconsistent
     BadShared { table: &'static str, index: usize, field: &'static str },
+    /// two ranges of one disk overlap and one of them is writable
+    DiskRangesOverlap { vm: usize, slot: u32, other_vm: usize, other_slot: u32 },
 }
 
 impl fmt::Display for PayloadError {
@@ -243,6 +255,10 @@ impl fmt::Display for PayloadError {
             Self::BadShared { table, index, field } => {
                 write!(f, "{table} entry {index}: field {field} is invalid")
             }
+            Self::DiskRangesOverlap { vm, slot, other_vm, other_slot } => write!(
+                f,
+                "VM entry {vm}: the disk range of its device in slot {slot} overlaps that of VM entry {other_vm}'s device in slot {other_slot}, and one of them is writable"
+            ),
         }
     }
 }
@@ -408,7 +424,31 @@ impl<'a> Payload<'a> {
         for i in 0..vm_count {
             p.decode_vm(i)?;
         }
+        p.check_disk_sharing()?;
         Ok(p)
+    }
+
+    /// Ranges of one disk may overlap only if all of them are read-only
+    /// (the packer checks the same rule; this is the hypervisor's own check).
+    fn check_disk_sharing(&self) -> Result<(), PayloadError> {
+        let ranges = |i: usize| {
+            self.vm(i).devices.into_iter().flatten().filter_map(move |d| match d.device {
+                Device::Block { disk, offset, size, read_only } => {
+                    Some((i, d.slot, disk, offset, offset + size, read_only))
+                }
+                _ => None,
+            })
+        };
+        for a in (0..self.vm_count).flat_map(ranges) {
+            for b in (0..self.vm_count).flat_map(ranges) {
+                let same = (a.0, a.1) == (b.0, b.1);
+                let overlap = a.2 == b.2 && a.3 < b.4 && b.3 < a.4;
+                if !same && overlap && !(a.5 && b.5) {
+                    return Err(PayloadError::DiskRangesOverlap { vm: a.0, slot: a.1, other_vm: b.0, other_slot: b.1 });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The checked payload bytes.

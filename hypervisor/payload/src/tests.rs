@@ -155,3 +155,35 @@ fn checksummed_but_inconsistent_fields_are_refused() {
         assert_eq!(err, PayloadError::BadShared { table: "channel", index: 0, field }, "{field}");
     }
 }
+
+#[test]
+fn writable_disk_ranges_may_not_overlap() {
+    let vm = |name: &str, slot: u32, offset: u64, read_only: bool| VmImage {
+        name: name.into(),
+        vcpus: 1,
+        ram_base: 0x4000_0000,
+        ram_size: 2 << 20,
+        affinity: 1,
+        entry: 0x4000_0000,
+        boot_regs: [0; 3],
+        devices: vec![DeviceDesc { slot, device: Device::Block { disk: 0, offset, size: 8192, read_only } }],
+        channels: 0,
+        regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![1; 4])],
+    };
+    let shared = Shared { disks: vec![DiskImage { name: "d".into(), size: 1 << 20 }], channels: vec![] };
+    let parse = |a: VmImage, b: VmImage| {
+        let bytes = build(1, 64, &[a, b], &shared);
+        Payload::parse(&bytes).map(|_| ())
+    };
+    assert_eq!(parse(vm("a", 0, 0, true), vm("b", 0, 4096, true)), Ok(()), "read-only ranges may be shared");
+    assert_eq!(parse(vm("a", 0, 0, false), vm("b", 0, 8192, false)), Ok(()), "adjacent writable ranges are fine");
+    for (ro_a, ro_b) in [(false, false), (false, true), (true, false)] {
+        let e = parse(vm("a", 0, 0, ro_a), vm("b", 3, 4096, ro_b)).unwrap_err();
+        assert!(matches!(e, PayloadError::DiskRangesOverlap { .. }), "{e}");
+    }
+    let e = parse(vm("a", 0, 0, false), vm("b", 3, 4096, true)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "VM entry 0: the disk range of its device in slot 0 overlaps that of VM entry 1's device in slot 3, and one of them is writable"
+    );
+}
