@@ -63,6 +63,10 @@ pub fn end_vm(sys: &System, vm: &Vm, how: VmState, status: u32) {
         return;
     }
     vm.console.finish();
+    // Nothing reaches an ended VM's memory any more (a peer's frames).
+    for dev in vm.virtio {
+        dev.quiesce();
+    }
     match how {
         VmState::Exited => info!("vm \"{}\" (id {}): exited, status {status}", vm.name(), vm.id),
         _ => info!("vm \"{}\" (id {}): stopped by the hypervisor", vm.name(), vm.id),
@@ -90,14 +94,19 @@ pub fn reset_vm<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, caller: &Vcpu) {
             core::hint::spin_loop();
         }
     }
+    // Devices first: once quiesced, no device work (a peer's frames landing
+    // in old receive buffers) touches the RAM that is reloaded next.
+    for dev in vm.virtio {
+        dev.quiesce();
+    }
     sys.images.reload(vm, n);
     cpu.clean_to_poc(&vm.ram);
     vm.vgic.reset();
-    for dev in vm.virtio {
-        dev.reset();
-    }
     for (i, v) in vm.vcpus.iter().enumerate() {
         v.reset((i == 0).then_some((vm.boot.entry, vm.boot.regs)));
+    }
+    for dev in vm.virtio {
+        dev.resume();
     }
     vm.end_reset();
     vm.wake_all();

@@ -4,7 +4,7 @@
 //! that a blocked vCPU slept instead of spinning), never wall-clock timing.
 
 use crate::arch::fake::{Entry, FakeBoard, FakeCpu, Guest, Script, Step};
-use crate::devices::wiring::{leak, tests::NoDisks, Backends};
+use crate::devices::wiring::{leak, tests::NoDisks, Backends, VirtioDev};
 use crate::lifecycle::Images;
 use crate::mem::test_ram;
 use crate::mm::stage2::Vttbr;
@@ -17,16 +17,19 @@ use crate::vm::{BootImage, Vm, VmParts, VmState};
 use hypercall_abi::Function;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use tessera_payload::{Device, DeviceDesc};
 
 /// Where every test VM starts.
 const ENTRY: u32 = 0x4000_0000;
 const GICD: u32 = 0x0800_0000;
 const SLICE: u64 = 1000;
 
-/// Counts reloads instead of copying an image.
+/// Counts reloads instead of copying an image, and notes whether any of
+/// the VM's devices would still have done work on its memory meanwhile.
 #[derive(Default)]
 struct CountingImages {
     reloads: AtomicU32,
+    device_work_during_reload: AtomicBool,
 }
 
 impl Images for CountingImages {
@@ -34,6 +37,14 @@ impl Images for CountingImages {
         vm.ram.zero();
         self.reloads.fetch_add(1, Ordering::AcqRel);
         assert_eq!(resets, vm.resets.load(Ordering::Acquire));
+        for dev in vm.virtio {
+            if let VirtioDev::Console(d) = &dev.dev {
+                // What a peer's input would do: work on the receive queue.
+                if d.device_work(0, |_, _, _| Ok(false)) {
+                    self.device_work_during_reload.store(true, Ordering::Release);
+                }
+            }
+        }
     }
 }
 
@@ -45,6 +56,11 @@ struct Rig {
 /// A system of VMs on `pcpus` fake pCPUs: `vms[k]` lists, for each vCPU of
 /// VM k (id k + 1), the pCPU it is placed on. vCPU 0 starts at [`ENTRY`].
 fn rig(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]]) -> Rig {
+    rig_with(board, pcpus, vms, &[])
+}
+
+/// The same, with `devices` in every VM.
+fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[DeviceDesc]) -> Rig {
     let wakeups: &'static Wakeups = leak(Wakeups::new(board));
     let backends = Backends { entropy: |b| b.len(), disks: &NoDisks, switches: &[], wakeups };
     let vms: Vec<Vm> = vms
@@ -67,7 +83,7 @@ fn rig(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]]) -> Rig {
                 boot,
                 channels: 0,
             };
-            Vm::new(parts, &format!("vm{id}"), &[], &backends)
+            Vm::new(parts, &format!("vm{id}"), devices, &backends)
         })
         .collect();
     let vms: &'static [Vm] = Vec::leak(vms);
@@ -377,4 +393,43 @@ fn a_reset_reaches_vcpus_beyond_the_32nd() {
     assert_eq!((stop0, other.join().unwrap()), (Stop::SystemOff, Stop::CpuOff));
     assert_eq!(vm_end(sys, 0), (VmState::Exited, 7));
     assert_eq!(sys.vms[0].vcpus[39].power(), Power::Off);
+}
+
+#[test]
+fn a_reset_quiets_the_vms_devices_before_its_memory_is_reloaded() {
+    // The guest sets up its virtio-console (slot 0) as a driver does, so the
+    // device would accept input, then resets the VM.
+    const SLOT0: u32 = 0x0a00_0000;
+    const SETUP: &[(u32, u32)] = &[
+        (0x070, 1),           // Status: ACKNOWLEDGE
+        (0x070, 3),           // DRIVER
+        (0x024, 1),           // DriverFeaturesSel: bits 32-63
+        (0x020, 1),           // VIRTIO_F_VERSION_1
+        (0x070, 0xb),         // FEATURES_OK
+        (0x030, 0),           // QueueSel: receiveq
+        (0x038, 16),          // QueueNum
+        (0x080, 0x4000_4000), // QueueDescLow
+        (0x090, 0x4000_5000), // QueueDriverLow
+        (0x0a0, 0x4000_6000), // QueueDeviceLow
+        (0x044, 1),           // QueueReady
+        (0x070, 0xf),         // DRIVER_OK
+    ];
+    let board = FakeBoard::new();
+    let r = rig_with(board, 1, &[&[0]], &[DeviceDesc { slot: 0, device: Device::Console }]);
+    let images = r.images;
+    let script: Script = Box::new(move |g| {
+        let k = ((g.regs.pc - ENTRY) / 4) as usize;
+        match SETUP.get(k) {
+            _ if images.reloads.load(Ordering::Acquire) > 0 => shutdown(g, 0),
+            Some(&(off, v)) => g.store(SLOT0 + off, v),
+            None => g.hvc(Function::PsciSystemReset.id(), &[]),
+        }
+    });
+    let VirtioDev::Console(console) = &r.sys.vms[0].virtio[0].dev else { unreachable!() };
+    run_cpu(r.sys, board, 0, script);
+    assert_eq!(vm_end(r.sys, 0), (VmState::Exited, 0));
+    assert_eq!(r.images.reloads.load(Ordering::Acquire), 1);
+    assert!(!r.images.device_work_during_reload.load(Ordering::Acquire), "no device work while the RAM was reloaded");
+    assert_eq!(console.status(), 0, "the device starts over after the reset");
+    assert!(!console.device_work(0, |_, _, _| Ok(false)), "until the driver sets it up again");
 }

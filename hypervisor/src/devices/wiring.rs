@@ -195,13 +195,24 @@ impl VirtioSlot {
         }
     }
 
-    /// The VM is being reset: so is the device.
-    pub fn reset(&self) {
+    /// The VM is being reset or has ended: the device stops touching its
+    /// memory, drops what it had queued (a net port's mailbox) and resets.
+    pub fn quiesce(&self) {
         match &self.dev {
-            VirtioDev::Rng(d) => d.reset_device(),
-            VirtioDev::Console(d) => d.reset_device(),
-            VirtioDev::Block(d) => d.reset_device(),
-            VirtioDev::Net(d) => d.reset_device(),
+            VirtioDev::Rng(d) => d.quiesce(),
+            VirtioDev::Console(d) => d.quiesce(),
+            VirtioDev::Block(d) => d.quiesce(),
+            VirtioDev::Net(d) => d.quiesce(),
+        }
+    }
+
+    /// The VM's reset is done: the device may be set up again.
+    pub fn resume(&self) {
+        match &self.dev {
+            VirtioDev::Rng(d) => d.resume(),
+            VirtioDev::Console(d) => d.resume(),
+            VirtioDev::Block(d) => d.resume(),
+            VirtioDev::Net(d) => d.resume(),
         }
     }
 

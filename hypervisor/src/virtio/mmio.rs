@@ -53,7 +53,7 @@
 //! frames into the receivers' queues, each under that receiver's lock.
 
 use super::queue::{GuestMemory, Queue, QueueError, MAX_QUEUE_SIZE};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use spin::Mutex;
 
 /// "virt", little-endian.
@@ -188,6 +188,9 @@ pub const MAX_QUEUES: usize = 8;
 /// interrupt line.
 pub struct VirtioMmio<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> {
     state: Mutex<State<D>>,
+    /// The VM is being reset or has ended: no work of any kind touches its
+    /// memory (see [`VirtioMmio::quiesce`]).
+    quiesced: AtomicBool,
     interrupt_status: AtomicU32,
     irq_lock: Mutex<()>,
     mem: M,
@@ -227,6 +230,7 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
                 queue_sel: 0,
                 config_generation: 0,
             }),
+            quiesced: AtomicBool::new(false),
             interrupt_status: AtomicU32::new(0),
             irq_lock: Mutex::new(()),
             mem,
@@ -264,7 +268,7 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
             let mut guard = self.state.lock();
             let s = &mut *guard;
             let running = s.status & status::DRIVER_OK != 0 && s.status & status::DEVICE_NEEDS_RESET == 0;
-            if !running || queue >= s.num_queues || !s.queues[queue].ready {
+            if !running || queue >= s.num_queues || !s.queues[queue].ready || self.quiesced.load(Ordering::Acquire) {
                 return false;
             }
             let State { device, queues, .. } = s;
@@ -287,8 +291,24 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
         ran
     }
 
-    /// Resets the device as a driver writing Status 0 would (the VM is
-    /// being reset).
+    /// Stops every use of the VM's memory: from now on device-initiated work
+    /// ([`VirtioMmio::device_work`]: a peer's frames, console input) and
+    /// notifications are refused, and the device is reset as a driver
+    /// writing Status 0 would, after any work in progress (which holds the
+    /// state lock) has finished. For a VM being reset, before its RAM is
+    /// touched, and for a VM that has ended. [`VirtioMmio::resume`] undoes it.
+    pub fn quiesce(&self) {
+        self.quiesced.store(true, Ordering::Release);
+        self.reset_device();
+    }
+
+    /// The VM runs again (its reset is done): the device, reset, may be
+    /// set up by the driver as after power-on.
+    pub fn resume(&self) {
+        self.quiesced.store(false, Ordering::Release);
+    }
+
+    /// Resets the device as a driver writing Status 0 would.
     pub fn reset_device(&self) {
         {
             let mut s = self.state.lock();
@@ -406,7 +426,8 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
 
     fn notify(&self, s: &mut State<D>, queue: u32) -> After {
         let i = queue as usize;
-        if s.status & status::DRIVER_OK == 0 || s.status & status::DEVICE_NEEDS_RESET != 0 || i >= s.num_queues {
+        let stopped = s.status & status::DRIVER_OK == 0 || s.status & status::DEVICE_NEEDS_RESET != 0;
+        if stopped || i >= s.num_queues || self.quiesced.load(Ordering::Acquire) {
             return After::Nothing;
         }
         let State { device, queues, .. } = s;
