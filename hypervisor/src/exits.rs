@@ -90,7 +90,7 @@ pub fn handle<C: Cpu>(
             if vm.vgic.has_pending(idx, cpu.lrs()) {
                 return Next::Resume;
             }
-            vcpu.blocked.store(true, Ordering::Release);
+            vcpu.blocked.store(true, Ordering::SeqCst);
             Next::Reschedule
         }
         Trap::Cp15(op) => cp15_access(cpu, sys, vm, vcpu, ctx, op, &t),
@@ -210,7 +210,7 @@ fn hvc<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, vcpu: &Vcpu, ctx: &mut VcpuCo
             ctx.regs.r[0] = 0;
             let idx = vcpu.index as usize;
             if vm.vgic.cpu(idx).is_some() && !vm.vgic.has_pending(idx, cpu.lrs()) {
-                vcpu.blocked.store(true, Ordering::Release);
+                vcpu.blocked.store(true, Ordering::SeqCst);
             }
             Next::Reschedule
         }

@@ -138,7 +138,7 @@ fn runnable<C: Cpu>(cpu: &C, s: &Slot, loaded: bool) -> bool {
             }
             let idx = s.index();
             let Some(g) = vm.vgic.cpu(idx) else { return true };
-            if g.work.load(Ordering::Acquire) {
+            if g.work.load(Ordering::SeqCst) {
                 return true;
             }
             // The list registers: live if loaded, saved otherwise (a flush
@@ -276,12 +276,12 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
     let gcpu = vm.vgic.cpu(idx);
     let woken = sys.wakeups.flag(*id);
     let ctx = &mut *me.ctx;
-    vcpu.running.store(true, Ordering::Release);
+    vcpu.running.store(true, Ordering::SeqCst);
     vcpu.picks.fetch_add(1, Ordering::Relaxed);
     arm_next_event(cpu, sys, others.iter(), *loaded, Some(i));
     loop {
         if let Some(g) = gcpu {
-            if g.work.load(Ordering::Acquire) {
+            if g.work.load(Ordering::SeqCst) {
                 vm.vgic.flush(idx, cpu.lrs_mut());
             }
         }
@@ -305,7 +305,7 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
             arm_next_event(cpu, sys, others.iter(), *loaded, Some(i));
         }
     }
-    vcpu.running.store(false, Ordering::Release);
+    vcpu.running.store(false, Ordering::SeqCst);
     cpu.disarm_timer();
 }
 

@@ -182,8 +182,25 @@ impl Vgic {
             c.sgi_sources[id as usize].fetch_or(1 << (source % 8), AcqRel);
         }
         c.pending.fetch_or(1 << (id & 31), AcqRel);
-        c.work.store(true, Release);
-        1 << vcpu
+        self.flag(vcpu)
+    }
+
+    /// Flags `vcpu` for a flush. Returns it as a vCPU to wake only if it
+    /// was not flagged already: a vCPU flagged earlier has been woken (or
+    /// will flush before it next runs), so a second kick would only cost
+    /// its pCPU an interrupt. Sequentially consistent with the scheduler's
+    /// checks of `work` and of the vCPU's state (see `vm::VcpuWaker`).
+    fn flag(&self, vcpu: usize) -> Wake {
+        if self.cpus[vcpu].work.swap(true, SeqCst) {
+            0
+        } else {
+            1 << vcpu
+        }
+    }
+
+    /// The vCPUs that have something deliverable now, flagged.
+    fn flag_deliverable(&self) -> Wake {
+        (0..self.nr_cpus()).filter(|&v| self.deliverable(v, &self.cpus[v], || false)).fold(0, |w, v| w | self.flag(v))
     }
 
     /// The virtual timer fired for `vcpu` (physically, or by the scheduler's
@@ -232,12 +249,12 @@ impl Vgic {
     /// is woken (1-of-N delivery: whoever flushes first claims it).
     fn spi_wake(&self, spi: usize) -> Wake {
         let targets = self.spi_targets[spi].load(Acquire) as u32 & ((1 << self.nr_cpus()) - 1);
-        for v in 0..self.nr_cpus() {
-            if targets & (1 << v) != 0 {
-                self.cpus[v].work.store(true, Release);
-            }
+        let mut newly = 0;
+        for v in (0..self.nr_cpus()).filter(|v| targets & (1 << v) != 0) {
+            newly |= self.flag(v);
         }
-        targets & targets.wrapping_neg()
+        let first = targets & targets.wrapping_neg();
+        first & newly
     }
 
     fn priority_of(&self, vcpu: usize, id: usize) -> u8 {
@@ -490,18 +507,26 @@ impl Vgic {
         let mut wake = 0;
         match off {
             0x000 => {
-                self.enabled.store(val & 1 != 0, Release);
-                wake = self.all_work();
+                let was = self.enabled.swap(val & 1 != 0, AcqRel);
+                if !was && val & 1 != 0 {
+                    wake = self.flag_deliverable();
+                }
             }
             0x100..=0x17f => match word(0x100) {
                 0 => {
-                    c.enabled.fetch_or(val, AcqRel);
-                    c.work.store(true, Release);
-                    wake = 1 << me;
+                    let newly = val & !c.enabled.fetch_or(val, AcqRel);
+                    if newly & c.pending.load(Acquire) != 0 {
+                        wake = self.flag(me);
+                    }
                 }
                 n if n <= NR_SPIS / 32 => {
-                    self.spi_enabled[n - 1].fetch_or(val, AcqRel);
-                    wake = self.all_work();
+                    let newly = val & !self.spi_enabled[n - 1].fetch_or(val, AcqRel);
+                    for k in (0..32).filter(|k| newly & (1 << k) != 0) {
+                        let spi = (n - 1) * 32 + k;
+                        if bit(&self.spi_pending, spi) {
+                            wake |= self.spi_wake(spi);
+                        }
+                    }
                 }
                 _ => {}
             },
@@ -517,9 +542,10 @@ impl Vgic {
             0x200..=0x27f => match word(0x200) {
                 0 => {
                     // SGI pending bits are set through SPENDSGIR only.
-                    c.pending.fetch_or(val & 0xffff_0000, AcqRel);
-                    c.work.store(true, Release);
-                    wake = 1 << me;
+                    let newly = val & 0xffff_0000 & !c.pending.fetch_or(val & 0xffff_0000, AcqRel);
+                    if newly & c.enabled.load(Acquire) != 0 {
+                        wake = self.flag(me);
+                    }
                 }
                 n if n <= NR_SPIS / 32 => {
                     for k in (0..32).filter(|k| val & (1 << k) != 0) {
@@ -574,10 +600,12 @@ impl Vgic {
                 for (k, byte) in bytes(off, size, val) {
                     let sgi = (k - base) as usize;
                     if set_pending {
+                        if byte == 0 {
+                            continue;
+                        }
                         c.sgi_sources[sgi].fetch_or(byte, AcqRel);
                         c.pending.fetch_or(1 << sgi, AcqRel);
-                        c.work.store(true, Release);
-                        wake |= 1 << me;
+                        wake |= self.flag(me);
                     } else {
                         let left = c.sgi_sources[sgi].fetch_and(!byte, AcqRel) & !byte;
                         if left == 0 {
@@ -606,13 +634,6 @@ impl Vgic {
             wake |= self.raise_private(v, sgi, me);
         }
         wake
-    }
-
-    fn all_work(&self) -> Wake {
-        for c in self.cpus.iter() {
-            c.work.store(true, Release);
-        }
-        (1 << self.nr_cpus()) - 1
     }
 }
 

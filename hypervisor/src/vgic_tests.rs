@@ -208,3 +208,23 @@ fn a_vcpu_the_gic_cannot_address_has_no_banked_state() {
     assert_eq!(g.mmio_read(8, 0x100, 4), 0, "vCPU 8 sees no banked state");
     assert_eq!(g.mmio_read(8, 0x004, 4), 0);
 }
+
+#[test]
+fn only_what_becomes_deliverable_wakes_anyone() {
+    let g = Vgic::new(4);
+    assert_eq!(g.mmio_write(0, 0x000, 4, 1), 0, "enabling an idle distributor wakes nobody");
+    assert_eq!(g.mmio_write(1, 0x100, 4, 0xffff_ffff), 0, "nor enabling private interrupts with none pending");
+    assert_eq!(g.mmio_write(1, 0x104, 4, 0xffff_ffff), 0, "nor enabling SPIs with none pending");
+    assert_eq!(g.mmio_write(0, 0x000, 4, 1), 0, "nor enabling it again");
+    // An SGI wakes its target once, until the target has flushed.
+    assert_eq!(g.mmio_write(0, 0xf00, 4, 1 << 18 | 1), 0b100);
+    assert_eq!(g.mmio_write(1, 0xf00, 4, 1 << 18 | 2), 0, "vCPU 2 was woken already");
+    g.flush(2, &mut FakeLrs::default());
+    assert_eq!(g.mmio_write(1, 0xf00, 4, 1 << 18 | 3), 0b100, "after its flush, a new SGI wakes it again");
+    // An SPI pending while disabled wakes its target when it is enabled.
+    g.mmio_write(0, 0x184, 4, 1 << 5); // disable SPI 5
+    g.mmio_write(0, 0x824, 4, 0x0800); // INTID 37 -> vCPU 3
+    assert_eq!(g.pulse_spi(5), 0b1000, "pending, flagged for its target");
+    g.flush(3, &mut FakeLrs::default()); // disabled: stays pending
+    assert_eq!(g.mmio_write(0, 0x104, 4, 1 << 5), 0b1000, "enabled: delivered");
+}

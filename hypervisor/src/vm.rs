@@ -84,12 +84,24 @@ impl VcpuWaker {
         }
     }
 
-    /// Kicks the pCPUs of the vCPUs in `mask` (bit n = vCPU n), each once.
+    /// Kicks the pCPUs of the vCPUs in `mask` (bit n = vCPU n, newly
+    /// flagged by the vGIC), each once, and only where it is needed: a vCPU
+    /// in the guest must leave it to take the interrupt, a vCPU in WFI must
+    /// be reconsidered (its pCPU may be asleep). A vCPU waiting in its run
+    /// queue will flush before it next runs, so its pCPU is left alone.
     /// Interrupts only ever target the first 8 vCPUs (GICv2).
+    ///
+    /// The vGIC set `work` with a sequentially consistent swap, and the
+    /// states are read sequentially consistent here, as the vCPU's own
+    /// pCPU writes them before it reads `work` (`pcpu`): either this sees
+    /// the vCPU blocked or in the guest, or its pCPU sees the flag.
     pub fn wake(&self, mask: u32) {
         let mut done = 0u32;
         for (i, v) in self.vcpus.iter().enumerate().take(32) {
             if mask & (1 << i) != 0 && done & (1 << v.pcpu) == 0 {
+                if !v.running.load(Ordering::SeqCst) && !v.blocked.load(Ordering::SeqCst) {
+                    continue;
+                }
                 done |= 1 << v.pcpu;
                 self.wakeups.kick(v.pcpu);
             }

@@ -235,6 +235,7 @@ pub fn leak<T>(v: T) -> &'static T {
 pub mod tests {
     use super::*;
     use crate::platform::Platform;
+    use crate::vm::VcpuWaker;
 
     /// A board without disks, whose clock stands still and whose pCPU 0 is
     /// the only one.
@@ -265,6 +266,50 @@ pub mod tests {
             0
         }
         fn interrupt(&self, _: u32) {}
+    }
+
+    /// Counts the interrupts it sends.
+    #[derive(Default)]
+    pub struct CountingPlatform(pub std::sync::atomic::AtomicU32);
+
+    impl Platform for CountingPlatform {
+        fn now(&self) -> u64 {
+            0
+        }
+        fn frequency(&self) -> u64 {
+            1_000_000
+        }
+        fn this_cpu(&self) -> u32 {
+            0
+        }
+        fn interrupt(&self, _: u32) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    #[test]
+    fn a_wake_up_interrupts_a_pcpu_only_where_it_is_needed() {
+        use crate::vcpu::Vcpu;
+        use std::sync::atomic::Ordering::*;
+        let platform: &'static CountingPlatform = leak(CountingPlatform::default());
+        let wakeups: &'static Wakeups = leak(Wakeups::new(platform));
+        // vCPU 0 on pCPU 0 (the caller's), 1 and 2 on pCPU 1.
+        let vcpus: &'static [Vcpu] =
+            Box::leak(Box::new([Vcpu::new(0, 0, None), Vcpu::new(1, 1, None), Vcpu::new(2, 1, None)]));
+        let waker = VcpuWaker { vcpus, wakeups };
+        waker.wake(0b110);
+        assert_eq!(platform.0.load(Acquire), 0, "waiting in their run queue: they flush before they run");
+        vcpus[1].blocked.store(true, SeqCst);
+        waker.wake(0b110);
+        assert_eq!(platform.0.load(Acquire), 1, "one in WFI: its pCPU is interrupted, once");
+        vcpus[1].blocked.store(false, SeqCst);
+        vcpus[2].running.store(true, SeqCst);
+        waker.wake(0b100);
+        assert_eq!(platform.0.load(Acquire), 2, "one in the guest must leave it");
+        vcpus[0].running.store(true, SeqCst);
+        waker.wake(0b001);
+        assert_eq!(platform.0.load(Acquire), 2, "the caller's own pCPU gets a flag, not an interrupt");
+        assert!(wakeups.pending(0));
     }
 
     pub fn board(disks: &'static dyn DiskIo) -> Backends {
