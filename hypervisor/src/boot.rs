@@ -10,6 +10,7 @@ extern crate alloc;
 
 use crate::addr::{Ipa, PhysAddr, BLOCK_2M, PAGE_SIZE};
 use crate::arch::{boot as hw, HW_PLATFORM, MAX_CPUS};
+use crate::console::Hub;
 use crate::devices::wiring::{leak, Backends};
 use crate::lifecycle::{load_image, PayloadImages};
 use crate::mem::GuestRam;
@@ -58,7 +59,10 @@ extern "C" fn tessera_cpu_entry(cpu: u32, dtb: u32) -> ! {
         None => Stop::CpuOff,
     };
     match stop {
-        Stop::SystemOff => hw::power_off(),
+        Stop::SystemOff => {
+            console::flush_all();
+            hw::power_off()
+        }
         Stop::CpuOff => hw::cpu_off(),
     }
 }
@@ -68,6 +72,7 @@ extern "C" fn tessera_cpu_entry(cpu: u32, dtb: u32) -> ! {
 fn fatal(args: fmt::Arguments<'_>) -> ! {
     console::log(console::Level::Error, args);
     error!("boot aborted");
+    console::flush_all();
     hw::fail()
 }
 
@@ -77,6 +82,8 @@ fn primary(dtb_hint: u32) -> &'static System {
     // SAFETY: QEMU virt's PL011, until the DTB says otherwise: the MMU is
     // off, so it is device memory, and nothing else drives it yet.
     unsafe { hw::console_uart(0x0900_0000) };
+    let hub: &'static Hub = leak(Hub::new(&hw::HW_UART, &HW_PLATFORM));
+    console::install(hub);
     // QEMU passes no DTB pointer to an ELF image; it puts the DTB at RAM start.
     // SAFETY: both addresses are in the RAM the loader handed over.
     let dtb = if dtb_hint != 0 && unsafe { hw::has_fdt_magic(dtb_hint) } { dtb_hint } else { board::DTB_DEFAULT };
@@ -124,7 +131,7 @@ fn primary(dtb_hint: u32) -> &'static System {
     let wakeups: &'static Wakeups = leak(Wakeups::new(&HW_PLATFORM));
     // VMs first, so where their RAM lies does not depend on the board's
     // devices; then the board's devices, whose DMA buffers come after.
-    let vms = create_vms(payload, &b, &mut fa, wakeups);
+    let vms = create_vms(payload, &b, &mut fa, wakeups, hub);
     *crate::physdev::FRAMES.lock() = Some(fa);
     let mut disk_names = [""; tessera_payload::MAX_DISKS];
     for (k, n) in disk_names.iter_mut().enumerate().take(payload.disk_count()) {
@@ -140,7 +147,7 @@ fn primary(dtb_hint: u32) -> &'static System {
     let queues = place_vcpus(vms, pcpus);
     let slice = hw::frequency() as u64 / 1000; // 1 ms
     let images: &'static PayloadImages = leak(PayloadImages(payload));
-    let sys: &'static System = leak(System::new(vms, channels, wakeups, slice, images, b.uart_irq, queues));
+    let sys: &'static System = leak(System::new(vms, channels, wakeups, hub, slice, images, b.uart_irq, queues));
     SYSTEM.call_once(|| sys);
     hw::route_spi(b.uart_irq, 0);
     hw::console_rx_interrupts();
@@ -204,6 +211,7 @@ fn create_vms(
     b: &Board,
     fa: &mut FrameAllocator<'_>,
     wakeups: &'static Wakeups,
+    hub: &'static Hub,
 ) -> &'static [Vm] {
     let pcpus = (p.pcpus as usize).min(b.cpus);
     let online_mask = if pcpus >= 32 { !0 } else { (1u32 << pcpus) - 1 };
@@ -227,8 +235,13 @@ fn create_vms(
             pa
         })
         .collect();
-    let backends =
-        Backends { entropy: crate::physdev::entropy, disks: &crate::physdev::PHYS_DISKS, switches: &SWITCHES, wakeups };
+    let backends = Backends {
+        entropy: crate::physdev::entropy,
+        disks: &crate::physdev::PHYS_DISKS,
+        switches: &SWITCHES,
+        wakeups,
+        console: hub,
+    };
     let mut out = Vec::with_capacity(p.vm_count());
     for (i, d) in p.vms().enumerate() {
         let id = i as u32 + 1;

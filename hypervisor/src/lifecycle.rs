@@ -63,6 +63,7 @@ pub fn end_vm(sys: &System, vm: &Vm, how: VmState, status: u32) {
         return;
     }
     vm.console.finish();
+    vm.hvc.finish();
     // Nothing reaches an ended VM's memory any more (a peer's frames).
     for dev in vm.virtio {
         dev.quiesce();
@@ -86,6 +87,7 @@ pub fn reset_vm<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, caller: &Vcpu) {
         return;
     }
     vm.console.finish();
+    vm.hvc.finish();
     let n = vm.resets.fetch_add(1, Ordering::AcqRel) + 1;
     info!("vm \"{}\" (id {}): reset #{n} (PSCI SYSTEM_RESET)", vm.name(), vm.id);
     vm.wake_all();

@@ -108,7 +108,15 @@ pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
                     info!("pCPU {}: its VMs have ended; powering it off", pc.id);
                     return Stop::CpuOff;
                 }
-                arm_next_event(cpu, sys, pc.queue.iter().enumerate(), pc.loaded, None);
+                let armed = arm_next_event(cpu, sys, pc.queue.iter().enumerate(), pc.loaded, None);
+                if pc.id == 0 && sys.console.has_waiting() {
+                    // Console output that waits (a prompt's delay, a rate
+                    // limit) is printed even when every VM sleeps.
+                    let at = cpu.now() + sys.console.prompt_age();
+                    if armed.is_none_or(|d| at < d) {
+                        cpu.arm_timer(at);
+                    }
+                }
                 if !sys.wakeups.pending(pc.id) {
                     cpu.wait_for_interrupt();
                 }
@@ -187,14 +195,15 @@ fn timer_deadline(s: &Slot) -> Option<u64> {
 /// Arms the HYP timer for this pCPU's next scheduling event: the end of
 /// the running vCPU's slice if another vCPU could run, or the earliest
 /// virtual-timer deadline of a vCPU that is not loaded. `slots` are the
-/// queue's slots other than the running one, with their indices.
+/// queue's slots other than the running one, with their indices. Returns
+/// what it armed.
 fn arm_next_event<'a, C: Cpu>(
     cpu: &mut C,
     sys: &System,
     slots: impl Iterator<Item = (usize, &'a Slot)> + Clone,
     loaded: Option<usize>,
     running: Option<usize>,
-) {
+) -> Option<u64> {
     let now = cpu.now();
     let mut next = u64::MAX;
     if running.is_some() && slots.clone().any(|(i, s)| Some(i) != running && runnable(cpu, s, loaded == Some(i))) {
@@ -209,8 +218,10 @@ fn arm_next_event<'a, C: Cpu>(
     }
     if next == u64::MAX {
         cpu.disarm_timer();
+        None
     } else {
         cpu.arm_timer(next);
+        Some(next)
     }
 }
 
@@ -346,10 +357,6 @@ fn drain_interrupts<'a, C: Cpu>(
         }
         cpu.end_irq(iar);
     }
-    // Show partial lines (prompts) that have waited 50 ms.
-    let now = cpu.now();
-    for vm in sys.vms {
-        vm.console.flush_stale(now, sys.prompt_age);
-        vm.hvc.flush_stale(now, sys.prompt_age);
-    }
+    // Print what the consoles have (unless another pCPU is at it).
+    sys.console.pump();
 }

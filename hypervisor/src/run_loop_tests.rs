@@ -4,7 +4,8 @@
 //! that a blocked vCPU slept instead of spinning), never wall-clock timing.
 
 use crate::arch::fake::{Entry, FakeBoard, FakeCpu, Guest, Script, Step};
-use crate::devices::wiring::{leak, tests::NoDisks, Backends, VirtioDev};
+use crate::devices::wiring::tests::{null_console, NoDisks};
+use crate::devices::wiring::{leak, Backends, VirtioDev};
 use crate::lifecycle::Images;
 use crate::mem::test_ram;
 use crate::mm::stage2::Vttbr;
@@ -62,7 +63,8 @@ fn rig(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]]) -> Rig {
 /// The same, with `devices` in every VM.
 fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[DeviceDesc]) -> Rig {
     let wakeups: &'static Wakeups = leak(Wakeups::new(board));
-    let backends = Backends { entropy: |b| b.len(), disks: &NoDisks, switches: &[], wakeups };
+    let console = null_console(board);
+    let backends = Backends { entropy: |b| b.len(), disks: &NoDisks, switches: &[], wakeups, console };
     let vms: Vec<Vm> = vms
         .iter()
         .enumerate()
@@ -94,7 +96,7 @@ fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[
         }
     }
     let images: &'static CountingImages = leak(CountingImages::default());
-    let sys = leak(System::new(vms, &[], wakeups, SLICE, images, 33, queues));
+    let sys = leak(System::new(vms, &[], wakeups, console, SLICE, images, 33, queues));
     Rig { sys, images }
 }
 

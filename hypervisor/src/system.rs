@@ -5,6 +5,7 @@
 //! global, so host tests build as many systems as they like.
 
 use crate::arch::MAX_CPUS;
+use crate::console::Hub;
 use crate::console_input::Input;
 use crate::lifecycle::Images;
 use crate::pcpu::PerCpu;
@@ -18,6 +19,8 @@ pub struct System {
     /// Every channel, by id.
     pub channels: &'static [Channel],
     pub wakeups: &'static Wakeups,
+    /// The consoles' hub: every pCPU drains it when it passes by.
+    pub console: &'static Hub,
     /// A time slice, in counter ticks.
     pub slice: u64,
     /// Where a reset VM's RAM is reloaded from.
@@ -26,9 +29,6 @@ pub struct System {
     pub input: Input,
     /// The physical interrupt of the console UART's receiver.
     pub uart_irq: u32,
-    /// How long a partial console line (a prompt) waits before it is shown:
-    /// 50 ms, in counter ticks.
-    pub prompt_age: u64,
     running: AtomicU32,
     /// Each pCPU's run queue and loop state, until that pCPU takes it.
     handoff: [Mutex<Option<PerCpu>>; MAX_CPUS],
@@ -36,10 +36,12 @@ pub struct System {
 
 impl System {
     /// `percpu[n]` is pCPU n's run queue (empty for pCPUs without vCPUs).
+    #[allow(clippy::too_many_arguments)] // each is a distinct part of the system
     pub fn new(
         vms: &'static [Vm],
         channels: &'static [Channel],
         wakeups: &'static Wakeups,
+        console: &'static Hub,
         slice: u64,
         images: &'static dyn Images,
         uart_irq: u32,
@@ -54,11 +56,11 @@ impl System {
             vms,
             channels,
             wakeups,
+            console,
             slice,
             images,
             input: Input::new(),
             uart_irq,
-            prompt_age: wakeups.platform().frequency() / 20,
             running: AtomicU32::new(vms.len() as u32),
             handoff,
         }

@@ -148,12 +148,11 @@ pub struct Vm {
 impl Vm {
     /// A VM and its devices. `name` labels its consoles.
     pub fn new(p: VmParts, name: &str, devices: &[DeviceDesc], board: &Backends) -> Self {
-        let clock = board.wakeups.platform();
-        let console: &'static VmConsole = wiring::leak(VmConsole::new(p.id, name, clock));
+        let console: &'static VmConsole = VmConsole::new(p.id, name, board.console);
         let mut label = ByteWriter::<LABEL_LEN>::new();
         let _ = core::fmt::Write::write_fmt(&mut label, format_args!("{name}.hvc0"));
         // A source id of its own: bit 31 set (VM ids are small).
-        let hvc: &'static VmConsole = wiring::leak(VmConsole::new(p.id | 1 << 31, label.as_str(), clock));
+        let hvc: &'static VmConsole = VmConsole::new(p.id | 1 << 31, label.as_str(), board.console);
         let vgic: &'static Vgic = wiring::leak(Vgic::new(p.vcpus.len()));
         let waker = VcpuWaker { vcpus: p.vcpus, wakeups: board.wakeups };
         let virtio = wiring::virtio_slots(devices, p.ram, vgic, waker, board, hvc);

@@ -1,6 +1,6 @@
 //! Reading a Tessera console: how each VM ended, and whether the hypervisor
 //! panicked or refused to boot. The line formats are the hypervisor's
-//! (`hypervisor/src/runtime.rs`); the tests below pin them.
+//! (`hypervisor/src/lifecycle.rs`, `hypervisor/src/console/`); the tests below pin them.
 
 /// How one VM ended, as the hypervisor reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -448,6 +448,19 @@ pub const SCENARIOS: &[Scenario] = &[
         overlap: &[],
     },
     Scenario {
+        name: "hostile-console-flood",
+        config: "tests/configs/hostile-console-flood.toml",
+        deadline_secs: 120,
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0))],
+        lines: &[
+            "tessera: warning: vm console \"hostile\" prints faster than the console takes: output dropped",
+            "tessera: warning: vm console \"hostile\": ",
+            "peer: memory intact",
+        ],
+        absent: &["\u{1b}", "\r", "\u{9b}", "owned"],
+        overlap: &[("peer", "hostile")],
+    },
+    Scenario {
         name: "hostile-cpu-off-last-vcpu",
         config: "tests/configs/hostile-cpu-off-last.toml",
         deadline_secs: 90,

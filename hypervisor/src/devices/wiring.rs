@@ -6,7 +6,7 @@
 
 extern crate alloc;
 
-use crate::console::{ByteWriter, VmConsole};
+use crate::console::{ByteWriter, Hub, VmConsole};
 use crate::devices::pl011::UartBackend;
 use crate::mem::GuestRam;
 use crate::mmio::MmioDevice;
@@ -29,6 +29,8 @@ pub struct Backends {
     /// The virtual switches, by index (`Device::Net { switch }`).
     pub switches: &'static [Switch],
     pub wakeups: &'static Wakeups,
+    /// Where the VMs' consoles print.
+    pub console: &'static Hub,
 }
 
 /// Entropy for a VM's virtio-rng: the board's own source (it returns how
@@ -312,7 +314,21 @@ pub mod tests {
         assert!(wakeups.pending(0));
     }
 
+    /// A UART that takes everything and keeps nothing.
+    pub struct NullUart;
+
+    impl crate::console::Uart for NullUart {
+        fn try_put(&self, _: u8) -> bool {
+            true
+        }
+    }
+
+    pub fn null_console(clock: &'static dyn Platform) -> &'static Hub {
+        leak(Hub::new(&NullUart, clock))
+    }
+
     pub fn board(disks: &'static dyn DiskIo) -> Backends {
-        Backends { entropy: |b| b.len(), disks, switches: &[], wakeups: leak(Wakeups::new(&StillPlatform)) }
+        let wakeups = leak(Wakeups::new(&StillPlatform));
+        Backends { entropy: |b| b.len(), disks, switches: &[], wakeups, console: null_console(&StillPlatform) }
     }
 }

@@ -188,7 +188,7 @@ pub mod boot {
         this_cpu_index()
     }
 
-    /// The hypervisor console on the PL011 at `base`.
+    /// The hypervisor console's UART is the PL011 at `base` from now on.
     ///
     /// # Safety
     /// `base` must be a PL011's register block, mapped as device memory
@@ -196,7 +196,16 @@ pub mod boot {
     pub unsafe fn console_uart(base: u32) {
         // SAFETY: forwarded.
         unsafe { uart::init(base) };
-        crate::console::set_sink(uart::write);
+    }
+
+    /// The console UART, for the console hub.
+    pub struct HwUart;
+    pub static HW_UART: HwUart = HwUart;
+
+    impl crate::console::Uart for HwUart {
+        fn try_put(&self, b: u8) -> bool {
+            uart::try_put(b)
+        }
     }
 
     /// Interrupts on console input.

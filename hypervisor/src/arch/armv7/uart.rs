@@ -15,21 +15,22 @@ pub unsafe fn init(base: u32) {
     BASE.store(base, Ordering::Relaxed);
 }
 
-/// Writes bytes, waiting while the transmit FIFO is full. Callers serialise
-/// (the console lock).
-pub fn write(bytes: &[u8]) {
+/// Writes one byte if the transmit FIFO has room (never waits). Callers
+/// serialise (the console's drainer). Before `init`, bytes are discarded.
+pub fn try_put(b: u8) -> bool {
     let base = BASE.load(Ordering::Relaxed) as usize;
     if base == 0 {
-        return;
+        return true;
     }
-    for &b in bytes {
-        // SAFETY: `base` is a PL011 mapped as device memory (`init`'s
-        // contract); FR and DR are its flag and data registers.
-        unsafe {
-            while read_volatile((base + FR) as *const u32) & FR_TXFF != 0 {}
-            write_volatile((base + DR) as *mut u32, b as u32);
+    // SAFETY: `base` is a PL011 mapped as device memory (`init`'s contract);
+    // FR and DR are its flag and data registers.
+    unsafe {
+        if read_volatile((base + FR) as *const u32) & FR_TXFF != 0 {
+            return false;
         }
+        write_volatile((base + DR) as *mut u32, b as u32);
     }
+    true
 }
 
 const IMSC: usize = 0x38;

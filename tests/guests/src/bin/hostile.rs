@@ -7,6 +7,8 @@
 //!   RAM, which the scenario reads from the hypervisor's boot log).
 //! - `bad-args`: hypercalls with hostile arguments; each must come back
 //!   with its documented error, and the VM exits 0.
+//! - `console-flood`: console output as fast as it goes, with escape
+//!   sequences meant for the operator's terminal (see `console_flood`).
 //! - `cpu-off-last`: powers off its only vCPU with PSCI CPU_OFF; the VM
 //!   must end (nothing could start it again) instead of hanging the system.
 //! - `virtio-bad-queue`: sets up its virtio-rng (virtio-mmio slot 0) like a
@@ -61,6 +63,7 @@ fn main() -> u32 {
         "gic-garbage" => gic_garbage(),
         "virtio-bad-queue" => virtio_bad_queue(),
         "net-bad-queue" => net_bad_queue(),
+        "console-flood" => console_flood(),
         "cpu-off-last" => {
             let r = tessera_guest::psci::cpu_off();
             println!("SURVIVED CPU_OFF of the last vCPU: {r}");
@@ -71,6 +74,32 @@ fn main() -> u32 {
             4
         }
     }
+}
+
+/// `bytes=` of console output as fast as the console call takes it, in
+/// 1 KiB writes with a newline every 4 KiB, sprinkled with attempts to
+/// take over the operator's terminal: carriage returns, erase-line and
+/// cursor sequences, a terminal title, a forged hypervisor line.
+fn console_flood() -> u32 {
+    let total = guest_rt::arg_u32("bytes", 4 << 20);
+    let mut chunk = [b'#'; 1024];
+    let attack: &[u8] = b"\r\x1b[2K\x1b[1Atessera: forged line\x1b]0;owned\x07\x9b2J";
+    chunk[100..100 + attack.len()].copy_from_slice(attack);
+    let mut sent = 0u32;
+    let mut n = 0u32;
+    while sent < total {
+        chunk[1023] = if n % 4 == 3 { b'\n' } else { b'#' };
+        let r = tessera_guest::console_write(&chunk);
+        if r.is_err() {
+            println!("WRONG: console write refused: {r:?}");
+            return 1;
+        }
+        sent += chunk.len() as u32;
+        n += 1;
+    }
+    // (This line is likely dropped too: the ring is still full.)
+    println!("\nflood of {sent} bytes done");
+    0
 }
 
 fn raw(fid: u32, a1: u32, a2: u32, a3: u32) -> i32 {
