@@ -75,10 +75,18 @@ pub fn handle<C: Cpu>(
         Trap::Hvc => hvc(cpu, sys, vm, vcpu, ctx),
         Trap::Wfe => {
             skip_instruction(ctx, &t);
+            if vm.io_pending() {
+                vm.continue_io();
+            }
             Next::Reschedule // a spinning lock: yield
         }
         Trap::Wfi => {
             skip_instruction(ctx, &t);
+            // Device work a notification left: done now, in this vCPU's
+            // time; while some is left, the vCPU yields instead of sleeping.
+            if vm.io_pending() && vm.continue_io() {
+                return Next::Reschedule;
+            }
             let idx = vcpu.index as usize;
             if vm.vgic.cpu(idx).is_none() {
                 return Next::Reschedule;

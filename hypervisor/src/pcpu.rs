@@ -302,6 +302,9 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
                 vcpu.irq_exits.fetch_add(1, Ordering::Relaxed);
                 let all = core::iter::once((vcpu, &*ctx)).chain(others.iter().map(|(_, s)| (s.vcpu, &*s.ctx)));
                 drain_interrupts(cpu, sys, need_resched, Some((vm, vcpu)), all);
+                if vm.io_pending() {
+                    vm.continue_io();
+                }
                 Next::Resume
             }
             Exit::Fiq => {

@@ -143,6 +143,8 @@ pub struct Vm {
     pub hvc: &'static VmConsole,
     pub channels: u32,
     pub waker: VcpuWaker,
+    /// Bit n: the device in virtio slot n has a pass left to continue.
+    io_pending: &'static AtomicU32,
 }
 
 impl Vm {
@@ -155,7 +157,8 @@ impl Vm {
         let hvc: &'static VmConsole = VmConsole::new(p.id | 1 << 31, label.as_str(), board.console);
         let vgic: &'static Vgic = wiring::leak(Vgic::new(p.vcpus.len()));
         let waker = VcpuWaker { vcpus: p.vcpus, wakeups: board.wakeups };
-        let virtio = wiring::virtio_slots(devices, p.ram, vgic, waker, board, hvc);
+        let io_pending: &'static AtomicU32 = wiring::leak(AtomicU32::new(0));
+        let virtio = wiring::virtio_slots(devices, p.ram, vgic, waker, io_pending, board, hvc);
         Self {
             id: p.id,
             ram: p.ram,
@@ -172,6 +175,7 @@ impl Vm {
             hvc,
             channels: p.channels,
             waker,
+            io_pending,
         }
     }
 
@@ -228,6 +232,29 @@ impl Vm {
     /// Wakes the vCPUs in `mask` (bit n = vCPU n).
     pub fn wake(&self, mask: u32) {
         self.waker.wake(mask)
+    }
+
+    /// Has a device work left from a pass that ran out of budget?
+    #[inline]
+    pub fn io_pending(&self) -> bool {
+        self.io_pending.load(Ordering::Relaxed) != 0
+    }
+
+    /// Continues, one pass each, the devices' work that ran out of budget
+    /// (called by the VM's own vCPUs, in their own time). Returns whether
+    /// work is still left.
+    pub fn continue_io(&self) -> bool {
+        let mut left = self.io_pending.swap(0, Ordering::AcqRel);
+        while left != 0 {
+            let slot = left.trailing_zeros();
+            left &= left - 1;
+            if let Some(v) = self.virtio.iter().find(|v| v.slot == slot) {
+                if v.continue_work() {
+                    self.io_pending.fetch_or(1 << slot, Ordering::AcqRel);
+                }
+            }
+        }
+        self.io_pending()
     }
 
     /// Wakes every vCPU (the VM ended or is being reset).

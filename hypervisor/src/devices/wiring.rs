@@ -20,6 +20,7 @@ use crate::virtio::switch::{ConnectError, Port, Switch};
 use crate::virtio::VirtioMmio;
 use crate::vm::{guest_map, VcpuWaker};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 use tessera_payload::{Device, DeviceDesc};
 
 /// What the board gives VMs' devices (boot fills it in; tests fake it).
@@ -52,16 +53,22 @@ impl crate::virtio::rng::EntropySource for BoardEntropy {
     }
 }
 
-/// A virtio device's interrupt line: an SPI of the VM's virtual GIC.
+/// A virtio device's interrupt line: an SPI of the VM's virtual GIC; and
+/// its note to the VM that a pass left work (bit `slot` of `io_pending`).
 pub struct SpiSink {
     pub vgic: &'static Vgic,
     pub waker: VcpuWaker,
     pub spi: usize,
+    pub io_pending: &'static AtomicU32,
+    pub slot: u32,
 }
 
 impl crate::virtio::mmio::IrqSink for SpiSink {
     fn set_level(&self, level: bool) {
         self.waker.wake(self.vgic.set_spi_level(self.spi, level));
+    }
+    fn work_left(&self) {
+        self.io_pending.fetch_or(1 << self.slot, Ordering::AcqRel);
     }
 }
 
@@ -147,6 +154,7 @@ pub fn virtio_slots(
     ram: GuestRam,
     vgic: &'static Vgic,
     waker: VcpuWaker,
+    io_pending: &'static AtomicU32,
     board: &Backends,
     hvc: &'static VmConsole,
 ) -> &'static [VirtioSlot] {
@@ -154,7 +162,7 @@ pub fn virtio_slots(
         .iter()
         .filter_map(|d| {
             let (_, spi) = guest_map::virtio_slot(d.slot);
-            VirtioSlot::new(d, ram, SpiSink { vgic, waker, spi }, board, hvc)
+            VirtioSlot::new(d, ram, SpiSink { vgic, waker, spi, io_pending, slot: d.slot }, board, hvc)
         })
         .collect();
     Vec::leak(slots)
@@ -205,6 +213,16 @@ impl VirtioSlot {
             VirtioDev::Console(d) => d.quiesce(),
             VirtioDev::Block(d) => d.quiesce(),
             VirtioDev::Net(d) => d.quiesce(),
+        }
+    }
+
+    /// Continues the passes that ran out of budget; true if work is left.
+    pub fn continue_work(&self) -> bool {
+        match &self.dev {
+            VirtioDev::Rng(d) => d.continue_work(),
+            VirtioDev::Console(d) => d.continue_work(),
+            VirtioDev::Block(d) => d.continue_work(),
+            VirtioDev::Net(d) => d.continue_work(),
         }
     }
 

@@ -21,7 +21,7 @@
 
 extern crate alloc;
 
-use super::mmio::VirtioDevice;
+use super::mmio::{Budget, VirtioDevice};
 use super::queue::{Chain, GuestMemory, OutsideRam, Queue, QueueError, Segment};
 use alloc::boxed::Box;
 use alloc::vec;
@@ -32,6 +32,9 @@ pub const BOUNCE: usize = 64 << 10;
 /// Segments per request the driver may use (queue size 256, minus header
 /// and status), offered as seg_max.
 pub const SEG_MAX: u32 = 254;
+/// The most data one request may move (2 MiB, above Linux's default
+/// request size of 1280 KiB); a larger one gets VIRTIO_BLK_S_IOERR.
+pub const MAX_REQUEST_DATA: u64 = 2 << 20;
 
 /// Feature bits (5.2.3).
 pub const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
@@ -78,6 +81,8 @@ pub struct BlkStats {
     pub errors: u64,
     /// Of those, writes refused because the range is read-only.
     pub ro_refused: u64,
+    /// Of those, requests larger than [`MAX_REQUEST_DATA`].
+    pub too_large: u64,
 }
 
 pub struct VirtioBlk<B: BlockBackend> {
@@ -122,6 +127,16 @@ impl<B: BlockBackend> VirtioBlk<B> {
         let sector = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
         let data_in = chain.writable_len() - 1; // room before the status byte
         let data_out = chain.readable_len() - header.len() as u64;
+        if (kind == VIRTIO_BLK_T_IN && data_in > MAX_REQUEST_DATA)
+            || (kind == VIRTIO_BLK_T_OUT && data_out > MAX_REQUEST_DATA)
+        {
+            // Larger than any request Linux sends by default (max_sectors_kb
+            // 1280): refused, so that one request is a bounded amount of work.
+            self.stats.errors += 1;
+            self.stats.too_large += 1;
+            write_at(chain.writable(), mem, data_in, &[VIRTIO_BLK_S_IOERR])?;
+            return Ok(1);
+        }
         let (status, written) = match kind {
             VIRTIO_BLK_T_IN => match self.transfer_in(chain, mem, sector, data_in)? {
                 Ok(()) => {
@@ -297,12 +312,28 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
     /// VIRTIO_BLK_F_CONFIG_WCE (not offered).
     fn write_config(&mut self, _offset: u32, _size: u8, _value: u32) {}
 
-    fn notify(&mut self, _queue: usize, q: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+    fn notify(
+        &mut self,
+        _queue: usize,
+        q: &mut Queue,
+        mem: &dyn GuestMemory,
+        budget: &mut Budget,
+    ) -> Result<bool, QueueError> {
         let mut used = false;
-        for _ in 0..q.size {
+        while budget.allows() {
             let Some(chain) = q.pop(mem)? else { break };
+            let (reads, writes) = (self.stats.reads, self.stats.writes);
             let len = self.serve(&chain, mem)?;
             q.push_used(mem, chain.head(), len)?;
+            // What the request moved to or from the disk (a refused one: nothing).
+            let moved = if self.stats.reads != reads {
+                chain.writable_len()
+            } else if self.stats.writes != writes {
+                chain.readable_len()
+            } else {
+                0
+            };
+            budget.spend(moved);
             used = true;
         }
         Ok(used && q.needs_notification(mem)?)

@@ -150,7 +150,10 @@ fn read_write_flush_get_id() {
     assert_eq!(&guest_bytes(mem, DATA, 20)[..6], b"disk0\0");
     // Unknown type.
     assert_eq!(request(&d, mem, 3, 99, 0, 0), (VIRTIO_BLK_S_UNSUPP, 1));
-    assert_eq!(d.with_device(|b| b.stats()), BlkStats { reads: 1, writes: 1, flushes: 1, errors: 0, ro_refused: 0 });
+    assert_eq!(
+        d.with_device(|b| b.stats()),
+        BlkStats { reads: 1, writes: 1, flushes: 1, errors: 0, ro_refused: 0, too_large: 0 }
+    );
 }
 
 #[test]
@@ -304,4 +307,95 @@ fn console_transmits_in_order_and_ignores_receiveq() {
     wr(&d, reg::QUEUE_NOTIFY, 1);
     assert_ne!(rd(&d, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
     assert_eq!(out.0.lock().unwrap().len(), 13);
+}
+
+/// A hostile driver's queue of 256 entries that all name head 0: a chain of
+/// 255 descriptors that all point at the same `seg` bytes (readable, or
+/// device-writable but the first).
+fn same_chain_everywhere(mem: &FakeMem, seg: u32, writable_from: u64) {
+    for i in 0..255u64 {
+        let w = if i >= writable_from { VIRTQ_DESC_F_WRITE } else { 0 };
+        let next = if i < 254 { VIRTQ_DESC_F_NEXT } else { 0 };
+        mem.desc(DESC, i, DATA, seg, w | next, (i + 1) as u16);
+    }
+    for _ in 0..256 {
+        mem.offer(256, 0);
+    }
+}
+
+#[test]
+fn one_console_notification_does_a_bounded_amount_of_work() {
+    let mem = FakeMem::leak();
+    let line: &'static Line = Box::leak(Box::default());
+    let out = Out::default();
+    let d = VirtioMmio::new(VirtioConsole::new(out.clone()), mem, line);
+    assert!(handshake(&d, VIRTIO_F_VERSION_1));
+    wr(&d, reg::QUEUE_SEL, 1);
+    wr(&d, reg::QUEUE_NUM, 256);
+    wr(&d, reg::QUEUE_DESC_LOW, DESC as u32);
+    wr(&d, reg::QUEUE_DRIVER_LOW, AVAIL as u32);
+    wr(&d, reg::QUEUE_DEVICE_LOW, USED as u32);
+    wr(&d, reg::QUEUE_READY, 1);
+    wr(&d, reg::STATUS, ALL_OK);
+    // 256 chains of 255 x 64 KiB: 4 GiB of "output" in one notification.
+    same_chain_everywhere(mem, 64 << 10, u64::MAX);
+    wr(&d, reg::QUEUE_NOTIFY, 1);
+    let pass = super::mmio::Budget::PASS;
+    let per_chain = super::console::MAX_CHAIN_OUTPUT as u64;
+    let chains = (pass.chains as u64).min(pass.bytes.div_ceil(per_chain));
+    let printed = out.0.lock().unwrap().len() as u64;
+    assert_eq!(printed, chains * per_chain, "one notification printed one pass's worth");
+    assert_eq!(mem.r16(USED + 2), chains as u16, "it served one pass's chains");
+    assert_eq!(line.work_left.load(std::sync::atomic::Ordering::SeqCst), 1, "and said that work was left");
+    // The rest is served in later passes, each as bounded.
+    let mut passes = 1;
+    loop {
+        passes += 1;
+        assert!(passes <= 256);
+        if !d.continue_work() {
+            break;
+        }
+    }
+    assert_eq!(mem.r16(USED + 2), 256, "every chain was served in the end");
+    assert_eq!(passes as u64, 256u64.div_ceil(chains));
+}
+
+#[test]
+fn one_block_notification_does_a_bounded_amount_of_work() {
+    let disk = Disk::new(64 << 11); // 64 MiB
+    let mem = FakeMem::leak();
+    let line: &'static Line = Box::leak(Box::default());
+    let d = VirtioMmio::new(VirtioBlk::new(disk.clone(), true, b"disk0"), mem, line);
+    assert!(handshake(&d, VIRTIO_F_VERSION_1));
+    setup_queue(&d, 256);
+    wr(&d, reg::STATUS, ALL_OK);
+    // Read requests: the header at DATA (a read of sector 0), then 254
+    // writable 64 KiB segments (data and status): 15.9 MiB each, refused
+    // as larger than MAX_REQUEST_DATA, so they cost no disk reads at all.
+    mem.write(Ipa(DATA), &[0u8; 16]).unwrap();
+    same_chain_everywhere(mem, 64 << 10, 1);
+    wr(&d, reg::QUEUE_NOTIFY, 0);
+    assert!(disk.calls.lock().unwrap().is_empty(), "oversized requests never reach the disk");
+    assert_eq!(d.with_device(|b| b.stats()).too_large, super::mmio::Budget::PASS.chains as u64);
+    // Requests of MAX_REQUEST_DATA (32 x 64 KiB + status): one pass reads
+    // one request's worth from the disk, not the 256 available.
+    wr(&d, reg::STATUS, 0);
+    assert!(handshake(&d, VIRTIO_F_VERSION_1));
+    setup_queue(&d, 256);
+    wr(&d, reg::STATUS, ALL_OK);
+    let segs = MAX_REQUEST_DATA >> 16;
+    mem.desc(DESC, 0, DATA, 16, VIRTQ_DESC_F_NEXT, 1);
+    for i in 1..=segs {
+        mem.desc(DESC, i, BUF + 0x2_0000, 64 << 10, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, (i + 1) as u16);
+    }
+    mem.desc(DESC, segs + 1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+    mem.w16(AVAIL + 2, 0);
+    for _ in 0..256 {
+        mem.offer(256, 0);
+    }
+    disk.calls.lock().unwrap().clear();
+    wr(&d, reg::QUEUE_NOTIFY, 0);
+    let read: usize = disk.calls.lock().unwrap().iter().map(|c| c.2).sum();
+    assert_eq!(read as u64, MAX_REQUEST_DATA, "one request per pass once its bytes exceed the pass's budget");
+    assert_eq!(mem.r16(USED + 2), 1);
 }

@@ -121,6 +121,35 @@ pub const TRANSPORT_FEATURES: u64 = VIRTIO_F_VERSION_1 | VIRTIO_F_INDIRECT_DESC;
 /// The size of the MMIO window a device needs (registers and config).
 pub const WINDOW_SIZE: u32 = 0x200;
 
+/// What one pass over a queue (a notification, or its continuation) may
+/// do before it gives the pCPU back, whatever the queue holds. Chains past
+/// it wait for the next pass ([`VirtioMmio::continue_work`], run by the
+/// VM's own vCPUs when they next exit or wait), so a VM cannot keep a pCPU
+/// in HYP mode longer than this, and pays for its I/O with its own time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Chains it may still take.
+    pub chains: u32,
+    /// Bytes it may still move (a chain already taken finishes, so one
+    /// pass moves at most this plus one chain's worth).
+    pub bytes: u64,
+}
+
+impl Budget {
+    pub const PASS: Budget = Budget { chains: 16, bytes: 256 << 10 };
+
+    /// May another chain be taken?
+    pub fn allows(&self) -> bool {
+        self.chains > 0 && self.bytes > 0
+    }
+
+    /// A chain was served, moving `bytes`.
+    pub fn spend(&mut self, bytes: u64) {
+        self.chains = self.chains.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes.max(1));
+    }
+}
+
 /// A device model behind the transport.
 pub trait VirtioDevice: Send {
     /// The virtio device ID (5): 4 for entropy, 2 for block, ...
@@ -136,9 +165,17 @@ pub trait VirtioDevice: Send {
     /// A config-space read, `offset` from 0x100, `size` 1, 2 or 4.
     fn read_config(&self, offset: u32, size: u8) -> u32;
     fn write_config(&mut self, offset: u32, size: u8, value: u32);
-    /// The driver notified queue `queue` (ready, DRIVER_OK). Returns whether
-    /// used buffers were added and the driver wants an interrupt.
-    fn notify(&mut self, queue: usize, q: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError>;
+    /// The driver notified queue `queue` (ready, DRIVER_OK), or a pass it
+    /// could not finish is continued. Takes chains while `budget` allows
+    /// (see [`Budget`]). Returns whether used buffers were added and the
+    /// driver wants an interrupt.
+    fn notify(
+        &mut self,
+        queue: usize,
+        q: &mut Queue,
+        mem: &dyn GuestMemory,
+        budget: &mut Budget,
+    ) -> Result<bool, QueueError>;
     /// The driver reset the device: forget all per-driver state.
     fn reset(&mut self);
     /// Called under the state lock right after [`VirtioDevice::notify`]
@@ -159,11 +196,17 @@ pub trait Deferred: Sync {
 pub trait IrqSink: Sync {
     /// Level-triggered: high while InterruptStatus != 0.
     fn set_level(&self, level: bool);
+    /// A pass ran out of budget with chains left: the VM's vCPUs must call
+    /// [`VirtioMmio::continue_work`] when they next pass by.
+    fn work_left(&self) {}
 }
 
 impl<T: IrqSink + ?Sized> IrqSink for &T {
     fn set_level(&self, level: bool) {
         (**self).set_level(level)
+    }
+    fn work_left(&self) {
+        (**self).work_left()
     }
 }
 
@@ -191,6 +234,8 @@ pub struct VirtioMmio<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> {
     /// The VM is being reset or has ended: no work of any kind touches its
     /// memory (see [`VirtioMmio::quiesce`]).
     quiesced: AtomicBool,
+    /// Queues whose last pass ran out of budget (bit n: queue n).
+    pending: AtomicU32,
     interrupt_status: AtomicU32,
     irq_lock: Mutex<()>,
     mem: M,
@@ -231,6 +276,7 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
                 config_generation: 0,
             }),
             quiesced: AtomicBool::new(false),
+            pending: AtomicU32::new(0),
             interrupt_status: AtomicU32::new(0),
             irq_lock: Mutex::new(()),
             mem,
@@ -347,6 +393,7 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
     }
 
     fn reset(&self, s: &mut State<D>) {
+        self.pending.store(0, Ordering::Release);
         s.device.reset();
         for q in s.queues.iter_mut() {
             q.reset();
@@ -424,6 +471,42 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
         v.0 = (v.0 & 0xffff_ffff) | (high as u64) << 32;
     }
 
+    /// What a register access or a pass asked for, once the state lock is
+    /// released.
+    fn finish(&self, after: After) {
+        match after {
+            After::Nothing => {}
+            After::UpdateIrq => self.update_irq(),
+            After::Deferred(irq, work) => {
+                if irq {
+                    self.update_irq();
+                }
+                work.run();
+            }
+        }
+    }
+
+    /// Queues with work their last pass left (bit n: queue n).
+    pub fn pending_queues(&self) -> u32 {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Continues the passes that ran out of budget, one pass a queue.
+    /// Returns whether work is still left.
+    pub fn continue_work(&self) -> bool {
+        let mut left = self.pending.swap(0, Ordering::AcqRel);
+        while left != 0 {
+            let queue = left.trailing_zeros();
+            left &= left - 1;
+            let after = {
+                let mut guard = self.state.lock();
+                self.notify(&mut guard, queue)
+            };
+            self.finish(after);
+        }
+        self.pending.load(Ordering::Acquire) != 0
+    }
+
     fn notify(&self, s: &mut State<D>, queue: u32) -> After {
         let i = queue as usize;
         let stopped = s.status & status::DRIVER_OK == 0 || s.status & status::DEVICE_NEEDS_RESET != 0;
@@ -435,7 +518,12 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> VirtioMmio<D, M, I> {
         if !q.ready {
             return After::Nothing;
         }
-        let result = q.validate(&self.mem).and_then(|()| device.notify(i, q, &self.mem));
+        let mut budget = Budget::PASS;
+        let result = q.validate(&self.mem).and_then(|()| device.notify(i, q, &self.mem, &mut budget));
+        if result.is_ok() && !budget.allows() && q.has_available(&self.mem).unwrap_or(false) {
+            self.pending.fetch_or(1 << i, Ordering::AcqRel);
+            self.irq.work_left();
+        }
         let deferred = device.take_deferred();
         let irq = match result {
             Ok(false) => false,
@@ -560,15 +648,7 @@ impl<D: VirtioDevice, M: GuestMemory + Sync, I: IrqSink> crate::mmio::MmioDevice
         // The state lock is released at the end of `write_locked`, before
         // the interrupt line is driven and deferred work runs (see the
         // module comment).
-        match self.write_locked(offset, value) {
-            After::Nothing => {}
-            After::UpdateIrq => self.update_irq(),
-            After::Deferred(irq, work) => {
-                if irq {
-                    self.update_irq();
-                }
-                work.run();
-            }
-        }
+        let after = self.write_locked(offset, value);
+        self.finish(after);
     }
 }

@@ -29,7 +29,7 @@
 //! mailbox's frames per RX fill. Malformed queues end in NEEDS_RESET for
 //! this device only; the switch and the other ports carry on.
 
-use super::mmio::{Deferred, IrqSink, VirtioDevice, VirtioMmio};
+use super::mmio::{Budget, Deferred, IrqSink, VirtioDevice, VirtioMmio};
 use super::queue::{GuestMemory, Queue, QueueError};
 use super::switch::{Port, Pump};
 pub use super::switch::{MAX_FRAME, MIN_FRAME};
@@ -181,7 +181,15 @@ impl VirtioDevice for VirtioNet {
     /// The configuration space is read-only with VERSION_1 (5.1.4.2).
     fn write_config(&mut self, _offset: u32, _size: u8, _value: u32) {}
 
-    fn notify(&mut self, queue: usize, q: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+    /// RX is bounded by the mailbox (its frames, at most one chain each) and
+    /// TX by the pump's own budget (the queue size), so `budget` is unused.
+    fn notify(
+        &mut self,
+        queue: usize,
+        q: &mut Queue,
+        mem: &dyn GuestMemory,
+        _budget: &mut Budget,
+    ) -> Result<bool, QueueError> {
         match queue {
             RX_QUEUE => self.rx_fill(q, mem),
             _ => {

@@ -449,6 +449,13 @@ impl Queue {
         mem.write(self.device.add(2), &self.next_used.to_le_bytes()).map_err(|_| QueueError::UsedRingOutsideRam)
     }
 
+    /// Has the driver made chains available that the device has not taken?
+    pub fn has_available(&self, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+        self.validate(mem)?;
+        let avail_idx = read_u16(mem, self.driver.add(2), QueueError::AvailRingOutsideRam)?;
+        Ok(avail_idx != self.next_avail)
+    }
+
     /// Does the driver want an interrupt for the used buffers just pushed?
     /// Only VIRTQ_AVAIL_F_NO_INTERRUPT is honoured (2.7.7): without
     /// VIRTIO_F_EVENT_IDX, which we do not offer, `used_event` is unused.

@@ -9,7 +9,7 @@
 //! [`MAX_REQUEST_BYTES`] per chain (the device may fill less than the whole
 //! buffer; the used length says how much, 5.4.6.1).
 
-use super::mmio::VirtioDevice;
+use super::mmio::{Budget, VirtioDevice};
 use super::queue::{GuestMemory, Queue, QueueError};
 
 /// The most bytes one request gets.
@@ -51,9 +51,15 @@ impl<E: EntropySource> VirtioDevice for VirtioRng<E> {
 
     fn write_config(&mut self, _offset: u32, _size: u8, _value: u32) {}
 
-    fn notify(&mut self, _queue: usize, q: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+    fn notify(
+        &mut self,
+        _queue: usize,
+        q: &mut Queue,
+        mem: &dyn GuestMemory,
+        budget: &mut Budget,
+    ) -> Result<bool, QueueError> {
         let mut used = false;
-        for _ in 0..q.size {
+        while budget.allows() {
             let Some(chain) = q.pop(mem)? else { break };
             let mut written = 0usize;
             let mut buf = [0u8; 256];
@@ -68,6 +74,7 @@ impl<E: EntropySource> VirtioDevice for VirtioRng<E> {
                 }
             }
             q.push_used(mem, chain.head(), written as u32)?;
+            budget.spend(written as u64);
             used = true;
         }
         Ok(used && q.needs_notification(mem)?)

@@ -98,11 +98,16 @@ impl EntropySource for Counter {
 pub(super) struct Line {
     pub(super) level: AtomicBool,
     pub(super) calls: AtomicUsize,
+    /// How often a pass said it left work.
+    pub(super) work_left: AtomicUsize,
 }
 impl mmio::IrqSink for Line {
     fn set_level(&self, level: bool) {
         self.level.store(level, Ordering::SeqCst);
         self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+    fn work_left(&self) {
+        self.work_left.fetch_add(1, Ordering::SeqCst);
     }
 }
 
