@@ -69,6 +69,10 @@ pub struct El1State {
     pub tpidrprw: u32,
     pub csselr: u32,
     pub cntkctl: u32,
+    /// ThumbEE's configuration and handler base (where implemented): a
+    /// VM's own, so no VM reads what another left there.
+    pub teecr: u32,
+    pub teehbr: u32,
     pub cntv_ctl: u32,
     pub cntv_cval: u64,
 }

@@ -5,6 +5,7 @@
 
 use crate::arch::{irq, Cpu};
 use crate::context::GuestRegs;
+use crate::coproc::{self, Action as Cp, CpAccess, CpWide};
 use crate::hypercall::{self, Action};
 use crate::info;
 use crate::lifecycle;
@@ -13,7 +14,7 @@ use crate::mmio::{self, Regs};
 use crate::pcpu::Slot;
 use crate::sched::Others;
 use crate::system::System;
-use crate::trap::{self, Cp15, Decoded, Trap};
+use crate::trap::{self, Decoded, Trap};
 use crate::vcpu::{Power, Vcpu, VcpuContext};
 use crate::vm::{Vm, VmState};
 use core::sync::atomic::Ordering;
@@ -67,7 +68,9 @@ pub fn handle<C: Cpu>(
     let t = trap::decode(cpu.trap_info());
     // Instructions that may trap although they failed their condition
     // check (never HVC or an abort): such a one did nothing, step over it.
-    if matches!(t.trap, Trap::Wfi | Trap::Wfe | Trap::Cp15(_) | Trap::Smc) && !t.condition_passed(ctx.regs.cpsr) {
+    let conditional =
+        matches!(t.trap, Trap::Wfi | Trap::Wfe | Trap::Coproc(_) | Trap::CoprocWide(_) | Trap::Cp14Memory | Trap::Smc);
+    if conditional && !t.condition_passed(ctx.regs.cpsr) {
         skip_instruction(ctx, &t);
         return Next::Resume;
     }
@@ -101,7 +104,13 @@ pub fn handle<C: Cpu>(
             vcpu.blocked.store(true, Ordering::SeqCst);
             Next::Reschedule
         }
-        Trap::Cp15(op) => cp15_access(cpu, sys, vm, vcpu, ctx, op, &t),
+        Trap::Coproc(op) => coproc_access(cpu, sys, vm, vcpu, ctx, op, &t),
+        Trap::CoprocWide(op) => coproc_wide(cpu, sys, vm, vcpu, ctx, op, &t),
+        Trap::Cp14Memory => {
+            // The debug communication channel: there is no debugger to talk to.
+            skip_instruction(ctx, &t);
+            Next::Resume
+        }
         Trap::FpAccess => {
             // Lazy VFP switch: save whoever owns the registers, load ours,
             // and retry the instruction.
@@ -174,28 +183,70 @@ pub fn handle<C: Cpu>(
     }
 }
 
-/// A trapped MRC/MCR to CP15. Only ACTLR traps by design (HCR.TAC): the
-/// guest reads it with the SMP bit set, as Linux expects of a Cortex-A15,
-/// and its writes are ignored (it controls the physical core's coherency).
-/// Anything else stops the VM.
-fn cp15_access<C: Cpu>(
+/// A trapped MRC/MCR to CP14 or CP15: what `coproc` says a guest gets.
+#[allow(clippy::too_many_arguments)] // the pieces of one split borrow
+fn coproc_access<C: Cpu>(
     cpu: &mut C,
     sys: &System,
     vm: &Vm,
     vcpu: &Vcpu,
     ctx: &mut VcpuContext,
-    op: Cp15,
+    op: CpAccess,
     t: &Decoded,
 ) -> Next {
-    const ACTLR_SMP: u32 = 1 << 6;
-    let actlr = (op.crn, op.opc1, op.crm, op.opc2) == (1, 0, 0, 1);
-    if actlr && (!op.read || LiveRegs { cpu, regs: &mut ctx.regs }.set(op.rt, ACTLR_SMP)) {
+    let done = match coproc::access(&op) {
+        Cp::ReadAs(_) if !op.read => true,
+        // MRC to r15 sets the condition flags (APSR_nzcv).
+        Cp::ReadAs(v) if op.rt == 15 => {
+            ctx.regs.cpsr = (ctx.regs.cpsr & 0x0fff_ffff) | (v & 0xf000_0000);
+            true
+        }
+        Cp::ReadAs(v) => LiveRegs { cpu, regs: &mut ctx.regs }.set(op.rt, v),
+        Cp::CleanInvalidateSetWay => match (LiveRegs { cpu, regs: &mut ctx.regs }).get(op.rt) {
+            Some(set_way) => {
+                cpu.clean_invalidate_set_way(set_way);
+                true
+            }
+            None => false,
+        },
+        Cp::Refuse => false,
+    };
+    if done {
         skip_instruction(ctx, t);
         return Next::Resume;
     }
-    let (crn, opc1, crm, opc2) = (op.crn, op.opc1, op.crm, op.opc2);
+    let (cp, crn, opc1, crm, opc2) = (op.cp, op.crn, op.opc1, op.crm, op.opc2);
     let rw = if op.read { "read" } else { "write" };
-    let why = format_args!("{rw} of CP15 c{crn}, {opc1}, c{crm}, {opc2}, which guests may not use");
+    let why = format_args!("{rw} of CP{cp} c{crn}, {opc1}, c{crm}, {opc2}, which guests may not use");
+    lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+    Next::Reschedule
+}
+
+/// A trapped MRRC/MCRR to CP14 or CP15.
+fn coproc_wide<C: Cpu>(
+    cpu: &mut C,
+    sys: &System,
+    vm: &Vm,
+    vcpu: &Vcpu,
+    ctx: &mut VcpuContext,
+    op: CpWide,
+    t: &Decoded,
+) -> Next {
+    let done = match coproc::wide(&op) {
+        Cp::ReadAs(_) if !op.read => true,
+        Cp::ReadAs(v) => {
+            let mut regs = LiveRegs { cpu, regs: &mut ctx.regs };
+            regs.set(op.rt, v) && regs.set(op.rt2, 0)
+        }
+        Cp::CleanInvalidateSetWay | Cp::Refuse => false,
+    };
+    if done {
+        skip_instruction(ctx, t);
+        return Next::Resume;
+    }
+    let (cp, opc1, crm) = (op.cp, op.opc1, op.crm);
+    let rw = if op.read { "read" } else { "write" };
+    let why = format_args!("64-bit {rw} of CP{cp} {opc1}, c{crm}, which guests may not use");
     lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
     Next::Reschedule
 }

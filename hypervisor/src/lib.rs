@@ -13,6 +13,7 @@ pub mod arch;
 pub mod console;
 pub mod console_input;
 pub mod context;
+pub mod coproc;
 pub mod devices;
 pub mod exits;
 pub mod hypercall;

@@ -311,6 +311,11 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
                 lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, 0, format_args!("unexpected FIQ"));
                 Next::Reschedule
             }
+            Exit::AsyncAbort => {
+                let why = format_args!("asynchronous external abort (SError) caused by the guest");
+                lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, 0, why);
+                Next::Reschedule
+            }
         };
         if next == Next::Reschedule || !vm.is_running() || vcpu.power() != Power::On || *need_resched {
             break;

@@ -505,3 +505,20 @@ fn device_work_a_notification_leaves_is_done_in_the_vms_own_time() {
     let passes = 256 * crate::virtio::console::MAX_CHAIN_OUTPUT as u64 / pass.bytes;
     assert_eq!(waited + 1, passes, "the work was spread over the guest's waits");
 }
+
+#[test]
+fn an_serror_from_a_guest_stops_that_vm_only() {
+    let board = FakeBoard::new();
+    let r = rig(board, 1, &[&[0], &[0]]);
+    let script: Script = Box::new(|g| match (g.vm, g.regs.pc) {
+        (1, _) => Step::SError,
+        (2, 0x4000_0000) => {
+            g.regs.pc += 4;
+            Step::Run(3 * SLICE)
+        }
+        (_, _) => shutdown(g, 0),
+    });
+    run_cpu(r.sys, board, 0, script);
+    assert_eq!(vm_end(r.sys, 0).0, VmState::Stopped, "the SError is the guest's: its VM stops");
+    assert_eq!(vm_end(r.sys, 1), (VmState::Exited, 0), "the other VM runs on");
+}

@@ -4,29 +4,22 @@
 
 use crate::addr::Ipa;
 use crate::arch::TrapInfo;
+use crate::coproc::{CpAccess, CpWide};
 use crate::mmio::{self, DataAbort, FaultKind};
 
 /// HSR exception classes (Arm ARM B3.13.6, table B3-13).
 pub mod ec {
     pub const WFI_WFE: u32 = 0x01;
     pub const CP15_32: u32 = 0x03;
+    pub const CP15_64: u32 = 0x04;
+    pub const CP14_32: u32 = 0x05;
+    pub const CP14_LS: u32 = 0x06;
     pub const FP_ACCESS: u32 = 0x07;
     pub const HVC: u32 = 0x12;
     pub const SMC: u32 = 0x13;
     pub const PABT_LOWER: u32 = 0x20;
+    pub const CP14_64: u32 = 0x0c;
     pub const DABT_LOWER: u32 = 0x24;
-}
-
-/// An MRC/MCR to CP15 (HSR ISS for EC 0x03).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cp15 {
-    pub read: bool,
-    pub crn: u32,
-    pub opc1: u32,
-    pub crm: u32,
-    pub opc2: u32,
-    /// The transfer register.
-    pub rt: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +30,12 @@ pub enum Trap {
     Hvc,
     /// An SMC (HCR.TSC): guests have no firmware to call.
     Smc,
-    Cp15(Cp15),
+    /// MRC/MCR to CP14 or CP15.
+    Coproc(CpAccess),
+    /// MRRC/MCRR to CP14 or CP15.
+    CoprocWide(CpWide),
+    /// LDC/STC to CP14 (the debug communication channel).
+    Cp14Memory,
     /// A VFP/SIMD instruction while the vCPU's registers are not loaded.
     FpAccess,
     /// A stage-2 data abort at `ipa` (from HPFAR, which is only valid for
@@ -94,8 +92,9 @@ impl Decoded {
     /// the instruction is in (none: unconditional). A trapped SMC reports
     /// CCKNOWNPASS (bit 19): clear, it passed.
     pub fn condition_passed(&self, cpsr: u32) -> bool {
-        let conditional = matches!(self.trap, Trap::Wfi | Trap::Wfe | Trap::Cp15(_))
-            || (self.trap == Trap::Smc && self.hsr & (1 << 19) != 0);
+        let conditional =
+            matches!(self.trap, Trap::Wfi | Trap::Wfe | Trap::Coproc(_) | Trap::CoprocWide(_) | Trap::Cp14Memory)
+                || (self.trap == Trap::Smc && self.hsr & (1 << 19) != 0);
         if !conditional {
             return true;
         }
@@ -158,7 +157,8 @@ pub fn decode(t: TrapInfo) -> Decoded {
         ec::WFI_WFE => Trap::Wfi,
         ec::HVC => Trap::Hvc,
         ec::SMC => Trap::Smc,
-        ec::CP15_32 => Trap::Cp15(Cp15 {
+        ec::CP15_32 | ec::CP14_32 => Trap::Coproc(CpAccess {
+            cp: if hsr >> 26 == ec::CP15_32 { 15 } else { 14 },
             read: hsr & 1 != 0,
             crm: (hsr >> 1) & 0xf,
             rt: ((hsr >> 5) & 0xf) as u8,
@@ -166,6 +166,15 @@ pub fn decode(t: TrapInfo) -> Decoded {
             opc1: (hsr >> 14) & 7,
             opc2: (hsr >> 17) & 7,
         }),
+        ec::CP15_64 | ec::CP14_64 => Trap::CoprocWide(CpWide {
+            cp: if hsr >> 26 == ec::CP15_64 { 15 } else { 14 },
+            read: hsr & 1 != 0,
+            crm: (hsr >> 1) & 0xf,
+            rt: ((hsr >> 5) & 0xf) as u8,
+            rt2: ((hsr >> 10) & 0xf) as u8,
+            opc1: (hsr >> 16) & 0xf,
+        }),
+        ec::CP14_LS => Trap::Cp14Memory,
         ec::FP_ACCESS => Trap::FpAccess,
         ec::DABT_LOWER => {
             let abort = DataAbort::decode(hsr & 0x01ff_ffff);
@@ -198,10 +207,21 @@ mod tests {
     }
 
     #[test]
-    fn cp15_fields() {
+    fn coprocessor_fields() {
         // MRC p15, 0, r3, c1, c0, 1 (ACTLR read): Opc2=1, Opc1=0, CRn=1, Rt=3, CRm=0, read.
         let hsr = ec::CP15_32 << 26 | 1 << 25 | 1 << 17 | 1 << 10 | 3 << 5 | 1;
-        assert_eq!(decode(info(hsr)).trap, Trap::Cp15(Cp15 { read: true, crn: 1, opc1: 0, crm: 0, opc2: 1, rt: 3 }));
+        let want = CpAccess { cp: 15, read: true, crn: 1, opc1: 0, crm: 0, opc2: 1, rt: 3 };
+        assert_eq!(decode(info(hsr)).trap, Trap::Coproc(want));
+        // The same fields for CP14 (MRC p14, 0, r2, c0, c5, 4: DBGBCR1).
+        let hsr = ec::CP14_32 << 26 | 4 << 17 | 2 << 5 | 5 << 1 | 1;
+        let want = CpAccess { cp: 14, read: true, crn: 0, opc1: 0, crm: 5, opc2: 4, rt: 2 };
+        assert_eq!(decode(info(hsr)).trap, Trap::Coproc(want));
+        // MRRC p14, 0, r4, r5, c1 (DBGDRAR).
+        let hsr = ec::CP14_64 << 26 | 5 << 10 | 4 << 5 | 1 << 1 | 1;
+        assert_eq!(
+            decode(info(hsr)).trap,
+            Trap::CoprocWide(CpWide { cp: 14, read: true, opc1: 0, crm: 1, rt: 4, rt2: 5 })
+        );
     }
 
     #[test]

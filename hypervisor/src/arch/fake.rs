@@ -192,6 +192,8 @@ pub enum Step {
     Run(u64),
     /// Computes until the next physical interrupt (a spin loop).
     Spin,
+    /// An access that ends in an asynchronous external abort (SError).
+    SError,
 }
 
 /// The guest as its script sees it: the vCPU that runs, its registers, its
@@ -288,6 +290,8 @@ pub struct FakeCpu {
     pub entries: Vec<Entry>,
     /// How often the pCPU slept in `wait_for_interrupt`.
     pub sleeps: u32,
+    /// Set/way cache operations done for guests.
+    pub set_way_ops: Vec<u32>,
 }
 
 impl FakeCpu {
@@ -312,6 +316,7 @@ impl FakeCpu {
             uart_irq: 33,
             entries: Vec::new(),
             sleeps: 0,
+            set_way_ops: Vec::new(),
         }
     }
 
@@ -409,6 +414,7 @@ impl Cpu for FakeCpu {
                     return self.trap_with(ec::DABT_LOWER << 26 | IL | iss, ipa);
                 }
                 Step::Abort { ipa, iss } => return self.trap_with(ec::DABT_LOWER << 26 | IL | iss, ipa),
+                Step::SError => return Exit::AsyncAbort,
                 Step::Run(ticks) => {
                     let until = self.board.now() + ticks;
                     if let Some(t) = self.next_timed().filter(|&t| t <= until) {
@@ -523,4 +529,8 @@ impl Cpu for FakeCpu {
     }
 
     fn clean_to_poc(&mut self, _ram: &crate::mem::GuestRam) {}
+
+    fn clean_invalidate_set_way(&mut self, set_way: u32) {
+        self.set_way_ops.push(set_way);
+    }
 }

@@ -55,6 +55,9 @@ pub enum Exit {
     /// A physical IRQ arrived while the guest ran.
     Irq,
     Fiq,
+    /// The guest caused an asynchronous external abort (SError), taken at
+    /// its exit (whatever the exit was: the trap is lost with the VM).
+    AsyncAbort,
 }
 
 /// The syndrome registers of the last trap (Arm ARM B3.13.6).
@@ -129,6 +132,9 @@ pub trait Cpu {
 
     /// One byte typed at the hypervisor's console, if any.
     fn console_read(&mut self) -> Option<u8>;
+    /// Cleans and invalidates the data-cache line named by a DCCISW
+    /// set/way value (for a guest's trapped set/way operation).
+    fn clean_invalidate_set_way(&mut self, set_way: u32);
     /// Cleans guest memory the hypervisor wrote to the point of coherency
     /// and invalidates the instruction caches, so a guest that starts with
     /// its caches off sees it.

@@ -96,6 +96,35 @@ pub fn restore(s: &El1State) {
     aarch32_cpu::asm::isb();
 }
 
+/// Does this core implement ThumbEE (ID_PFR0.State3, bits 15:12)?
+pub fn has_thumbee() -> bool {
+    let pfr0: u32;
+    // SAFETY: reading an identification register has no side effects.
+    unsafe { asm!("mrc p15, 0, {}, c0, c1, 0", out(reg) pfr0, options(nomem, nostack, preserves_flags)) };
+    (pfr0 >> 12) & 0xf != 0
+}
+
+/// Saves and clears ThumbEE's registers (TEECR, TEEHBR). Only on a core
+/// that has ThumbEE ([`has_thumbee`]), where they are UNDEFINED otherwise.
+pub fn save_thumbee(s: &mut El1State) {
+    // SAFETY: CP14 ThumbEE registers, which exist (caller's check); HYP
+    // mode may access them; clearing them leaves nothing for the next VM.
+    unsafe {
+        asm!("mrc p14, 6, {}, c0, c0, 0", out(reg) s.teecr, options(nomem, nostack, preserves_flags));
+        asm!("mrc p14, 6, {}, c1, c0, 0", out(reg) s.teehbr, options(nomem, nostack, preserves_flags));
+        asm!("mcr p14, 6, {}, c1, c0, 0", in(reg) 0u32, options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// Loads a vCPU's ThumbEE registers (see [`save_thumbee`]).
+pub fn restore_thumbee(s: &El1State) {
+    // SAFETY: as in `save_thumbee`; the values are the vCPU's own.
+    unsafe {
+        asm!("mcr p14, 6, {}, c0, c0, 0", in(reg) s.teecr, options(nomem, nostack, preserves_flags));
+        asm!("mcr p14, 6, {}, c1, c0, 0", in(reg) s.teehbr, options(nomem, nostack, preserves_flags));
+    }
+}
+
 macro_rules! banked_access {
     ($(($mode:pat, $n:literal) => $reg:literal),* $(,)?) => {
         /// Register `n` of the guest's current `mode` when it is banked

@@ -26,6 +26,7 @@ pub const MAX_CPUS: usize = 8;
 pub const EXIT_TRAP: u32 = 0;
 pub const EXIT_IRQ: u32 = 1;
 pub const EXIT_FIQ: u32 = 2;
+pub const EXIT_SERROR: u32 = 3;
 
 core::arch::global_asm!(
     r#"
@@ -88,9 +89,27 @@ tessera_hyp_vectors:
     str     r1, [r0, #{pc_off}]
     mrs     r1, spsr
     str     r1, [r0, #{cpsr_off}]
-    mov     r0, #\code
+    bl      serror_probe            @ r12 = 1: the guest left an SError
+    cmp     r12, #1
+    moveq   r0, #{exit_serror}
+    movne   r0, #\code
     pop     {{r4-r12, pc}}          @ return from tessera_enter_guest
     .endm
+
+    @ An asynchronous abort (SError) the guest caused and that is still
+    @ pending must be taken now, while it is the guest's, not once another
+    @ VM runs: wait for outstanding accesses, then open the window for it.
+    @ Taken, it lands in hyp_fault_dabort, which returns with r12 = 1.
+serror_probe:
+    mov     r12, #0
+    dsb     sy
+    isb
+serror_window:
+    cpsie   a
+    isb
+    cpsid   a
+serror_window_end:
+    bx      lr
 
 guest_trap:
     SAVE_GUEST_AND_RETURN {exit_trap}
@@ -109,7 +128,20 @@ hyp_fault_reset:  HYP_FAULT 0
 hyp_fault_undef:  HYP_FAULT 1
 hyp_fault_hvc:    HYP_FAULT 2
 hyp_fault_pabort: HYP_FAULT 3
-hyp_fault_dabort: HYP_FAULT 4
+hyp_fault_dabort:
+    push    {{r0, r1}}
+    mrs     r0, elr_hyp
+    ldr     r1, =serror_window
+    cmp     r0, r1
+    blo     1f
+    ldr     r1, =serror_window_end
+    cmp     r0, r1
+    bhi     1f
+    pop     {{r0, r1}}
+    mov     r12, #1                 @ the guest's SError, taken in the window
+    eret
+1:  pop     {{r0, r1}}
+    HYP_FAULT 4
 
     .section .text.tessera_enter_guest, "ax"
     .global tessera_enter_guest
@@ -136,6 +168,7 @@ tessera_enter_guest:                @ (regs: *mut GuestRegs) -> exit code
     exit_trap = const EXIT_TRAP,
     exit_irq = const EXIT_IRQ,
     exit_fiq = const EXIT_FIQ,
+    exit_serror = const EXIT_SERROR,
 );
 
 unsafe extern "C" {
@@ -156,6 +189,7 @@ pub fn enter_guest(regs: &mut crate::context::GuestRegs) -> Exit {
     match unsafe { tessera_enter_guest(regs) } {
         EXIT_TRAP => Exit::Trap,
         EXIT_IRQ => Exit::Irq,
+        EXIT_SERROR => Exit::AsyncAbort,
         _ => Exit::Fiq,
     }
 }

@@ -1,9 +1,12 @@
 //! HYP-mode stage-1 translation and the per-pCPU HYP configuration.
 //!
-//! The hypervisor identity-maps the 4 GiB physical space with 1 GiB LPAE
-//! blocks (Arm ARM B3.6): RAM as normal write-back memory, the first GiB
-//! (devices on QEMU virt) as device memory, never executable. Identity
-//! mapping means a `PhysAddr` is directly usable, which is what the frame
+//! The hypervisor identity-maps the 4 GiB physical space with LPAE tables
+//! (Arm ARM B3.6): RAM as normal write-back memory, the first GiB (devices
+//! on QEMU virt) as device memory. Only the hypervisor's own code is
+//! executable, and it is read-only (4 KiB pages); everything else (its
+//! data, guest RAM, devices) is never executable, and HSCTLR.WXN makes
+//! the hardware hold to "writable means not executable". Identity mapping
+//! means a `PhysAddr` is directly usable, which is what the frame
 //! allocator, stage-2 tables and guest-memory copies rely on.
 
 use super::sysreg::*;
@@ -12,10 +15,27 @@ use crate::mm::stage2::{self, Vttbr};
 #[repr(C, align(4096))]
 struct Level1([u64; 4]);
 
+#[repr(C, align(4096))]
+struct Table([u64; 512]);
+
 /// Written once by the boot CPU before any other CPU runs; read by the MMU.
 static mut HYP_L1: Level1 = Level1([0; 4]);
+/// The GiB of RAM the hypervisor lives in, in 2 MiB blocks, and the block
+/// its code is in, in 4 KiB pages.
+static mut HYP_L2: Table = Table([0; 512]);
+static mut HYP_L3: Table = Table([0; 512]);
+
+unsafe extern "C" {
+    /// The hypervisor's code, page-aligned by `link.x`.
+    static __text_start: u8;
+    static __text_end: u8;
+}
 
 const VALID_BLOCK: u64 = 0b01;
+const VALID_TABLE: u64 = 0b11;
+/// A level-3 page descriptor.
+const VALID_PAGE: u64 = 0b11;
+const AP_RO: u64 = 1 << 7; // AP[2]: read-only
 const ATTR_DEVICE: u64 = 0 << 2; // HMAIR0 attr 0
 const ATTR_NORMAL: u64 = 1 << 2; // HMAIR0 attr 1
 const AP_RW_PL2: u64 = 1 << 6; // AP[1] is SBO in the PL2 regime; AP[2] = 0: read/write
@@ -27,26 +47,61 @@ const XN: u64 = 1 << 54;
 const HMAIR0_VALUE: u32 = 0x04 | (0xff << 8);
 /// HTCR: T0SZ = 0, inner shareable write-back walks; bits 31 and 23 RES1.
 const HTCR_VALUE: u32 = (1 << 31) | (1 << 23) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8);
-/// HSCTLR: M, C, I.
+/// HSCTLR: M, C, I, WXN.
 const HSCTLR_M: u32 = 1 << 0;
 const HSCTLR_C: u32 = 1 << 2;
 const HSCTLR_I: u32 = 1 << 12;
+const HSCTLR_WXN: u32 = 1 << 19;
 
-/// Builds the HYP tables: RAM `[ram_base, ram_end)` normal, the first GiB
-/// device, the rest unmapped. Boot CPU only, before `enable`.
+const NORMAL_RW: u64 = ATTR_NORMAL | AP_RW_PL2 | SH_INNER | AF | XN;
+const NORMAL_RX: u64 = ATTR_NORMAL | AP_RW_PL2 | AP_RO | SH_INNER | AF;
+
+/// Builds the HYP tables: RAM `[ram_base, ram_end)` normal (the
+/// hypervisor's code read-only and executable, the rest writable and never
+/// executable), the first GiB device, the rest unmapped. Boot CPU only,
+/// before `enable`. Panics if the code is not in RAM or spans more than
+/// one 2 MiB block (a link-map bug).
 pub fn build_tables(ram_base: u64, ram_end: u64) {
+    let (text_start, text_end) = (&raw const __text_start as u64, &raw const __text_end as u64);
+    let block = text_start & !((2 << 20) - 1);
+    assert!(text_end <= block + (2 << 20), "the hypervisor's code spans more than one 2 MiB block");
+    let gib = text_start >> 30;
+    assert!(text_start >= ram_base && text_end <= ram_end && gib < 4, "the hypervisor's code is not in RAM");
+    let mut l3 = [0u64; 512];
+    for (k, e) in l3.iter_mut().enumerate() {
+        let pa = block + ((k as u64) << 12);
+        let attrs = if (text_start..text_end).contains(&pa) { NORMAL_RX } else { NORMAL_RW };
+        *e = pa | VALID_PAGE | attrs;
+    }
+    let mut l2 = [0u64; 512];
+    for (k, e) in l2.iter_mut().enumerate() {
+        let pa = (gib << 30) + ((k as u64) << 21);
+        *e = if pa == block {
+            &raw const HYP_L3 as u64 | VALID_TABLE
+        } else if pa >= ram_base && pa < ram_end {
+            pa | VALID_BLOCK | NORMAL_RW
+        } else {
+            0
+        };
+    }
     let mut l1 = [0u64; 4];
     for (i, e) in l1.iter_mut().enumerate() {
         let base = (i as u64) << 30;
-        if base < ram_end && base + (1 << 30) > ram_base {
-            *e = base | VALID_BLOCK | ATTR_NORMAL | AP_RW_PL2 | SH_INNER | AF;
+        if i as u64 == gib {
+            *e = &raw const HYP_L2 as u64 | VALID_TABLE;
+        } else if base < ram_end && base + (1 << 30) > ram_base {
+            *e = base | VALID_BLOCK | NORMAL_RW;
         } else if i == 0 {
             *e = base | VALID_BLOCK | ATTR_DEVICE | AP_RW_PL2 | AF | XN;
         }
     }
     // SAFETY: only the boot CPU runs now and the MMU is off, so nothing reads
-    // the table while it is written.
-    unsafe { (&raw mut HYP_L1).write_volatile(Level1(l1)) };
+    // the tables while they are written.
+    unsafe {
+        (&raw mut HYP_L3).write_volatile(Table(l3));
+        (&raw mut HYP_L2).write_volatile(Table(l2));
+        (&raw mut HYP_L1).write_volatile(Level1(l1));
+    }
     aarch32_cpu::asm::dsb();
 }
 
@@ -64,7 +119,7 @@ pub fn enable() {
         TLBIALLH::write(0);
         aarch32_cpu::asm::dsb();
         aarch32_cpu::asm::isb();
-        HSCTLR::write(HSCTLR::read() | HSCTLR_M | HSCTLR_C | HSCTLR_I);
+        HSCTLR::write(HSCTLR::read() | HSCTLR_M | HSCTLR_C | HSCTLR_I | HSCTLR_WXN);
     }
     aarch32_cpu::asm::isb();
 }
@@ -80,10 +135,33 @@ const HCR_BSU_IS: u32 = 1 << 10; // barriers inner shareable
 const HCR_TWI: u32 = 1 << 13; // WFI traps: the pCPU goes to another vCPU
 const HCR_TWE: u32 = 1 << 14; // WFE traps: a spinning vCPU yields
 const HCR_TSC: u32 = 1 << 19; // SMC traps: guests never reach firmware
+const HCR_TIDCP: u32 = 1 << 20; // IMPLEMENTATION DEFINED CP15 registers trap
 const HCR_TAC: u32 = 1 << 21; // ACTLR accesses trap
+const HCR_TSW: u32 = 1 << 22; // set/way cache maintenance traps (the cache is shared)
 
-pub const HCR_GUEST: u32 =
-    HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_FB | HCR_BSU_IS | HCR_TWI | HCR_TWE | HCR_TSC | HCR_TAC;
+pub const HCR_GUEST: u32 = HCR_VM
+    | HCR_SWIO
+    | HCR_FMO
+    | HCR_IMO
+    | HCR_AMO
+    | HCR_FB
+    | HCR_BSU_IS
+    | HCR_TWI
+    | HCR_TWE
+    | HCR_TSC
+    | HCR_TIDCP
+    | HCR_TAC
+    | HCR_TSW;
+
+/// HDCR (Arm ARM B4.1.61): the PMU and the debug registers trap, so no VM
+/// sees or changes what another left in them (`crate::coproc` says what
+/// guests get instead).
+const HDCR_TPMCR: u32 = 1 << 5;
+const HDCR_TPM: u32 = 1 << 6;
+const HDCR_TDA: u32 = 1 << 9;
+const HDCR_TDOSA: u32 = 1 << 10;
+const HDCR_TDRA: u32 = 1 << 11;
+const HDCR_TRAPS: u32 = HDCR_TPMCR | HDCR_TPM | HDCR_TDA | HDCR_TDOSA | HDCR_TDRA;
 
 /// CNTHCTL: PL1 may read the physical counter (PL1PCTEN) but not use the
 /// physical timer (PL1PCEN = 0): guests get the virtual timer.
@@ -95,14 +173,61 @@ pub fn init_hyp_regs() {
     // translated; no guest runs on this pCPU yet.
     unsafe {
         HCR::write(HCR_GUEST);
+        // HPMN (bits 4:0) keeps its reset value: every counter traps anyway.
+        HDCR::write((HDCR::read() & 0x1f) | HDCR_TRAPS);
+        // No HSTR traps: with any HSTR bit set, QEMU 7.2 gives a Linux guest
+        // spurious translation faults (seen with TTEE alone and with T15
+        // alone, though neither trapped anything but TEECR). ThumbEE's
+        // registers are switched with the vCPU instead (`el1`); CP15 c15
+        // stays untrapped on this board.
         HSTR::write(0);
         CNTHCTL::write(CNTHCTL_VALUE);
         CNTVOFF::write(0);
         VTCR::write(stage2::VTCR);
         VPIDR::write(MIDR::read());
     }
+    // Nothing an earlier boot or a boot loader left in this core's TLBs
+    // for guest translation regimes may be used.
+    aarch32_cpu::asm::dsb();
+    // SAFETY: TLB invalidation has no effect but cost.
+    unsafe { TLBIALLNSNH::write(0) };
+    aarch32_cpu::asm::dsb();
+    aarch32_cpu::asm::isb();
     // Guest VFP use traps until the first vCPU's state is loaded (lazy switch).
     super::vfp::trap_guest_fp(true);
+}
+
+/// How branch predictors are invalidated on this core when the VM changes,
+/// so a VM cannot steer another's speculation (Spectre variant 2): on
+/// Cortex-A15 ICIALLU does it (with ACTLR[0], which firmware sets), on
+/// Cortex-A12/A17 and the rest BPIALL (as Linux's and KVM's arm32 code do).
+#[derive(Clone, Copy, Debug)]
+pub enum BranchPredictorFlush {
+    Iciallu,
+    Bpiall,
+}
+
+impl BranchPredictorFlush {
+    pub fn for_this_core() -> Self {
+        let part = (MIDR::read() >> 4) & 0xfff;
+        if part == 0xc0f {
+            Self::Iciallu
+        } else {
+            Self::Bpiall
+        }
+    }
+
+    pub fn run(self) {
+        // SAFETY: invalidating branch predictors or instruction caches has
+        // no architectural effect but cost.
+        unsafe {
+            match self {
+                Self::Iciallu => ICIALLU::write(0),
+                Self::Bpiall => BPIALL::write(0),
+            }
+        }
+        aarch32_cpu::asm::isb();
+    }
 }
 
 /// Loads a vCPU's address space and identity.
@@ -116,6 +241,13 @@ pub fn load_vcpu_space(vttbr: Vttbr, vmpidr: u32) {
         VMPIDR::write(vmpidr);
     }
     aarch32_cpu::asm::isb();
+}
+
+/// Cleans and invalidates one data-cache line by set/way (DCCISW).
+pub fn clean_invalidate_set_way(set_way: u32) {
+    // SAFETY: a clean and invalidate loses no data (dirty lines are written
+    // back first); any set/way value names some line or none.
+    unsafe { DCCISW::write(set_way) };
 }
 
 /// Cleans a range to the point of coherency, so a guest that starts with

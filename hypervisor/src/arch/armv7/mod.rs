@@ -27,6 +27,12 @@ pub struct Armv7 {
     lrs: Gich,
     /// Guest VFP use traps (HCPTR): the registers may not be touched then.
     fp_trapped: bool,
+    /// The VM whose vCPU was loaded last (its VMID), and how to keep the
+    /// next VM from its branch predictor state.
+    last_vmid: Option<u8>,
+    bp_flush: mmu::BranchPredictorFlush,
+    /// The core has ThumbEE, whose registers are switched with the vCPU.
+    thumbee: bool,
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
@@ -65,7 +71,15 @@ impl Cpu for Armv7 {
     }
 
     fn load_vcpu(&mut self, el1: &El1State, gich: &GichState, id: &VcpuIdentity) {
+        let vmid = id.vttbr.vmid();
+        if self.last_vmid != Some(vmid) {
+            self.bp_flush.run();
+            self.last_vmid = Some(vmid);
+        }
         el1::restore(el1);
+        if self.thumbee {
+            el1::restore_thumbee(el1);
+        }
         gic::restore_gich(&self.lrs, gich);
         mmu::load_vcpu_space(id.vttbr, id.vmpidr);
         set_cntvoff(id.cntvoff);
@@ -73,6 +87,9 @@ impl Cpu for Armv7 {
 
     fn save_vcpu(&mut self, el1: &mut El1State, gich: &mut GichState) {
         el1::save(el1);
+        if self.thumbee {
+            el1::save_thumbee(el1);
+        }
         gic::save_gich(&self.lrs, gich);
     }
 
@@ -134,6 +151,10 @@ impl Cpu for Armv7 {
         uart::read_byte()
     }
 
+    fn clean_invalidate_set_way(&mut self, set_way: u32) {
+        mmu::clean_invalidate_set_way(set_way)
+    }
+
     fn clean_to_poc(&mut self, ram: &crate::mem::GuestRam) {
         mmu::clean_dcache_range(ram.pa().raw() as usize, ram.size() as usize);
     }
@@ -181,7 +202,15 @@ pub mod boot {
     /// This pCPU's handle for its run loop. Call once per pCPU, after
     /// [`init_cpu`] on it.
     pub fn this_cpu() -> Armv7 {
-        Armv7 { id: this_cpu_index(), lrs: Gich::new(), fp_trapped: true, _not_send: core::marker::PhantomData }
+        Armv7 {
+            id: this_cpu_index(),
+            lrs: Gich::new(),
+            fp_trapped: true,
+            last_vmid: None,
+            bp_flush: mmu::BranchPredictorFlush::for_this_core(),
+            thumbee: el1::has_thumbee(),
+            _not_send: core::marker::PhantomData,
+        }
     }
 
     pub fn this_cpu_id() -> usize {

@@ -114,8 +114,12 @@ reg32!(CNTV_CTL, 0, 14, 3, 1);
 // TLB and cache maintenance (write-only operations).
 reg32!(TLBIALLH, 4, 8, 7, 0);
 reg32!(TLBIALLNSNHIS, 4, 8, 3, 4);
+reg32!(TLBIALLNSNH, 4, 8, 7, 4);
+reg32!(BPIALL, 0, 7, 5, 6);
+reg32!(ICIALLU, 0, 7, 5, 0);
 reg32!(ICIALLUIS, 0, 7, 1, 0);
 reg32!(DCCMVAC, 0, 7, 10, 1);
+reg32!(DCCISW, 0, 7, 14, 2);
 
 //     name        op1 crm
 reg64!(HTTBR, 4, 2);

@@ -7,6 +7,8 @@
 //!   RAM, which the scenario reads from the hypervisor's boot log).
 //! - `bad-args`: hypercalls with hostile arguments; each must come back
 //!   with its documented error, and the VM exits 0.
+//! - `side-channels`: the PMU, debug, ThumbEE and IMPLEMENTATION DEFINED
+//!   registers and set/way maintenance: each reads as absent or is harmless.
 //! - `console-flood`: console output as fast as it goes, with escape
 //!   sequences meant for the operator's terminal (see `console_flood`).
 //! - `cpu-off-last`: powers off its only vCPU with PSCI CPU_OFF; the VM
@@ -64,6 +66,7 @@ fn main() -> u32 {
         "virtio-bad-queue" => virtio_bad_queue(),
         "net-bad-queue" => net_bad_queue(),
         "console-flood" => console_flood(),
+        "side-channels" => side_channels(),
         "cpu-off-last" => {
             let r = tessera_guest::psci::cpu_off();
             println!("SURVIVED CPU_OFF of the last vCPU: {r}");
@@ -100,6 +103,77 @@ fn console_flood() -> u32 {
     // (This line is likely dropped too: the ring is still full.)
     println!("\nflood of {sent} bytes done");
     0
+}
+
+/// Reads a CP14/CP15 register (`mrc` with the operands in `$op`).
+macro_rules! mrc {
+    ($op:literal) => {{
+        let v: u32;
+        // SAFETY: a register read; the hypervisor traps and emulates it.
+        unsafe { core::arch::asm!(concat!("mrc ", $op), out(reg) v) };
+        v
+    }};
+}
+/// Writes one (`mcr`).
+macro_rules! mcr {
+    ($op:literal, $v:expr) => {{
+        // SAFETY: a register write; the hypervisor traps it.
+        unsafe { core::arch::asm!(concat!("mcr ", $op), in(reg) $v) };
+    }};
+}
+
+/// What a VM could use to watch or disturb the others through shared
+/// hardware: the PMU (counting the whole core), the debug registers
+/// (breakpoints that would outlive the VM), ThumbEE's handler base,
+/// IMPLEMENTATION DEFINED registers, set/way cache maintenance. Each must
+/// read as absent or be harmless, and the VM runs on.
+fn side_channels() -> u32 {
+    let mut failed = 0;
+    let mut expect = |what: &str, got: u32, want: u32| {
+        if got == want {
+            println!("{what}: {got:#x} as expected");
+        } else {
+            println!("WRONG: {what}: {got:#x}, expected {want:#x}");
+            failed += 1;
+        }
+    };
+    // PMCR: enable, reset counters; PMCNTENSET: the cycle counter; then
+    // spin and read PMCCNTR, which must not count (the PMU is absent).
+    mcr!("p15, 0, {}, c9, c12, 0", 0x7u32);
+    mcr!("p15, 0, {}, c9, c12, 1", 0x8000_0000u32);
+    for k in 0..10_000u32 {
+        core::hint::black_box(k);
+    }
+    expect("PMCR (no counters)", mrc!("p15, 0, {}, c9, c12, 0"), 0);
+    expect("PMCCNTR (not counting)", mrc!("p15, 0, {}, c9, c13, 0"), 0);
+    expect("PMUSERENR", mrc!("p15, 0, {}, c9, c14, 0"), 0);
+    // Debug: DBGDIDR, and a breakpoint value register written then read.
+    expect("DBGDIDR (no debug architecture)", mrc!("p14, 0, {}, c0, c0, 0"), 0);
+    mcr!("p14, 0, {}, c0, c0, 4", 0x4000_0000u32); // DBGBVR0
+    expect("DBGBVR0 after a write", mrc!("p14, 0, {}, c0, c0, 4"), 0);
+    // ThumbEE's handler base (TEEHBR): each VM has its own. Two of these
+    // VMs share a pCPU: each finds 0, writes its own value, lets the other
+    // run, and reads its own value back.
+    let id = tessera_guest::vm_info().map_or(0, |i| i.vm_id);
+    expect("TEEHBR at start", mrc!("p14, 6, {}, c1, c0, 0"), 0);
+    mcr!("p14, 6, {}, c1, c0, 0", 0x1000 + id);
+    for _ in 0..50 {
+        let _ = tessera_guest::yield_vcpu();
+    }
+    expect("TEEHBR after the other VM ran", mrc!("p14, 6, {}, c1, c0, 0"), 0x1000 + id);
+    // (IMPLEMENTATION DEFINED registers are not checked here: QEMU 7.2 does
+    // not trap with HCR.TIDCP, and HSTR.T15 is not set on it; see coproc.rs.)
+    // Set/way: invalidate "every" line of set 0 (done as clean+invalidate).
+    for way in 0..4u32 {
+        mcr!("p15, 0, {}, c7, c6, 2", way << 30);
+    }
+    println!("set/way invalidate done; still running");
+    println!("side channels: {failed} wrong");
+    if failed == 0 {
+        0
+    } else {
+        1
+    }
 }
 
 fn raw(fid: u32, a1: u32, a2: u32, a3: u32) -> i32 {
