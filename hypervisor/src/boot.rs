@@ -308,8 +308,16 @@ fn create_vms(
             info!("vm \"{}\": {n} vCPU(s) on pCPU {cpu}", d.name);
         }
         let devices: Vec<DeviceDesc> = d.devices().copied().collect();
-        let parts =
-            VmParts { id, ram, vttbr: s2.vttbr(id as u8), vcpus, cntvoff: hw::counter(), boot, channels: d.channels };
+        let parts = VmParts {
+            id,
+            ram,
+            vttbr: s2.vttbr(id as u8),
+            vcpus,
+            cntvoff: hw::counter(),
+            boot,
+            channels: d.channels,
+            fault_abort: d.fault_abort,
+        };
         out.push(Vm::new(parts, d.name, &devices, &backends));
     }
     let vms: &'static [Vm] = Vec::leak(out);

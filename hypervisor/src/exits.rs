@@ -3,7 +3,7 @@
 //! emulated result, or the VM stopped with one line naming VM, vCPU,
 //! address and reason (`lifecycle::stop_vm`).
 
-use crate::arch::{irq, Cpu};
+use crate::arch::{irq, AbortTo, Cpu};
 use crate::context::GuestRegs;
 use crate::coproc::{self, Action as Cp, CpAccess, CpWide};
 use crate::hypercall::{self, Action};
@@ -134,46 +134,38 @@ pub fn handle<C: Cpu>(
         }
         Trap::DataAbort { abort, ipa, va } => {
             let dir = if abort.write { "write to" } else { "read from" };
+            let to = AbortTo { instruction: false, write: abort.write, va };
             if abort.s1ptw {
                 // The guest's own page-table walk reached something that is
                 // not its RAM: never a device access to emulate.
                 let why = format_args!("stage-1 table walk {dir} IPA {ipa}, which is not the VM's RAM");
-                lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
-                return Next::Reschedule;
+                return fault(cpu, sys, vm, vcpu, ctx, &t, to, why);
             }
             if !matches!(abort.fault, mmio::FaultKind::Translation(_)) {
                 // HPFAR is UNKNOWN for these: name the guest's VA instead.
                 let why = format_args!("{dir} guest VA {va:#010x} ({})", abort.fault.describe());
-                lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
-                return Next::Reschedule;
+                return fault(cpu, sys, vm, vcpu, ctx, &t, to, why);
             }
             match vm.mmio(vcpu.index, ipa, &abort, &mut LiveRegs { cpu, regs: &mut ctx.regs }) {
                 Ok(()) => {
                     skip_instruction(ctx, &t);
                     Next::Resume
                 }
-                Err(e) => {
-                    lifecycle::stop_vm(
-                        sys,
-                        vm,
-                        vcpu,
-                        ctx.regs.pc,
-                        t.hsr,
-                        format_args!("{dir} IPA {ipa} ({})", e.describe()),
-                    );
-                    Next::Reschedule
-                }
+                Err(e) => fault(cpu, sys, vm, vcpu, ctx, &t, to, format_args!("{dir} IPA {ipa} ({})", e.describe())),
             }
         }
-        Trap::PrefetchAbort { fault: mmio::FaultKind::Translation(_), ipa, .. } => {
-            let why = format_args!("instruction fetch from IPA {ipa} (no executable stage-2 mapping)");
-            lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
-            Next::Reschedule
-        }
-        Trap::PrefetchAbort { fault, va, .. } => {
-            let why = format_args!("instruction fetch at guest VA {va:#010x} ({})", fault.describe());
-            lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
-            Next::Reschedule
+        Trap::PrefetchAbort { fault: kind, ipa, va } => {
+            let to = AbortTo { instruction: true, write: false, va };
+            match kind {
+                mmio::FaultKind::Translation(_) => {
+                    let why = format_args!("instruction fetch from IPA {ipa} (no executable stage-2 mapping)");
+                    fault(cpu, sys, vm, vcpu, ctx, &t, to, why)
+                }
+                _ => {
+                    let why = format_args!("instruction fetch at guest VA {va:#010x} ({})", kind.describe());
+                    fault(cpu, sys, vm, vcpu, ctx, &t, to, why)
+                }
+            }
         }
         Trap::Other { ec } => {
             let why = format_args!("unexpected trap, exception class {ec:#04x}");
@@ -181,6 +173,30 @@ pub fn handle<C: Cpu>(
             Next::Reschedule
         }
     }
+}
+
+/// An access the hypervisor will not serve: the VM is stopped with `why`,
+/// or, if its configuration says `on_fault = "abort"`, the guest takes an
+/// external abort for it (and may carry on, as on a board where nothing
+/// answers at that address).
+#[allow(clippy::too_many_arguments)] // the pieces of one split borrow
+fn fault<C: Cpu>(
+    cpu: &mut C,
+    sys: &System,
+    vm: &Vm,
+    vcpu: &Vcpu,
+    ctx: &mut VcpuContext,
+    t: &Decoded,
+    to: AbortTo,
+    why: core::fmt::Arguments<'_>,
+) -> Next {
+    if vm.fault_abort && vm.is_running() {
+        crate::debug!("vm \"{}\" vCPU {}: abort injected: {why}", vm.name(), vcpu.index);
+        cpu.inject_abort(&mut ctx.regs, to);
+        return Next::Resume;
+    }
+    lifecycle::stop_vm(sys, vm, vcpu, ctx.regs.pc, t.hsr, why);
+    Next::Reschedule
 }
 
 /// A trapped MRC/MCR to CP14 or CP15: what `coproc` says a guest gets.

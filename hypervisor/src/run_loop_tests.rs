@@ -85,6 +85,7 @@ fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[
                 cntvoff: 0,
                 boot,
                 channels: 0,
+                fault_abort: false,
             };
             Vm::new(parts, &format!("vm{id}"), devices, &backends)
         })

@@ -121,6 +121,8 @@ pub struct VmParts {
     pub boot: BootImage,
     /// Bit k set: the VM maps channel k (see [`Channel`]).
     pub channels: u32,
+    /// Accesses it cannot be served are aborts for the guest, not a stop.
+    pub fault_abort: bool,
 }
 
 pub struct Vm {
@@ -142,6 +144,7 @@ pub struct Vm {
     /// Output of a virtio-console (`<vm>.hvc0`), if it has one.
     pub hvc: &'static VmConsole,
     pub channels: u32,
+    pub fault_abort: bool,
     pub waker: VcpuWaker,
     /// Bit n: the device in virtio slot n has a pass left to continue.
     io_pending: &'static AtomicU32,
@@ -174,6 +177,7 @@ impl Vm {
             virtio,
             hvc,
             channels: p.channels,
+            fault_abort: p.fault_abort,
             waker,
             io_pending,
         }
@@ -336,6 +340,7 @@ mod tests {
             cntvoff: 0,
             boot,
             channels: 0,
+            fault_abort: false,
         };
         let vm = Vm::new(parts, "hello", &devices, &board(&NoDisks));
         assert_eq!(vm.name(), "hello");

@@ -162,6 +162,9 @@ pub struct VmConfig {
     pub devices: Vec<DeviceConfig>,
     /// Channels this VM maps (indexes into `Config::channels`).
     pub channels: Vec<usize>,
+    /// `on_fault = "abort"`: accesses the hypervisor cannot serve are
+    /// given back to the guest as aborts; default "stop": the VM stops.
+    pub fault_abort: bool,
 }
 
 impl VmConfig {
@@ -278,6 +281,7 @@ struct RawVm {
     vcpus: u32,
     memory_mib: u32,
     pcpus: Option<Vec<u32>>,
+    on_fault: Option<String>,
     #[serde(default)]
     device: Vec<RawDevice>,
 }
@@ -561,6 +565,16 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
                 format!("{vm_} has {} devices, at most {MAX_DEVICES} fit its virtio-mmio slots", vm.device.len()),
             );
         }
+        let fault_abort = match vm.on_fault.as_deref() {
+            None | Some("stop") => false,
+            Some("abort") => true,
+            Some(other) => {
+                return err(
+                    key("on_fault"),
+                    format!("{vm_}: on_fault is \"{other}\": use \"stop\" (the default) or \"abort\""),
+                )
+            }
+        };
         let mut devices = Vec::new();
         for (d, dev) in vm.device.iter().enumerate() {
             let kind = check_device(path, i, d, &vm_, dev, &disks, &mut switches)?;
@@ -576,6 +590,7 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
             pcpus: vm.pcpus,
             devices,
             channels: Vec::new(),
+            fault_abort,
         });
     }
     check_disk_sharing(path, &vms, &disks)?;

@@ -258,6 +258,7 @@ fn lay_out_vm(cfg: &Config, i: usize, vm: &VmConfig) -> Result<VmImage, ConfigEr
             })
             .collect(),
         channels: vm.channels.iter().fold(0, |m, &k| m | 1 << k),
+        fault_abort: vm.fault_abort,
         regions,
     })
 }

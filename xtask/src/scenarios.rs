@@ -147,6 +147,7 @@ fn shared_writable_disk() -> Vec<u8> {
             device: Device::Block { disk: 0, offset, size: 1 << 20, read_only: false },
         }],
         channels: 0,
+        fault_abort: false,
         regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![0; 4])],
     };
     let shared = Shared { disks: vec![DiskImage { name: "disk0".into(), size: 4 << 20 }], channels: vec![] };

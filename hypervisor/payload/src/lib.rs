@@ -26,8 +26,11 @@ extern crate alloc;
 use core::fmt;
 
 pub const MAGIC: [u8; 8] = *b"TESSERA\0";
-/// 2: device, disk and channel tables (version 1 had one device bit).
-pub const VERSION: u32 = 2;
+/// 2: device, disk and channel tables (version 1 had one device bit);
+/// 3: VM flags.
+pub const VERSION: u32 = 3;
+/// VM entry flags.
+pub const VM_FLAG_FAULT_ABORT: u32 = 1;
 pub const HEADER_SIZE: usize = 64;
 pub const VM_ENTRY_SIZE: usize = 96;
 pub const REGION_SIZE: usize = 16;
@@ -128,6 +131,10 @@ pub struct VmDesc<'a> {
     pub boot_regs: [u32; 3],
     /// Bit k set: the VM maps channel k.
     pub channels: u32,
+    /// An access the hypervisor cannot serve (nothing mapped there, a fault
+    /// it will not emulate) is given back to the guest as an abort, instead
+    /// of stopping the VM.
+    pub fault_abort: bool,
     regions: [Option<Region>; MAX_REGIONS],
     devices: [Option<DeviceDesc>; MAX_DEVICES],
 }
@@ -326,6 +333,7 @@ mod v {
     pub const DEVICE_COUNT: usize = 76;
     pub const DEVICE_TABLE: usize = 80;
     pub const CHANNELS: usize = 84;
+    pub const FLAGS: usize = 88;
 }
 
 /// CRC-32 of the payload with the crc field taken as zero.
@@ -607,6 +615,11 @@ impl<'a> Payload<'a> {
         };
         let boot_regs = [rd32(b, e + v::R0), rd32(b, e + v::R0 + 4), rd32(b, e + v::R0 + 8)];
         let channels = rd32(b, e + v::CHANNELS);
+        let flags = rd32(b, e + v::FLAGS);
+        if flags & !VM_FLAG_FAULT_ABORT != 0 {
+            return Err(PayloadError::BadField { vm: Some(i), field: "flags", value: flags });
+        }
+        let fault_abort = flags & VM_FLAG_FAULT_ABORT != 0;
         if channels >> self.channel_count != 0 {
             return Err(bad("channels", channels));
         }
@@ -656,7 +669,20 @@ impl<'a> Payload<'a> {
                 return Err(bad("channels", channels));
             }
         }
-        Ok(VmDesc { name, vcpus, ram_base, ram_size, affinity, entry, boot, boot_regs, channels, regions, devices })
+        Ok(VmDesc {
+            name,
+            vcpus,
+            ram_base,
+            ram_size,
+            affinity,
+            entry,
+            boot,
+            boot_regs,
+            channels,
+            fault_abort,
+            regions,
+            devices,
+        })
     }
 }
 

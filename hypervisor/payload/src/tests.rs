@@ -20,6 +20,7 @@ fn sample() -> Vec<u8> {
                     DeviceDesc { slot: 2, device: Device::Net { switch: 1, mac: [2, 0, 0, 0, 0, 7] } },
                 ],
                 channels: 0b1,
+                fault_abort: false,
                 regions: vec![
                     (RegionKind::Kernel, 0x4000_0000, vec![1, 2, 3, 4, 5]),
                     (RegionKind::Dtb, 0x40f0_0000, vec![0xd0, 0x0d, 0xfe, 0xed]),
@@ -35,6 +36,7 @@ fn sample() -> Vec<u8> {
                 boot_regs: [0, !0, 0],
                 devices: vec![DeviceDesc { slot: 5, device: Device::Console }],
                 channels: 0b1,
+                fault_abort: false,
                 regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![9; 300])],
             },
         ],
@@ -168,6 +170,7 @@ fn writable_disk_ranges_may_not_overlap() {
         boot_regs: [0; 3],
         devices: vec![DeviceDesc { slot, device: Device::Block { disk: 0, offset, size: 8192, read_only } }],
         channels: 0,
+        fault_abort: false,
         regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![1; 4])],
     };
     let shared = Shared { disks: vec![DiskImage { name: "d".into(), size: 1 << 20 }], channels: vec![] };

@@ -17,6 +17,8 @@ pub struct VmImage {
     pub devices: Vec<DeviceDesc>,
     /// Bit k: the VM maps channel k.
     pub channels: u32,
+    /// See `VmDesc::fault_abort`.
+    pub fault_abort: bool,
     /// (kind, ipa, bytes)
     pub regions: Vec<(RegionKind, u32, Vec<u8>)>,
 }
@@ -124,6 +126,7 @@ pub fn build(pcpus: u32, memory_mib: u32, vms: &[VmImage], shared: &Shared) -> V
             put(&mut out, e + v::R0 + 4 * k, *r);
         }
         put(&mut out, e + v::CHANNELS, vm.channels);
+        put(&mut out, e + v::FLAGS, if vm.fault_abort { VM_FLAG_FAULT_ABORT } else { 0 });
         put(&mut out, e + v::DEVICE_COUNT, vm.devices.len() as u32);
         put(&mut out, e + v::DEVICE_TABLE, next_device as u32);
         for dev in &vm.devices {

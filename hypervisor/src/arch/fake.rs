@@ -25,7 +25,7 @@
 
 extern crate std;
 
-use super::{irq, Cpu, Exit, TrapInfo, VcpuIdentity, MAX_CPUS};
+use super::{irq, AbortTo, Cpu, Exit, TrapInfo, VcpuIdentity, MAX_CPUS};
 use crate::context::{El1State, FpState, GichState, GuestRegs, MAX_LRS};
 use crate::platform::Platform;
 use crate::trap::ec;
@@ -292,6 +292,8 @@ pub struct FakeCpu {
     pub sleeps: u32,
     /// Set/way cache operations done for guests.
     pub set_way_ops: Vec<u32>,
+    /// Aborts given to guests.
+    pub aborts: Vec<AbortTo>,
 }
 
 impl FakeCpu {
@@ -317,6 +319,7 @@ impl FakeCpu {
             entries: Vec::new(),
             sleeps: 0,
             set_way_ops: Vec::new(),
+            aborts: Vec::new(),
         }
     }
 
@@ -529,6 +532,15 @@ impl Cpu for FakeCpu {
     }
 
     fn clean_to_poc(&mut self, _ram: &crate::mem::GuestRam) {}
+
+    fn inject_abort(&mut self, regs: &mut GuestRegs, abort: AbortTo) {
+        self.aborts.push(abort);
+        // As the hardware would, with VBAR 0 and the MMU off: Abort mode,
+        // the vector's address; LR and SPSR are not modelled.
+        let offset = if abort.instruction { 0x0c } else { 0x10 };
+        regs.cpsr = (regs.cpsr & !0x3f) | 0x17 | 0x180;
+        regs.pc = self.el1.vbar + offset;
+    }
 
     fn clean_invalidate_set_way(&mut self, set_way: u32) {
         self.set_way_ops.push(set_way);

@@ -69,6 +69,16 @@ pub struct TrapInfo {
     pub hpfar: u32,
 }
 
+/// An external abort to give the guest (`on_fault = "abort"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortTo {
+    /// A prefetch abort (an instruction fetch), else a data abort.
+    pub instruction: bool,
+    pub write: bool,
+    /// The guest's virtual address of the access (its DFAR or IFAR).
+    pub va: u32,
+}
+
 /// What identifies a vCPU to the hardware while it runs.
 #[derive(Clone, Copy, Debug)]
 pub struct VcpuIdentity {
@@ -132,6 +142,11 @@ pub trait Cpu {
 
     /// One byte typed at the hypervisor's console, if any.
     fn console_read(&mut self) -> Option<u8>;
+    /// Makes the trapped guest take a synchronous external abort for the
+    /// access it just made, as the hardware would: Abort mode, its fault
+    /// status and address registers set, the return address in LR_abt,
+    /// `regs` moved to its vector.
+    fn inject_abort(&mut self, regs: &mut GuestRegs, abort: AbortTo);
     /// Cleans and invalidates the data-cache line named by a DCCISW
     /// set/way value (for a guest's trapped set/way operation).
     fn clean_invalidate_set_way(&mut self, set_way: u32);

@@ -44,6 +44,8 @@ set_stacks:
     sub     r1, r1, r3
     cps     #0x12                   @ IRQ mode
     mov     sp, r1
+    cps     #0x17                   @ Abort mode: 1 KiB below the IRQ stack's 3 KiB
+    sub     sp, r1, #3072
     cps     #0x13                   @ SVC mode
     sub     sp, r1, #4096
     bx      lr
@@ -55,10 +57,23 @@ _vectors:
     b       .                       @ undefined
     b       .                       @ SVC
     b       .                       @ prefetch abort
-    b       .                       @ data abort
+    b       dabt_entry              @ data abort
     b       .                       @ unused
     b       irq_entry
     b       .                       @ FIQ
+
+    @ A data abort (an access Tessera answered with one, `on_fault =
+    @ "abort"`): counted in ABORTS, then the faulting instruction is
+    @ skipped (ARM state: LR_abt is it + 8).
+dabt_entry:
+    push    {{r0, r1}}
+    ldr     r0, =ABORTS
+    ldr     r1, [r0]
+    add     r1, r1, #1
+    str     r1, [r0]
+    pop     {{r0, r1}}
+    sub     lr, lr, #4
+    movs    pc, lr
 
 irq_entry:
     sub     lr, lr, #4
@@ -73,6 +88,22 @@ irq_entry:
 unsafe extern "C" {
     static _vectors: u8;
     fn _secondary_start();
+}
+
+/// Data aborts taken (see `dabt_entry`).
+#[unsafe(no_mangle)]
+static mut ABORTS: u32 = 0;
+
+/// How many data aborts this guest has taken.
+pub fn aborts() -> u32 {
+    // SAFETY: a word read; only the abort handler writes it.
+    unsafe { core::ptr::read_volatile(&raw const ABORTS) }
+}
+
+/// Points VBAR at this runtime's vectors (data aborts are then survivable).
+pub fn install_vectors() {
+    // SAFETY: VBAR points at our vector table.
+    unsafe { core::arch::asm!("mcr p15, 0, {}, c12, c0, 0", "isb", in(reg) &raw const _vectors as usize) };
 }
 
 /// The entry point to give PSCI CPU_ON for a secondary vCPU.

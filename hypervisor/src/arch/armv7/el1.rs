@@ -96,6 +96,44 @@ pub fn restore(s: &El1State) {
     aarch32_cpu::asm::isb();
 }
 
+/// Takes the guest (loaded, trapped) into its Abort mode as a synchronous
+/// external abort on `abort` would (Arm ARM B1.9.7, B1.9.8): DFSR/IFSR in
+/// the format its TTBCR.EAE selects, DFAR/IFAR, SPSR_abt and LR_abt (the
+/// faulting instruction + 8 for a data abort, + 4 for a prefetch abort),
+/// CPSR as exception entry leaves it (IRQs and aborts masked, T from
+/// SCTLR.TE, E from SCTLR.EE, IT cleared), the PC at its vector.
+pub fn inject_abort(regs: &mut crate::context::GuestRegs, abort: crate::arch::AbortTo) {
+    const SCTLR_V: u32 = 1 << 13;
+    const SCTLR_EE: u32 = 1 << 25;
+    const SCTLR_TE: u32 = 1 << 30;
+    let sctlr = SCTLR::read();
+    let long = TTBCR::read() & (1 << 31) != 0;
+    // Synchronous external abort, not on a translation table walk.
+    let status = if long { 1 << 9 | 0x10 } else { 0x08 };
+    let wnr = if abort.write { 1 << 11 } else { 0 };
+    let (offset, lr) =
+        if abort.instruction { (0x0c, regs.pc.wrapping_add(4)) } else { (0x10, regs.pc.wrapping_add(8)) };
+    // SAFETY: the trapped guest's own PL1 registers; the guest is not
+    // running, and none of them affects HYP mode.
+    unsafe {
+        if abort.instruction {
+            IFSR::write(status);
+            IFAR::write(abort.va);
+        } else {
+            DFSR::write(status | wnr);
+            DFAR::write(abort.va);
+        }
+        asm!(".arch_extension virt", "msr spsr_abt, {}", "msr lr_abt, {}", in(reg) regs.cpsr, in(reg) lr, options(nomem, nostack, preserves_flags));
+    }
+    let base = if sctlr & SCTLR_V != 0 { 0xffff_0000 } else { VBAR::read() };
+    let t = if sctlr & SCTLR_TE != 0 { 1 << 5 } else { 0 };
+    let e = if sctlr & SCTLR_EE != 0 { 1 << 9 } else { 0 };
+    // Keep the flags, GE and F; clear IT, J, T, E and the mode.
+    let kept = regs.cpsr & 0xf80f_0040;
+    regs.cpsr = kept | 0x17 | 1 << 7 | 1 << 8 | t | e;
+    regs.pc = base + offset;
+}
+
 /// Does this core implement ThumbEE (ID_PFR0.State3, bits 15:12)?
 pub fn has_thumbee() -> bool {
     let pfr0: u32;

@@ -13,7 +13,7 @@ mod timer;
 mod uart;
 mod vfp;
 
-use super::{irq, Cpu, Exit, TrapInfo, VcpuIdentity, MAX_CPUS};
+use super::{irq, AbortTo, Cpu, Exit, TrapInfo, VcpuIdentity, MAX_CPUS};
 use crate::context::{El1State, FpState, GichState, GuestRegs};
 use crate::platform::Platform;
 use gic::Gich;
@@ -149,6 +149,10 @@ impl Cpu for Armv7 {
 
     fn console_read(&mut self) -> Option<u8> {
         uart::read_byte()
+    }
+
+    fn inject_abort(&mut self, regs: &mut GuestRegs, abort: AbortTo) {
+        el1::inject_abort(regs, abort)
     }
 
     fn clean_invalidate_set_way(&mut self, set_way: u32) {

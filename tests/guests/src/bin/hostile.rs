@@ -1,14 +1,13 @@
 //! A hostile guest. `case=<name>` in the boot arguments picks one attack:
 //!
 //! - `unmapped`: reads an IPA nothing is mapped at (0x2000_0000).
-//! - `hypervisor`: writes to 0x4020_0000, where the hypervisor's image sits
-//!   in physical memory (this VM has 2 MiB of RAM, so that is past its end).
-//! - `other-vm`: writes to `target=` (the physical address of the other VM's
-//!   RAM, which the scenario reads from the hypervisor's boot log).
 //! - `bad-args`: hypercalls with hostile arguments; each must come back
 //!   with its documented error, and the VM exits 0.
 //! - `side-channels`: the PMU, debug, ThumbEE and IMPLEMENTATION DEFINED
 //!   registers and set/way maintenance: each reads as absent or is harmless.
+//! - `probe`: reads every 64 KiB of the IPA space (with `on_fault =
+//!   "abort"`, so each unmapped page is an abort it survives) and writes a
+//!   marker to each that is not its own; see `probe`.
 //! - `console-flood`: console output as fast as it goes, with escape
 //!   sequences meant for the operator's terminal (see `console_flood`).
 //! - `cpu-off-last`: powers off its only vCPU with PSCI CPU_OFF; the VM
@@ -47,25 +46,12 @@ fn main() -> u32 {
             println!("SURVIVED read of unmapped IPA: {v:#x}");
             3
         }
-        "hypervisor" => {
-            // SAFETY: deliberately hostile.
-            unsafe { core::ptr::write_volatile(0x4020_0000 as *mut u32, 0xdead_beef) };
-            println!("SURVIVED write to the hypervisor's address");
-            3
-        }
-        "other-vm" => {
-            let target = guest_rt::arg_u32("target", 0x4120_0000);
-            println!("writing to {target:#010x}");
-            // SAFETY: deliberately hostile.
-            unsafe { core::ptr::write_volatile(target as *mut u32, 0xdead_beef) };
-            println!("SURVIVED write to another VM's memory");
-            3
-        }
         "bad-args" => bad_args(),
         "gic-garbage" => gic_garbage(),
         "virtio-bad-queue" => virtio_bad_queue(),
         "net-bad-queue" => net_bad_queue(),
         "console-flood" => console_flood(),
+        "probe" => probe(),
         "side-channels" => side_channels(),
         "cpu-off-last" => {
             let r = tessera_guest::psci::cpu_off();
@@ -76,6 +62,72 @@ fn main() -> u32 {
             println!("unknown case {other}");
             4
         }
+    }
+}
+
+/// The marker `probe` writes everywhere it can outside its own RAM.
+const MARKER: u32 = 0x7e55_e4a0;
+
+/// Reads (or writes `MARKER` to) the word at `addr`; false if it aborted.
+fn touch(addr: u32, write: bool) -> bool {
+    let before = guest_rt::aborts();
+    // SAFETY: deliberately anywhere; Tessera answers what is not this VM's
+    // with an abort (on_fault = "abort"), which `dabt_entry` steps over.
+    unsafe {
+        if write {
+            core::arch::asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) MARKER, options(nostack));
+        } else {
+            core::arch::asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) _, options(nostack));
+        }
+    }
+    guest_rt::aborts() == before
+}
+
+/// Reads the first word of every 64 KiB of the 4 GiB IPA space and prints
+/// the ranges that answered: exactly this VM's devices, channels and RAM
+/// must. Then writes the marker to every page outside them (each write
+/// must abort: a peer checks its RAM for the marker).
+fn probe() -> u32 {
+    guest_rt::install_vectors();
+    let mut ranges: [(u32, u32); 32] = [(0, 0); 32];
+    let mut n = 0;
+    let mut aborted = 0u32;
+    for page in 0..0x1_0000u32 {
+        let addr = page << 16;
+        if touch(addr, false) {
+            match n {
+                0 => {}
+                _ if ranges[n - 1].1 == addr => {
+                    ranges[n - 1].1 = addr + 0x1_0000;
+                    continue;
+                }
+                _ => {}
+            }
+            if n < ranges.len() {
+                ranges[n] = (addr, addr.wrapping_add(0x1_0000));
+                n += 1;
+            }
+        } else {
+            aborted += 1;
+        }
+    }
+    for &(a, b) in &ranges[..n] {
+        println!("probe: answered {a:#010x}-{:#010x}", b.wrapping_sub(1));
+    }
+    println!("probe: {n} ranges answered, {aborted} pages aborted");
+    let answered = |addr: u32| ranges[..n].iter().any(|&(a, b)| addr >= a && addr.wrapping_sub(a) < b.wrapping_sub(a));
+    let mut landed = 0;
+    for page in 0..0x1_0000u32 {
+        let addr = page << 16;
+        if !answered(addr) && touch(addr, true) {
+            landed += 1;
+        }
+    }
+    println!("probe: {landed} marker writes outside its RAM and devices landed");
+    if landed == 0 {
+        0
+    } else {
+        1
     }
 }
 

@@ -41,6 +41,23 @@ fn main() -> u32 {
             return 2;
         }
     }
+    // With `not_marker=` (the marker's complement, so that the marker itself
+    // is nowhere in this VM's memory): no word of this VM's RAM holds the
+    // value another VM tried to write everywhere it could.
+    let arg = guest_rt::arg("not_marker").and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok());
+    if let Some(not_marker) = arg {
+        let ram_end = 0x4000_0000 + guest_rt::arg_u32("ram_mib", 16) * 1024 * 1024;
+        let mut a = 0x4000_0000u32;
+        while a < ram_end {
+            // SAFETY: this VM's own RAM.
+            if !unsafe { core::ptr::read_volatile(a as *const u32) } == not_marker {
+                println!("memory corrupted: another VM's marker at {a:#010x}");
+                return 2;
+            }
+            a += 4;
+        }
+        println!("no marker of another VM in {} MiB of RAM", (ram_end - 0x4000_0000) >> 20);
+    }
     println!("memory intact ({} KiB checked), done", PATTERN_BYTES / 1024);
     0
 }
