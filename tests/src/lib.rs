@@ -195,6 +195,8 @@ pub const SCENARIOS: &[Scenario] = &[
             "tessera: vm \"left\": 1 vCPU(s) on pCPU 0",
             "tessera: vm \"right\": 1 vCPU(s) on pCPU 1",
             "tessera: pCPU 1 up",
+            "left: rendezvous: 10000 alternations with the VM at the channel's other end, each on its own pCPU",
+            "right: rendezvous: 10000 alternations with the VM at the channel's other end, each on its own pCPU",
         ],
         absent: &[],
         overlap: &[("left", "right")],
@@ -349,7 +351,7 @@ pub const SCENARIOS: &[Scenario] = &[
         config: "tests/configs/virtio-drivers-rng.toml",
         deadline_secs: 60,
         vms: &[("vrng", Want::Exit(0))],
-        lines: &["vrng: virtio-rng through virtio-drivers: 256 bytes"],
+        lines: &["vrng: virtio-rng through virtio-drivers: 4096 bytes", "vrng: virtio-rng bytes look random"],
         absent: &[],
         overlap: &[],
     },
@@ -439,10 +441,12 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "hostile-gic-garbage",
         config: "tests/configs/hostile-gic-garbage.toml",
         deadline_secs: 90,
-        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0))],
+        vms: &[("peer", Want::Exit(0)), ("hostile", Want::Exit(0)), ("smp", Want::Exit(0))],
         lines: &[
             "hostile: still running after 8192 garbage writes to the GIC distributor and UART",
             "peer: memory intact",
+            "smp: ticks per vCPU: [10, 10]",
+            "smp: 2 vCPUs took 10 timer interrupts each, 1 IPIs reached vCPU 0, all secondaries off",
         ],
         absent: &[],
         overlap: &[],
@@ -818,5 +822,26 @@ mod tests {
         for s in SCENARIOS {
             assert!(root.join(s.config).exists(), "{}: {} missing", s.name, s.config);
         }
+    }
+
+    /// The disk and same-value tables are joined to scenarios by name: each
+    /// must name exactly one scenario, and no scenario twice, or its checks
+    /// would silently never run.
+    #[test]
+    fn the_side_tables_name_existing_scenarios() {
+        let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        let mut seen = std::collections::HashSet::new();
+        for n in &names {
+            assert!(seen.insert(n), "scenario {n} is listed twice");
+        }
+        for d in DISK_SCENARIOS {
+            assert!(names.contains(&d.scenario), "DISK_SCENARIOS names {:?}, which is no scenario", d.scenario);
+        }
+        for v in SAME_VALUES {
+            assert!(names.contains(&v.scenario), "SAME_VALUES names {:?}, which is no scenario", v.scenario);
+        }
+        let (mut disks, mut values) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        assert!(DISK_SCENARIOS.iter().all(|d| disks.insert(d.scenario)), "a scenario has two DISK_SCENARIOS entries");
+        assert!(SAME_VALUES.iter().all(|v| values.insert(v.scenario)), "a scenario has two SAME_VALUES entries");
     }
 }

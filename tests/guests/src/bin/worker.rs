@@ -33,6 +33,32 @@ fn main() -> u32 {
         }
         println!("tick {t}/{ticks}");
     }
+    // With `rendezvous=N` and a channel: N strict alternations with the VM
+    // at the channel's other end, spinning on the shared words with no exit
+    // to the hypervisor. Both VMs are the only ones on their pCPUs, so
+    // neither is ever descheduled: the alternations can only happen if the
+    // two run at the same time, on two pCPUs.
+    let rounds = guest_rt::arg_u32("rendezvous", 0);
+    if rounds > 0 {
+        let Some(c) = guest_rt::channel(0) else {
+            println!("WRONG: rendezvous needs a channel");
+            return 3;
+        };
+        let (mine, theirs) = ((c.base) as *mut u32, (c.base + 4) as *mut u32);
+        let (me, other) = if guest_rt::arg_u32("first", 0) == 1 { (mine, theirs) } else { (theirs, mine) };
+        let leads = guest_rt::arg_u32("first", 0) == 1;
+        for k in 0..rounds {
+            // SAFETY: words of the channel memory the DTB gives this VM.
+            unsafe {
+                // The leader moves first in each round; the other follows.
+                while core::ptr::read_volatile(other) != if leads { k } else { k + 1 } {
+                    core::hint::spin_loop();
+                }
+                core::ptr::write_volatile(me, k + 1);
+            }
+        }
+        println!("rendezvous: {rounds} alternations with the VM at the channel's other end, each on its own pCPU");
+    }
     for i in 0..words {
         // SAFETY: as above.
         let v = unsafe { core::ptr::read_volatile((base + 4 * i) as *const u32) };
