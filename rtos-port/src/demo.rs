@@ -130,6 +130,49 @@ fn ms(n: u32) -> Ticks {
     n
 }
 
+/// A task's closing line, kept for the supervisor, which prints them all in
+/// one fixed order once every task has reported: which task finishes first
+/// depends on timing, and the console's order must not.
+struct Summary {
+    text: UnsafeCell<[u8; 240]>,
+    len: AtomicU32,
+}
+
+// SAFETY: each summary is written only by its own task, before that task
+// reports (a queue send), and read only by the supervisor after it has
+// received that report (the queue orders the two).
+unsafe impl Sync for Summary {}
+
+static SUMMARIES: [Summary; 5] = [const { Summary { text: UnsafeCell::new([0; 240]), len: AtomicU32::new(0) } }; 5];
+
+impl core::fmt::Write for &Summary {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let len = self.len.load(Relaxed) as usize;
+        let n = s.len().min(240 - len);
+        // SAFETY: only the owning task writes, before its report (see above).
+        unsafe { (&mut *self.text.get())[len..len + n].copy_from_slice(&s.as_bytes()[..n]) };
+        self.len.store((len + n) as u32, Release);
+        Ok(())
+    }
+}
+
+/// Keeps `task`'s closing line (see [`Summary`]).
+fn summarize(task: Task, line: core::fmt::Arguments<'_>) {
+    let _ = core::fmt::Write::write_fmt(&mut &SUMMARIES[task as usize], line);
+}
+
+/// Prints the summaries in task order (the supervisor, after every report).
+fn print_summaries() {
+    for s in &SUMMARIES {
+        let len = s.len.load(Acquire) as usize;
+        if len > 0 {
+            // SAFETY: written before the report the supervisor received.
+            let text = unsafe { &(&*s.text.get())[..len] };
+            println!("{}", core::str::from_utf8(text).unwrap_or("?"));
+        }
+    }
+}
+
 fn report(task: Task, ok: bool) -> ! {
     app().done.send(&Report { task, ok }, MAX_DELAY);
     rtos::exit()
@@ -161,7 +204,13 @@ extern "C" fn consumer(_: *mut c_void) {
     }
     let ok = check.complete(a.cfg.rounds);
     if ok {
-        println!("queues: {PRODUCERS} producers x {} messages, every one delivered once and in order", a.cfg.rounds);
+        summarize(
+            Task::Consumer,
+            format_args!(
+                "queues: {PRODUCERS} producers x {} messages, every one delivered once and in order",
+                a.cfg.rounds
+            ),
+        );
     } else {
         println!(
             "queues: WRONG: {} bad messages, first {:?}; delivered in order {:?} of {}",
@@ -190,7 +239,10 @@ extern "C" fn ping(_: *mut c_void) {
         }
     }
     if ok {
-        println!("ping-pong: {} round trips between two tasks through two queues", a.cfg.pingpongs);
+        summarize(
+            Task::Ping,
+            format_args!("ping-pong: {} round trips between two tasks through two queues", a.cfg.pingpongs),
+        );
     }
     report(Task::Ping, ok)
 }
@@ -230,7 +282,7 @@ extern "C" fn periodic(_: *mut c_void) {
     }
     let us = |t: Option<u64>| ticks_to_ns(t.unwrap_or(0), freq) / 1000;
     let (min, avg, max) = (latency.min(), latency.avg(), latency.max());
-    println!(
+    summarize(Task::Periodic, format_args!(
         "periodic: {} releases every {} ms: release latency min/avg/max = {}/{}/{} us, jitter {} us, {late} late by a period or more",
         latency.count(),
         cfg.period_ms,
@@ -238,7 +290,7 @@ extern "C" fn periodic(_: *mut c_void) {
         us(avg),
         us(max),
         us(Some(max.unwrap_or(0) - min.unwrap_or(0)))
-    );
+    ));
     if cfg.bench {
         println!(
             "bench freertos-periodic samples={} min_ticks={} avg_ticks={} max_ticks={} period_ms={} cntfrq={freq}",
@@ -275,7 +327,10 @@ extern "C" fn entropy(arg: *mut c_void) {
                 let mut buf = [0u8; 64];
                 let n = rng.request_entropy(&mut buf).unwrap_or(0);
                 let nonzero = buf[..n].iter().filter(|&&b| b != 0).count();
-                println!("entropy: {n} bytes from the virtio-rng through virtio-drivers, {nonzero} non-zero");
+                summarize(
+                    Task::Entropy,
+                    format_args!("entropy: {n} bytes from the virtio-rng through virtio-drivers, {nonzero} non-zero"),
+                );
                 // Random bytes are zero 1 time in 256.
                 n == buf.len() && nonzero > 56
             }
@@ -332,6 +387,7 @@ extern "C" fn supervisor(_: *mut c_void) {
             }
         }
     }
+    print_summaries();
     let s = rtos::port_stats();
     let cores = CORES_USED.load(Relaxed);
     println!(
