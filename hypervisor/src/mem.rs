@@ -120,9 +120,10 @@ impl GuestMemory for GuestRam {
 }
 
 /// Guest RAM for host tests: a leaked, zeroed buffer of `size` bytes.
-#[cfg(test)]
+#[cfg(any(test, feature = "fake"))]
 pub fn test_ram(ipa: u64, size: usize) -> GuestRam {
-    let buf: &'static mut [u8] = Box::leak(vec![0u8; size].into_boxed_slice());
+    extern crate alloc;
+    let buf: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; size].into_boxed_slice());
     // SAFETY: the buffer is leaked, so it lives for the rest of the test
     // process, and nothing else refers to it.
     unsafe { GuestRam::new(Ipa(ipa), size as u64, PhysAddr(0x4200_0000), buf.as_mut_ptr()) }

@@ -7,34 +7,11 @@
 //! - `lint`            formatting and clippy (warnings are errors), as `test` checks them
 //! - `bench [PART]`    benchmarks: instruction counts under QEMU -icount, wall-clock ratios
 //!   against native QEMU (PART: micro, freertos, linux, blk, net)
+//! - `fuzz [TARGET] [--secs N] [--merge]` the fuzz targets of tests/fuzz under libFuzzer
 //! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml,
 //!   and the guest map's C header from tessera_payload::guest_map
-mod bench;
-mod build;
-mod config;
-mod disks;
-mod dtb;
-mod elf_image;
-mod guest_map;
-mod kernel;
-mod linux;
-mod outcome;
-mod pack;
-mod qemu;
-mod scenarios;
-mod setup;
-#[cfg(test)]
-mod testutil;
-
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// The workspace root (xtask lives one level below it).
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
-}
-
-pub const DEFAULT_CONFIG: &str = "examples/linux-smp.toml";
+use xtask::{bench, build, fuzz, guest_map, outcome, scenarios, setup, DEFAULT_CONFIG};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -45,6 +22,7 @@ fn usage() -> ExitCode {
          \n  test           run every test: lints, host unit tests and QEMU scenarios\
          \n  lint           cargo fmt --check and clippy (host and armv7a-none-eabi), as test runs them\
          \n  bench [PART]   benchmarks (PART: micro, freertos, linux, blk, net; default all)\
+         \n  fuzz [TARGET] [--secs N] [--merge]  coverage-guided fuzzing (default: every target, 60 s each)\
          \n  gen-abi        regenerate the hypercall ABI files and the guest map's C header"
     );
     ExitCode::from(2)
@@ -59,6 +37,7 @@ fn main() -> ExitCode {
         Some("test") => scenarios::test_verb(),
         Some("lint") => setup::run().and_then(|_| build::lint()),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("gen-abi") => {
             build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]).and_then(|_| guest_map::write())
         }

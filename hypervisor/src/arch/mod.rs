@@ -26,7 +26,7 @@ mod armv7;
 #[cfg(target_arch = "arm")]
 pub use armv7::{boot, Armv7, HwPlatform, HW_PLATFORM};
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 
 /// The most physical CPUs the hypervisor runs on.

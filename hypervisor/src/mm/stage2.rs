@@ -70,7 +70,7 @@ impl Vttbr {
     }
 
     /// A value for host tests, which never load it into an MMU.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fake"))]
     pub fn for_tests(vmid: u8) -> Self {
         Vttbr((vmid as u64) << 48 | 0x1000)
     }

@@ -1,0 +1,170 @@
+//! The hypercall dispatcher, with any registers from any VM shape.
+//!
+//! Oracles: an ID the ABI does not define gets NOT_SUPPORTED and nothing
+//! else happens; the console gets exactly the bytes a valid CONSOLE_WRITE
+//! names, read from inside the caller's RAM; CPU_ON reaches the VM only for
+//! one of its vCPUs and an entry point in its RAM; a doorbell rings only on
+//! a channel the caller maps; a result never claims more than four
+//! registers.
+
+use crate::ram::{Ram, BASE, SIZE};
+use arbitrary::{Arbitrary, Unstructured};
+use hypercall_abi::{psci, Error, Function, CONSOLE_WRITE_MAX};
+use std::sync::OnceLock;
+use tessera::addr::Ipa;
+use tessera::hypercall::{dispatch, Action, Caller};
+use tessera::mem::GuestMemory;
+
+struct Vm<'a> {
+    ram: &'a Ram,
+    vcpus: u32,
+    index: u32,
+    channels: u32,
+    channel_count: u32,
+    console: Vec<u8>,
+    cpu_on: Vec<(u32, u32)>,
+    doorbells: Vec<u32>,
+    affinity: i32,
+}
+
+impl Caller for Vm<'_> {
+    fn vm_id(&self) -> u32 {
+        1
+    }
+    fn vcpu_count(&self) -> u32 {
+        self.vcpus
+    }
+    fn vcpu_index(&self) -> u32 {
+        self.index
+    }
+    fn memory(&self) -> &dyn GuestMemory {
+        self.ram
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.console.extend_from_slice(bytes);
+    }
+    fn cpu_on(&mut self, index: u32, entry: u32, _context_id: u32) -> i32 {
+        assert!(index < self.vcpus, "CPU_ON for vCPU {index} of {}", self.vcpus);
+        assert!(self.ram.contains(Ipa(entry as u64), 4), "CPU_ON entry {entry:#x} outside RAM");
+        self.cpu_on.push((index, entry));
+        psci::SUCCESS
+    }
+    fn affinity_info(&self, index: u32) -> i32 {
+        assert!(index < self.vcpus);
+        self.affinity
+    }
+    fn channels(&self) -> u32 {
+        self.channels
+    }
+    fn ring_doorbell(&mut self, channel: u32) -> u32 {
+        assert!(channel < self.channel_count && self.channels & (1 << channel) != 0, "doorbell {channel}");
+        self.doorbells.push(channel);
+        1
+    }
+    fn channel_count(&self) -> u32 {
+        self.channel_count
+    }
+}
+
+/// A register value: often one that means something.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Value {
+    Function(u8),
+    InRam(u32),
+    Small(u8),
+    Raw(u32),
+}
+
+impl Value {
+    fn get(self) -> u32 {
+        match self {
+            Value::Function(k) => FUNCTIONS[k as usize % FUNCTIONS.len()].id(),
+            Value::InRam(off) => (BASE + off as u64 % (SIZE as u64 + 64)) as u32,
+            Value::Small(n) => n as u32,
+            Value::Raw(v) => v,
+        }
+    }
+}
+
+const FUNCTIONS: &[Function] = &[
+    Function::SmcccVersion,
+    Function::SmcccArchFeatures,
+    Function::CallCount,
+    Function::CallUid,
+    Function::Revision,
+    Function::AbiVersion,
+    Function::Features,
+    Function::ConsoleWrite,
+    Function::VcpuYield,
+    Function::VmInfo,
+    Function::VmShutdown,
+    Function::ChannelNotify,
+    Function::PsciVersion,
+    Function::PsciFeatures,
+    Function::PsciCpuSuspend,
+    Function::PsciCpuOff,
+    Function::PsciCpuOn,
+    Function::PsciAffinityInfo,
+    Function::PsciSystemOff,
+    Function::PsciSystemReset,
+];
+
+pub fn run(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    // The dispatcher only reads guest RAM, so one patterned RAM serves
+    // every input.
+    static RAM: OnceLock<Ram> = OnceLock::new();
+    let ram = RAM.get_or_init(|| {
+        let ram = Ram::default();
+        let fill: Vec<u8> = (0..SIZE).map(|i| (i * 31 + 7) as u8).collect();
+        ram.poke(BASE, &fill);
+        ram
+    });
+    ram.take_log();
+    let vcpus = u.int_in_range(1..=64).unwrap_or(1);
+    let channel_count = u.int_in_range(0..=16).unwrap_or(0);
+    let mut vm = Vm {
+        ram,
+        vcpus,
+        index: u.int_in_range(0..=vcpus - 1).unwrap_or(0),
+        channels: u.arbitrary::<u32>().unwrap_or(0) & ((1u64 << channel_count) - 1) as u32,
+        channel_count,
+        console: Vec::new(),
+        cpu_on: Vec::new(),
+        doorbells: Vec::new(),
+        affinity: u.int_in_range(0..=2).unwrap_or(0),
+    };
+    while !u.is_empty() {
+        let Ok(regs) = u.arbitrary::<[Value; 8]>() else { break };
+        let r = regs.map(Value::get);
+        let (console, cpu_on, doorbells) = (vm.console.len(), vm.cpu_on.len(), vm.doorbells.len());
+        let action = dispatch(&mut vm, &r);
+        if let Action::Return { count, .. } = action {
+            assert!((1..=4).contains(&count), "{count} result registers");
+        }
+        let f = Function::from_id(r[0]);
+        if f.is_none() {
+            let unsupported = Error::NotSupported.code() as u32;
+            assert_eq!(action, Action::Return { regs: [unsupported, 0, 0, 0], count: 1 });
+        }
+        let wrote = vm.console.len() - console;
+        if f == Some(Function::ConsoleWrite) && action == (Action::Return { regs: [0, r[2], 0, 0], count: 2 }) {
+            assert!(r[2] <= CONSOLE_WRITE_MAX);
+            assert_eq!(wrote, r[2] as usize);
+            let mut want = vec![0; wrote];
+            ram.peek(r[1] as u64, &mut want);
+            assert_eq!(vm.console[console..], want[..], "the console got the bytes the call names");
+        } else {
+            assert_eq!(wrote, 0, "console output from a call that did not succeed as CONSOLE_WRITE");
+        }
+        if f != Some(Function::PsciCpuOn) {
+            assert_eq!(vm.cpu_on.len(), cpu_on);
+        }
+        if f != Some(Function::ChannelNotify) {
+            assert_eq!(vm.doorbells.len(), doorbells);
+        }
+        vm.console.truncate(1 << 16);
+        vm.cpu_on.truncate(1024);
+        vm.doorbells.truncate(1024);
+    }
+}
