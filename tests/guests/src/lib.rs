@@ -235,6 +235,30 @@ pub fn wfi() {
     unsafe { core::arch::asm!("dsb", "wfi") };
 }
 
+/// Sleeps in WFI until `done()` holds, without losing the interrupt that
+/// makes it hold. Checking with interrupts enabled and then executing WFI
+/// races: the interrupt may be taken between the two, and WFI then waits
+/// for the next one, which may never come. So each check and its WFI run
+/// with IRQs masked (a pending interrupt still ends WFI), and the interrupt
+/// is taken when they are unmasked again.
+pub fn wait_until(mut done: impl FnMut() -> bool) {
+    loop {
+        // SAFETY: masks IRQs; nothing here depends on taking one.
+        unsafe { core::arch::asm!("cpsid i") };
+        let ok = done();
+        if !ok {
+            // SAFETY: waits for an interrupt with IRQs masked (it still
+            // wakes), then unmasks them so the handler runs.
+            unsafe { core::arch::asm!("dsb", "wfi") };
+        }
+        // SAFETY: unmasks IRQs again, as they were on entry.
+        unsafe { core::arch::asm!("cpsie i") };
+        if ok {
+            return;
+        }
+    }
+}
+
 /// One device-register write as a single `str` without writeback, like
 /// Linux's `writel`: the hypervisor emulates trapped device accesses from
 /// the syndrome, which describes only such simple loads and stores (a

@@ -73,9 +73,7 @@ fn main() -> u32 {
         FIRED_AT.store(0, Release);
         let cval = guest_rt::counter() + 2000;
         guest_rt::vtimer_arm_at(cval);
-        while FIRED_AT.load(Acquire) == 0 {
-            guest_rt::wfi();
-        }
+        guest_rt::wait_until(|| FIRED_AT.load(Acquire) != 0);
         total += FIRED_AT.load(Acquire) - cval;
     }
     println!("bench vtimer-latency samples={SAMPLES} total_ticks={total} cntfrq={freq}");
@@ -96,9 +94,7 @@ fn main() -> u32 {
         for k in 0..SAMPLES {
             let sent = guest_rt::counter();
             gic::send_sgi(SGI_PING, 1 << 1);
-            while PONGS.load(Acquire) <= k {
-                guest_rt::wfi();
-            }
+            guest_rt::wait_until(|| PONGS.load(Acquire) > k);
             total += PONG_AT.load(Acquire) - sent;
         }
         println!("bench ipi-round-trip samples={SAMPLES} total_ticks={total} cntfrq={freq}");

@@ -3,7 +3,10 @@
 //! channel, rings the doorbell and waits for the answer; `role=pong` waits
 //! for the doorbell, answers in the channel and rings back. Three rounds,
 //! or `rounds=N` (then quietly, ping printing one `bench` line with the
-//! average round trip in counter ticks, for `cargo xtask bench`).
+//! average round trip in counter ticks, for `cargo xtask bench`), or
+//! `secs=S` on both sides (for `cargo xtask soak`: ping goes on for S
+//! seconds of the virtual counter, then sends the sequence number `DONE`;
+//! pong answers until it sees it; both print how many rounds they made).
 //!
 //! Layout of the channel (both sides agree; nothing else is shared):
 //! word 0: ping's sequence number, bytes 64..128: ping's message;
@@ -20,6 +23,8 @@ use guest_rt::guest_main;
 
 /// Rounds printed one by one (messages carry the round's last digit).
 const ROUNDS: u32 = 3;
+/// The sequence number that ends a `secs=` run.
+const DONE: u32 = u32::MAX;
 static DOORBELLS: AtomicU32 = AtomicU32::new(0);
 static INTID: AtomicU32 = AtomicU32::new(0);
 
@@ -58,9 +63,7 @@ fn get(c: &ChannelInfo, at: usize, buf: &mut [u8; 64]) -> usize {
 
 /// Waits for the doorbell count to reach `n` (WFI: the pCPU goes elsewhere).
 fn wait_doorbells(n: u32) {
-    while DOORBELLS.load(Ordering::Acquire) < n {
-        guest_rt::wfi();
-    }
+    guest_rt::wait_until(|| DOORBELLS.load(Ordering::Acquire) >= n);
 }
 
 fn main() -> u32 {
@@ -82,18 +85,24 @@ fn main() -> u32 {
     gic::init_distributor();
     gic::init_cpu(&[c.intid], on_irq);
     let ping = guest_rt::arg("role") == Some("ping");
-    let rounds = guest_rt::arg_u32("rounds", ROUNDS);
+    let secs = guest_rt::arg_u32("secs", 0);
+    let rounds = if secs > 0 { DONE } else { guest_rt::arg_u32("rounds", ROUNDS) };
     let quiet = rounds > ROUNDS;
+    let until = guest_rt::counter() + u64::from(secs) * u64::from(guest_rt::counter_frequency());
+    let mut made = 0;
     let mut buf = [0u8; 64];
     let start = guest_rt::counter();
-    for round in 1..=rounds {
+    for i in 1..=rounds {
+        // The doorbells count iterations; the sequence number is the
+        // round's, or DONE.
+        let round = if secs > 0 && ping && guest_rt::counter() >= until { DONE } else { i };
         if ping {
             put(&c, 64, &[b'p', b'i', b'n', b'g', b' ', b'0' + (round % 10) as u8]);
             // SAFETY: word 0 of the channel; the message is written before it.
             unsafe { core::ptr::write_volatile(word(&c, 0), round) };
             let t0 = guest_rt::counter();
             let peers = tessera_guest::channel_notify(c.id);
-            wait_doorbells(round);
+            wait_doorbells(i);
             let t1 = guest_rt::counter();
             // SAFETY: word 1 of the channel.
             let seq = unsafe { core::ptr::read_volatile(word(&c, 1)) };
@@ -106,8 +115,12 @@ fn main() -> u32 {
                 println!("WRONG: unexpected answer");
                 return 1;
             }
+            if round == DONE {
+                break;
+            }
+            made = round;
         } else {
-            wait_doorbells(round);
+            wait_doorbells(i);
             // SAFETY: word 0 of the channel.
             let seq = unsafe { core::ptr::read_volatile(word(&c, 0)) };
             let n = get(&c, 64, &mut buf);
@@ -122,15 +135,23 @@ fn main() -> u32 {
                 println!("WRONG: the doorbell back did not reach ping");
                 return 1;
             }
+            if seq == DONE {
+                break;
+            }
+            if secs > 0 && seq != round {
+                println!("WRONG: round {round} carried sequence number {seq}");
+                return 1;
+            }
+            made = round;
         }
     }
-    if quiet && ping {
+    if quiet && ping && secs == 0 {
         let total = guest_rt::counter() - start;
         println!(
             "bench doorbell-round-trip samples={rounds} total_ticks={total} cntfrq={}",
             guest_rt::counter_frequency()
         );
     }
-    println!("{rounds} rounds through the channel");
+    println!("{made} rounds through the channel");
     0
 }

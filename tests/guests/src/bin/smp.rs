@@ -46,9 +46,7 @@ fn irq(id: u32) {
 fn tick_until_done(index: usize) {
     gic::init_cpu(&[PPI_VTIMER, SGI_DONE], irq);
     guest_rt::vtimer_arm(PERIOD.load(Acquire));
-    while TICKS[index].load(Acquire) < WANT.load(Acquire) {
-        guest_rt::wfi();
-    }
+    guest_rt::wait_until(|| TICKS[index].load(Acquire) >= WANT.load(Acquire));
 }
 
 fn secondary(index: u32) -> u32 {
@@ -76,9 +74,7 @@ fn main() -> u32 {
     }
     let t0 = guest_rt::counter();
     tick_until_done(0);
-    while IPIS.load(Acquire) < n as u32 - 1 {
-        guest_rt::wfi();
-    }
+    guest_rt::wait_until(|| IPIS.load(Acquire) >= n as u32 - 1);
     let elapsed_ms = (guest_rt::counter() - t0) * 1000 / guest_rt::counter_frequency() as u64;
     // Secondaries power off right after their IPI.
     for v in 1..n as u32 {
