@@ -40,6 +40,7 @@ const COVERAGE_FLAGS: &str = "-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-trace-compares \
     --cfg fuzzing -Cdebug-assertions -Coverflow-checks";
 
+#[derive(Debug)]
 struct Options {
     targets: Vec<&'static str>,
     secs: u64,
@@ -161,24 +162,30 @@ fn fuzz_one(bins: &Path, target: &'static str, opts: &Options) -> Result<Report,
     Ok(Report { target, execs: stat("stat::number_of_executed_units:"), corpus: count(&work), crashed })
 }
 
-/// Folds the working corpus into the checked-in one, keeping only inputs
-/// that add coverage.
+/// Folds the working corpus into the checked-in one, which becomes the
+/// smallest set of inputs libFuzzer finds covering what both cover
+/// (`-set_cover_merge`), so the repository holds no more than it needs.
 fn merge(bin: &Path, seeds: &Path, work: &Path) -> Result<(), String> {
+    let out = work.with_extension("merged");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let st = Command::new(bin)
-        .arg("-merge=1")
+        .arg("-set_cover_merge=1")
         .arg("-max_len=4096")
+        .arg(&out)
         .arg(seeds)
         .arg(work)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    if st.success() {
-        println!("fuzz: {} now holds {} inputs", seeds.display(), count(seeds));
-        Ok(())
-    } else {
-        Err(format!("merging into {} failed", seeds.display()))
+    if !st.success() {
+        return Err(format!("merging into {} failed", seeds.display()));
     }
+    std::fs::remove_dir_all(seeds).map_err(|e| format!("{}: {e}", seeds.display()))?;
+    std::fs::rename(&out, seeds).map_err(|e| format!("{}: {e}", seeds.display()))?;
+    println!("fuzz: {} now holds {} inputs", seeds.display(), count(seeds));
+    Ok(())
 }
 
 fn count(dir: &Path) -> usize {

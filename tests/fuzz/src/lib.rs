@@ -24,6 +24,13 @@ pub mod vgic;
 pub mod virtio;
 pub mod virtqueue;
 
+/// `TESSERA_FUZZ_TRACE=1`: targets print each operation they decode (to
+/// read what a crash input does: run the target's binary on it).
+pub fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("TESSERA_FUZZ_TRACE").is_some())
+}
+
 /// One fuzz target: its name (the binary's and the corpus folder's) and entry.
 pub type Target = (&'static str, fn(&[u8]));
 
