@@ -373,15 +373,21 @@ extern "C" fn supervisor(_: *mut c_void) {
         expected += 1;
     }
     let mut failed = 0u32;
+    // A task may take as long as its work plus a minute: the periodic task
+    // alone needs releases x period (a soak run asks for many minutes).
+    let cfg = &a.cfg;
+    let patience = 60_000u32.saturating_add(
+        cfg.releases.saturating_add(cfg.warmup_ms / cfg.period_ms.max(1)).saturating_mul(cfg.period_ms.max(1)),
+    );
     for _ in 0..expected {
-        match a.done.receive(ms(60_000)) {
+        match a.done.receive(ms(patience)) {
             Some(r) if r.ok => {}
             Some(r) => {
                 println!("supervisor: task {:?} reported a failure", r.task);
                 failed += 1;
             }
             None => {
-                println!("supervisor: WRONG: a task did not report within 60 s");
+                println!("supervisor: WRONG: a task did not report within {} s", patience / 1000);
                 failed += 1;
                 break;
             }

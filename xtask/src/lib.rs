@@ -16,6 +16,7 @@ pub mod pack;
 pub mod qemu;
 pub mod scenarios;
 pub mod setup;
+pub mod soak;
 #[cfg(test)]
 mod testutil;
 

@@ -8,10 +8,11 @@
 //! - `bench [PART]`    benchmarks: instruction counts under QEMU -icount, wall-clock ratios
 //!   against native QEMU (PART: micro, freertos, linux, blk, net)
 //! - `fuzz [TARGET] [--secs N] [--merge]` the fuzz targets of tests/fuzz under libFuzzer
+//! - `soak [--mins N]`  everything at once for N minutes (default 10), then a table
 //! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml,
 //!   and the guest map's C header from tessera_payload::guest_map
 use std::process::ExitCode;
-use xtask::{bench, build, fuzz, guest_map, outcome, scenarios, setup, DEFAULT_CONFIG};
+use xtask::{bench, build, fuzz, guest_map, outcome, scenarios, setup, soak, DEFAULT_CONFIG};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -23,6 +24,7 @@ fn usage() -> ExitCode {
          \n  lint           cargo fmt --check and clippy (host and armv7a-none-eabi), as test runs them\
          \n  bench [PART]   benchmarks (PART: micro, freertos, linux, blk, net; default all)\
          \n  fuzz [TARGET] [--secs N] [--merge]  coverage-guided fuzzing (default: every target, 60 s each)\
+         \n  soak [--mins N] two Linux VMs, FreeRTOS and a channel at once for N minutes (default 10)\
          \n  gen-abi        regenerate the hypercall ABI files and the guest map's C header"
     );
     ExitCode::from(2)
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Some("lint") => setup::run().and_then(|_| build::lint()),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("gen-abi") => {
             build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]).and_then(|_| guest_map::write())
         }
