@@ -10,6 +10,9 @@
 //! target vCPU moves them into free list registers before it enters the
 //! guest ([`Vgic::flush`]). Raising an interrupt takes no lock.
 //!
+//! (Somewhat over 600 lines, on purpose: the distributor's registers, the
+//! pending state and the flush that reads both are one invariant.)
+//!
 //! Simplifications, on purpose: all interrupts are Group 0; pending
 //! interrupts are offered to the list registers in interrupt-ID order, with
 //! their priorities (the GIC then orders them); an interrupt already in a

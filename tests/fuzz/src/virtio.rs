@@ -225,9 +225,9 @@ impl<'a, D: Model> Harness<'a, D> {
         wr(d, reg::DRIVER_FEATURES_SEL, 0);
         wr(d, reg::DRIVER_FEATURES, accept as u32);
         wr(d, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
-        for q in 0..D::QUEUES {
+        for (q, &size) in sizes.iter().enumerate().take(D::QUEUES) {
             wr(d, reg::QUEUE_SEL, q as u32);
-            wr(d, reg::QUEUE_NUM, sizes[q] as u32);
+            wr(d, reg::QUEUE_NUM, size as u32);
             wr(d, reg::QUEUE_DESC_LOW, desc(q) as u32);
             wr(d, reg::QUEUE_DESC_HIGH, 0);
             wr(d, reg::QUEUE_DRIVER_LOW, avail(q) as u32);
@@ -235,7 +235,7 @@ impl<'a, D: Model> Harness<'a, D> {
             wr(d, reg::QUEUE_DEVICE_LOW, used(q) as u32);
             wr(d, reg::QUEUE_DEVICE_HIGH, 0);
             wr(d, reg::QUEUE_READY, 1);
-            self.sizes[q] = sizes[q];
+            self.sizes[q] = size;
             self.avail_idx[q] = self.ram.r16(avail(q) + 2);
         }
         wr(d, reg::STATUS, ALL_OK);

@@ -33,7 +33,7 @@ fn replay(name: &str, run: fn(&[u8])) {
             seeds += 1;
         }
     }
-    let mut rng = Rng(0x7e55_e7a0 ^ name.len() as u64 * 0x9e37_79b9);
+    let mut rng = Rng(0x7e55_e7a0 ^ (name.len() as u64 * 0x9e37_79b9));
     let mut data = Vec::new();
     for i in 0..RANDOM_INPUTS {
         let len = (rng.next() % if i % 8 == 0 { 4096 } else { 256 }) as usize;
