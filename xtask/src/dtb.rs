@@ -95,6 +95,12 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     fdt.property_string("method", "hvc")?;
     fdt.end_node(psci)?;
 
+    // What user space checks to know it runs on Tessera (as Xen guests have
+    // /hypervisor with "xen,xen"); the kernel detects it by the SMCCC UID.
+    let hyp = fdt.begin_node("hypervisor")?;
+    fdt.property_string("compatible", "tessera,hypervisor")?;
+    fdt.end_node(hyp)?;
+
     // The GICv2: distributor (emulated) and CPU interface (the hardware's
     // virtual one). 3 interrupt cells: type (0 SPI, 1 PPI), number, flags.
     let gic = fdt.begin_node(&format!("intc@{:x}", map::GICD))?;
@@ -274,6 +280,9 @@ mod tests {
         assert_eq!(cells(&uart, "interrupts"), [0, 1, 4], "SPI 1, level-high");
         assert_eq!(cells(&uart, "clocks"), [clk, clk]);
         assert_eq!(strings(&uart, "clock-names"), ["uartclk", "apb_pclk"]);
+
+        let hyp = fdt.find_node("/hypervisor").unwrap();
+        assert_eq!(strings(&hyp, "compatible"), ["tessera,hypervisor"]);
 
         let chosen = fdt.find_node("/chosen").unwrap();
         assert_eq!(strings(&chosen, "stdout-path"), ["/pl011@9000000"]);
