@@ -163,8 +163,11 @@ fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
     let mut flipped = payload.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x40;
+    // Cut into the payload's content, not only its zero padding: QEMU's RAM
+    // is zero, so losing trailing zeros changes nothing the hypervisor reads.
     let mut truncated = payload.clone();
-    truncated.truncate(payload.len() - 16);
+    let content_end = payload.iter().rposition(|&b| b != 0).map_or(payload.len(), |i| i + 1);
+    truncated.truncate(content_end.saturating_sub(16));
     let mut bad_magic = payload.clone();
     bad_magic[0] = b'X';
     let cases: [(&str, Vec<u8>, &str); 4] = [
