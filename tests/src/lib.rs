@@ -309,6 +309,20 @@ pub const SCENARIOS: &[Scenario] = &[
         overlap: &[],
     },
     Scenario {
+        name: "linux-paravirt",
+        config: "tests/configs/linux-paravirt.toml",
+        deadline_secs: 180,
+        vms: &[("hello", Want::Exit(0)), ("pv", Want::Exit(0))],
+        lines: &[
+            "pv: tessera: running on Tessera, ABI 1.1, VM 2 with 2 vCPU(s), features 0x0000000f",
+            "pv: tessera-init: hypervisor tessera, ABI 1.1, vm_id 2, vcpus 2, features 0x0000000f",
+            "pv: tessera-init: DTB /hypervisor is tessera,hypervisor",
+            "pv: tessera-init: sleep 2 slept",
+        ],
+        absent: &["Kernel panic", "Oops", "BUG:", "WRONG"],
+        overlap: &[],
+    },
+    Scenario {
         name: "linux-debian-stock-kernel",
         config: "tests/configs/linux-debian.toml",
         deadline_secs: 300,

@@ -47,6 +47,31 @@ const ARTIFACTS: &[&str] = &["zImage", "initramfs.cpio.gz", "debian-zImage"];
 /// a second).
 static ENSURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// `scripts/checkpatch.pl --strict` from the 6.1 tree over each patch of
+/// linux-patches/: its summary line per patch, or an error naming the first
+/// patch with errors or warnings and checkpatch's report of it.
+pub fn checkpatch() -> Result<Vec<String>, String> {
+    need_packages(&["perl"])?;
+    let tree = kernel::source_tree()?;
+    let mut summaries = Vec::new();
+    for patch in kernel::patch_files()? {
+        let out = Command::new("perl")
+            .args(["scripts/checkpatch.pl", "--strict"])
+            .arg(&patch)
+            .current_dir(&tree)
+            .output()
+            .map_err(|e| format!("cannot run checkpatch.pl: {e}"))?;
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        let name = patch.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let total = report.lines().find(|l| l.starts_with("total: ")).unwrap_or("no summary").to_string();
+        if !out.status.success() || !total.starts_with("total: 0 errors, 0 warnings") {
+            return Err(format!("checkpatch.pl --strict on linux-patches/{name}: {total}\n{report}"));
+        }
+        summaries.push(format!("linux-patches/{name}: {total}"));
+    }
+    Ok(summaries)
+}
+
 /// Makes every `target/linux/` file that `config` names as a VM's `kernel`
 /// or `initrd`; other paths are left alone.
 ///
@@ -311,7 +336,7 @@ mod tests {
     fn every_linux_configuration_packs() {
         let tree = tempfile::tempdir().unwrap();
         let t = tree.path();
-        for d in ["examples", "tests/configs", "target/linux"] {
+        for d in ["examples", "tests/configs", "target/linux", "target/armv7a-none-eabi/release"] {
             std::fs::create_dir_all(t.join(d)).unwrap();
         }
         let mut configs = vec![PathBuf::from("examples/linux-smp.toml")];
@@ -328,6 +353,9 @@ mod tests {
         for (name, size) in [("zImage", 2 << 20), ("debian-zImage", 6 << 20), ("initramfs.cpio.gz", 1 << 20)] {
             std::fs::write(t.join("target/linux").join(name), crate::testutil::fake_zimage(size)).unwrap();
         }
+        // A bare-metal VM beside Linux (linux-paravirt).
+        let guest = crate::testutil::tiny_elf(0x4000_0000, &[(0x4000_0000, 0x4000_0000, vec![0; 4], 4)]);
+        std::fs::write(t.join("target/armv7a-none-eabi/release/hello"), guest).unwrap();
         let hyp = t.join("hyp.elf");
         std::fs::write(&hyp, crate::testutil::fake_hypervisor()).unwrap();
         for c in &configs {

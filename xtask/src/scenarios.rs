@@ -39,6 +39,17 @@ pub fn test_verb() -> Result<(), String> {
     bad_configs(&hyp, &mut t)?;
     corrupt_images(&hyp, &mut t)?;
     only_filter(&mut t, &hyp)?;
+    let only = std::env::var("TESSERA_SCENARIO").ok();
+    if only.as_deref().is_none_or(|o| "linux-paravirt-native".contains(o)) {
+        let t0 = Instant::now();
+        let r = native_paravirt_kernel();
+        t.record("linux-paravirt-native", r, t0.elapsed().as_secs_f64());
+    }
+    if only.as_deref().is_none_or(|o| "linux-patches-checkpatch".contains(o)) {
+        let t0 = Instant::now();
+        let r = crate::linux::checkpatch().map(|lines| lines.iter().for_each(|l| println!("    {l}")));
+        t.record("linux-patches-checkpatch", r, t0.elapsed().as_secs_f64());
+    }
     println!(
         "\nQEMU and packer scenarios: {} in {:.0} s",
         t.passed as usize + t.failed.len(),
@@ -92,6 +103,54 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
         println!("--- end of console ---");
     }
     r
+}
+
+/// The kernel built here, with the Tessera patches, booted by QEMU itself
+/// (no hypervisor; PSCI and the SMCCC queries answered by QEMU over HVC):
+/// it reaches user space, finds no Tessera, and the Tessera code prints
+/// nothing.
+fn native_paravirt_kernel() -> Result<(), String> {
+    crate::linux::ensure_artifacts_for(&root().join("tests/configs/linux-paravirt.toml"))?;
+    let dir = crate::linux::out_dir();
+    let mut cmd = std::process::Command::new("qemu-system-arm");
+    cmd.args(["-M", "virt,highmem=off", "-cpu", "cortex-a15", "-smp", "2", "-m", "96"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
+        .arg("-kernel")
+        .arg(dir.join("zImage"))
+        .arg("-initrd")
+        .arg(dir.join("initramfs.cpio.gz"))
+        .args(["-append", "console=ttyAMA0 tessera.test=paravirt"]);
+    let c = qemu::collect(cmd, Duration::from_secs(180), std::env::var_os("TESSERA_ECHO").is_some(), false)?;
+    let want = [
+        "tessera-init: up, 2 CPUs online (0-1)",
+        "tessera-init: no hypervisor type",
+        "tessera-init: DTB has no /hypervisor",
+        "tessera-init: sleep 2 slept",
+        "reboot: Power down",
+    ];
+    let mut problems: Vec<String> = want
+        .iter()
+        .filter(|w| !c.lines.iter().any(|l| l.contains(*w)))
+        .map(|w| format!("no line contains {w:?}"))
+        .collect();
+    for l in &c.lines {
+        // The Tessera driver's messages start "tessera: " (pr_fmt).
+        if l.contains("tessera: ") || ["Kernel panic", "Oops", "BUG:", "WRONG"].iter().any(|b| l.contains(b)) {
+            problems.push(format!("unexpected line {l:?}"));
+        }
+    }
+    if c.timed_out || c.status != Some(0) {
+        problems.push(format!("QEMU ended with status {:?} (timed out: {})", c.status, c.timed_out));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        println!("--- console of linux-paravirt-native ---");
+        for l in &c.lines {
+            println!("    {l}");
+        }
+        Err(problems.join("; "))
+    }
 }
 
 /// Every file in tests/configs/bad is refused before QEMU starts, with the

@@ -124,6 +124,23 @@ pub(super) fn ensure() -> Result<(), String> {
     publish(&result, "zImage")
 }
 
+/// The unpacked, patched tree the current zImage was built from (made if
+/// need be): where `scripts/checkpatch.pl` runs.
+pub(super) fn source_tree() -> Result<PathBuf, String> {
+    ensure()?;
+    let src = cache_dir().join(format!("linux-{}", current_inputs()?.key())).join("src");
+    if src.join("scripts/checkpatch.pl").exists() {
+        Ok(src)
+    } else {
+        Err(format!("{}: no Linux tree with scripts/checkpatch.pl", src.display()))
+    }
+}
+
+/// The patches of linux-patches/, in the order they are applied.
+pub(super) fn patch_files() -> Result<Vec<PathBuf>, String> {
+    Ok(current_inputs()?.patches.iter().map(|(name, _)| patches_dir().join(name)).collect())
+}
+
 fn build(dir: &Path, inputs: &Inputs) -> Result<(), String> {
     let src = dir.join("src");
     let t0 = Instant::now();
