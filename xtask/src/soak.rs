@@ -232,7 +232,7 @@ impl Summary {
             ("TCP streams (checksums compared)", format!("{agree} agree, {} do not", bad.len())),
             ("TCP bytes received", net_bytes.to_string()),
             ("channel round trips", format!("{:?}", self.chan_rounds)),
-            ("FreeRTOS ticks (missed)", format!("{} ({})", self.rtos_ticks, opt(self.rtos_late_ticks))),
+            ("FreeRTOS tick interrupts (ticks missed)", format!("{} ({})", self.rtos_ticks, opt(self.rtos_late_ticks))),
             ("FreeRTOS 10 ms releases a period late", opt(self.rtos_late_releases)),
             ("hypervisor warnings and errors", self.warnings.len().to_string()),
         ];
