@@ -114,6 +114,11 @@ pub trait UartBackend: Sync {
 
 /// Receive FIFO depth with `UARTLCR_H.FEN` = 1 (PL011 r1p5).
 pub const FIFO_DEPTH: usize = 32;
+/// Input held behind a full receive FIFO, as a terminal program's buffer
+/// would hold it: a pasted line reaches the guest whole, however fast it
+/// arrives, and moves into the FIFO as the guest reads. Beyond this, input
+/// is refused (the console drops it).
+pub const RX_BACKLOG: usize = 1024;
 
 // Register offsets (TRM table 3-1).
 const DR: u32 = 0x000;
@@ -175,6 +180,9 @@ struct Regs {
     /// Index in `rx` of the oldest byte.
     rx_head: usize,
     rx_len: usize,
+    backlog: [u8; RX_BACKLOG],
+    backlog_head: usize,
+    backlog_len: usize,
     rsr: u32,
     ilpr: u32,
     ibrd: u32,
@@ -196,6 +204,9 @@ impl Regs {
         rx: [0; FIFO_DEPTH],
         rx_head: 0,
         rx_len: 0,
+        backlog: [0; RX_BACKLOG],
+        backlog_head: 0,
+        backlog_len: 0,
         rsr: 0,
         ilpr: 0,
         ibrd: 0,
@@ -254,20 +265,46 @@ impl Regs {
         fr
     }
 
-    /// Queues what fits of `bytes`; returns how many did.
+    /// Queues what fits of `bytes` in the FIFO, then in the backlog (in
+    /// order: nothing enters the FIFO while the backlog holds bytes);
+    /// returns how many were taken.
     fn receive(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(self.rx_capacity().saturating_sub(self.rx_len));
-        for &b in &bytes[..n] {
+        self.refill();
+        let mut taken = 0;
+        if self.backlog_len == 0 {
+            taken = bytes.len().min(self.rx_capacity().saturating_sub(self.rx_len));
+            self.fifo_push(&bytes[..taken]);
+        }
+        let rest = &bytes[taken..];
+        let n = rest.len().min(RX_BACKLOG - self.backlog_len);
+        for &b in &rest[..n] {
+            self.backlog[(self.backlog_head + self.backlog_len) % RX_BACKLOG] = b;
+            self.backlog_len += 1;
+        }
+        taken + n
+    }
+
+    fn fifo_push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
             self.rx[(self.rx_head + self.rx_len) % FIFO_DEPTH] = b;
             self.rx_len += 1;
         }
-        if n > 0 {
+        if !bytes.is_empty() {
             self.ris |= INT_RT;
             if self.rx_at_trigger() {
                 self.ris |= INT_RX;
             }
         }
-        n
+    }
+
+    /// Moves what the FIFO has room for from the backlog.
+    fn refill(&mut self) {
+        while self.backlog_len > 0 && self.rx_len < self.rx_capacity() {
+            let b = self.backlog[self.backlog_head];
+            self.backlog_head = (self.backlog_head + 1) % RX_BACKLOG;
+            self.backlog_len -= 1;
+            self.fifo_push(&[b]);
+        }
     }
 
     fn pop(&mut self) -> u32 {
@@ -283,6 +320,7 @@ impl Regs {
         if self.rx_len == 0 {
             self.ris &= !INT_RT;
         }
+        self.refill();
         b as u32
     }
 
@@ -329,7 +367,11 @@ impl Regs {
                 if self.cr & CR_LBE == 0 {
                     return Some(byte);
                 }
-                if self.receive(&[byte]) == 0 {
+                // Looped back into the FIFO itself (the backlog is the
+                // console's): a full FIFO overruns, as on the hardware.
+                if self.backlog_len == 0 && self.rx_len < self.rx_capacity() {
+                    self.fifo_push(&[byte]);
+                } else {
                     self.rsr |= RSR_OE;
                     self.ris |= INT_OE;
                 }
@@ -342,6 +384,7 @@ impl Regs {
                 let was = self.rx_at_trigger();
                 self.lcr_h = merge(self.lcr_h, LCR_H_MASK);
                 self.trigger_changed(was);
+                self.refill();
             }
             CR => self.cr = merge(self.cr, CR_MASK),
             IFLS => {
@@ -380,8 +423,9 @@ impl<B: UartBackend> Pl011<B> {
     }
 
     /// Input from the physical console for this VM; returns how many bytes
-    /// fit in the receive FIFO (32 entries, or 1 when `UARTLCR_H.FEN` = 0).
-    /// The caller keeps the rest and offers them again later.
+    /// it took: what fits in the receive FIFO (32 entries, or 1 when
+    /// `UARTLCR_H.FEN` = 0), then up to [`RX_BACKLOG`] more, which enter the
+    /// FIFO as the guest reads. The rest is refused.
     pub fn push_rx(&self, bytes: &[u8]) -> usize {
         let mut r = self.regs.lock();
         let n = r.receive(bytes);

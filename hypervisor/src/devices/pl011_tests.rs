@@ -191,46 +191,62 @@ fn receive_trigger_level() {
 }
 
 #[test]
-fn full_fifo_refuses_and_keeps_order() {
+fn a_paste_longer_than_the_fifo_arrives_whole_and_in_order() {
     let u = started();
-    let input: Vec<u8> = (0..40).collect();
-    assert_eq!(u.push_rx(&input), 32);
-    assert_ne!(rd(&u, FR) & FR_RXFF, 0);
-    assert_eq!(u.push_rx(&input[32..]), 0);
-    assert_eq!(rd(&u, DR), 0);
-    assert_eq!(rd(&u, FR) & FR_RXFF, 0);
-    assert_eq!(u.push_rx(&input[32..]), 1, "one slot free");
-    // The ring wraps: the rest comes out in order.
+    // A pasted command line, faster than the guest reads.
+    let input: Vec<u8> = (0..200u32).map(|i| b'a' + (i % 26) as u8).collect();
+    assert_eq!(u.push_rx(&input), 200, "the FIFO takes 32, the backlog the rest");
+    assert_ne!(rd(&u, FR) & FR_RXFF, 0, "the guest sees a full FIFO");
+    assert_eq!(u.push_rx(b"!"), 1, "more input queues behind");
     let mut out = Vec::new();
     while rd(&u, FR) & FR_RXFE == 0 {
         out.push(rd(&u, DR) as u8);
     }
-    assert_eq!(out, (1..33).collect::<Vec<u8>>());
-    assert_eq!(u.push_rx(&[]), 0);
+    let mut want = input.clone();
+    want.push(b'!');
+    assert_eq!(out, want);
+    assert!(!irq(&u), "drained: the line is low");
+}
+
+#[test]
+fn input_beyond_the_backlog_is_refused() {
+    let u = started();
+    let input = vec![b'x'; FIFO_DEPTH + RX_BACKLOG + 10];
+    assert_eq!(u.push_rx(&input), FIFO_DEPTH + RX_BACKLOG);
+    assert_eq!(u.push_rx(b"y"), 0);
+    assert_eq!(rd(&u, DR), b'x' as u32);
+    assert_eq!(u.push_rx(b"yz"), 1, "one slot free");
+    let mut n = 0;
+    let mut last = 0;
+    while rd(&u, FR) & FR_RXFE == 0 {
+        last = rd(&u, DR) as u8;
+        n += 1;
+    }
+    assert_eq!((n, last), (FIFO_DEPTH + RX_BACKLOG, b'y'));
 }
 
 #[test]
 fn fifos_disabled_hold_one_byte() {
     let u = uart(); // LCR_H.FEN = 0 at reset
     wr(&u, IMSC, INT_RX);
-    assert_eq!(u.push_rx(b"xyz"), 1);
+    assert_eq!(u.push_rx(b"x"), 1);
     assert_eq!(rd(&u, FR) & (FR_RXFF | FR_RXFE), FR_RXFF);
     assert_eq!(rd(&u, RIS) & INT_RX, INT_RX, "any data is at the level");
     assert!(irq(&u));
-    assert_eq!(u.push_rx(b"yz"), 0);
+    assert_eq!(u.push_rx(b"yz"), 2, "behind the one-byte holding register");
+    assert_eq!(rd(&u, FR) & (FR_RXFF | FR_RXFE), FR_RXFF);
     assert_eq!(rd(&u, DR), b'x' as u32);
-    assert!(!irq(&u));
-    assert_eq!(u.push_rx(b"yz"), 1);
-    // Turning FIFOs on makes room; turning them off keeps what is queued.
+    assert!(irq(&u), "the next byte moved in");
+    // Turning FIFOs on moves the backlog in; turning them off keeps what is queued.
     wr(&u, LCR_H, LCR_H_FEN);
-    assert_eq!(u.push_rx(b"z123"), 4);
+    assert_eq!(u.push_rx(b"123"), 3);
     wr(&u, LCR_H, 0);
-    assert_eq!(u.push_rx(b"4"), 0);
+    assert_eq!(u.push_rx(b"4"), 1);
     let mut out = Vec::new();
     while rd(&u, FR) & FR_RXFE == 0 {
         out.push(rd(&u, DR) as u8);
     }
-    assert_eq!(out, b"yz123");
+    assert_eq!(out, b"yz1234");
 }
 
 #[test]
