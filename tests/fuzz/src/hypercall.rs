@@ -78,36 +78,13 @@ enum Value {
 impl Value {
     fn get(self) -> u32 {
         match self {
-            Value::Function(k) => FUNCTIONS[k as usize % FUNCTIONS.len()].id(),
+            Value::Function(k) => Function::ALL[k as usize % Function::ALL.len()].id(),
             Value::InRam(off) => (BASE + off as u64 % (SIZE as u64 + 64)) as u32,
             Value::Small(n) => n as u32,
             Value::Raw(v) => v,
         }
     }
 }
-
-const FUNCTIONS: &[Function] = &[
-    Function::SmcccVersion,
-    Function::SmcccArchFeatures,
-    Function::CallCount,
-    Function::CallUid,
-    Function::Revision,
-    Function::AbiVersion,
-    Function::Features,
-    Function::ConsoleWrite,
-    Function::VcpuYield,
-    Function::VmInfo,
-    Function::VmShutdown,
-    Function::ChannelNotify,
-    Function::PsciVersion,
-    Function::PsciFeatures,
-    Function::PsciCpuSuspend,
-    Function::PsciCpuOff,
-    Function::PsciCpuOn,
-    Function::PsciAffinityInfo,
-    Function::PsciSystemOff,
-    Function::PsciSystemReset,
-];
 
 pub fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
