@@ -4,13 +4,19 @@
 /// Major version of the ABI: changes only with a breaking change.
 pub const ABI_VERSION_MAJOR: u32 = 1;
 /// Minor version of the ABI: grows when calls, errors or constants are added.
-pub const ABI_VERSION_MINOR: u32 = 1;
+pub const ABI_VERSION_MINOR: u32 = 2;
 
 /// SMCCC_VERSION's answer: SMC Calling Convention 1.1 (major in bits 31:16, minor in 15:0).
 pub const SMCCC_VERSION_1_1: u32 = 0x0001_0001;
 
 /// Largest length TESSERA_CONSOLE_WRITE accepts in one call; bounds the time the hypervisor spends on a guest's behalf.
 pub const CONSOLE_WRITE_MAX: u32 = 1024;
+
+/// (since 1.2) Largest length TESSERA_CONSOLE_READ accepts in one call.
+pub const CONSOLE_READ_MAX: u32 = 256;
+
+/// (since 1.2) How many typed bytes the hypervisor holds for a VM's hypercall console before it refuses more (the operator sees them dropped).
+pub const CONSOLE_INPUT_BUFFER: u32 = 1024;
 
 /// TESSERA_CALL_UID's answer, r0..r3: UUID `6731ebeb-649e-4e81-87f6-2e3537073ca2`.
 ///
@@ -20,7 +26,7 @@ pub const TESSERA_UID: [u32; 4] = [0xEBEB_3167, 0x814E_9E64, 0x352E_F687, 0xA23C
 
 /// TESSERA_CALL_COUNT's answer: how many Tessera vendor functions
 /// (0x8600_0000-0x8600_FEFF) this version of the ABI defines.
-pub const TESSERA_CALL_COUNT: u32 = 7;
+pub const TESSERA_CALL_COUNT: u32 = 8;
 
 /// A hypercall, identified by the SMCCC function ID the guest puts in r0.
 ///
@@ -139,6 +145,13 @@ pub enum Function {
     /// Errors: NOT_SUPPORTED (-1), INVALID_PARAMETER (-3), DENIED (-5).
     /// Feature bit: [`feature::CHANNEL`].
     ChannelNotify = 0x8600_0006,
+    /// `TESSERA_CONSOLE_READ` (since 1.2): Take up to `len` bytes of console input into guest memory; never blocks (0 bytes when none is waiting). The first call makes the hypercall console the VM's input: from then until the VM is reset, what the operator types for this VM is held for this call instead of going to the VM's PL011. Each arrival of input is an edge on the interrupt that the guest DTB's `/hypervisor` node (`compatible = "tessera,hypervisor"`) names; a guest reads until it gets 0 bytes.
+    ///
+    /// In: r1 = `ipa` (guest-physical address of the buffer), r2 = `len` (its size in bytes, 0..=CONSOLE_READ_MAX).
+    /// Out: r0 = status (0 or an error code), r1 = `read` (bytes stored at ipa, 0..=len).
+    /// Errors: NOT_SUPPORTED (-1), INVALID_PARAMETER (-3), INVALID_ADDRESS (-4).
+    /// Feature bit: [`feature::CONSOLE_INPUT`].
+    ConsoleRead = 0x8600_0007,
     // Tessera vendor service: general queries: 0x8600_FF00..=0x8600_FFFF.
     /// `TESSERA_CALL_COUNT` (since 1.0): How many Tessera vendor functions (0x8600_0000-0x8600_FEFF) exist.
     ///
@@ -180,6 +193,7 @@ impl Function {
         Function::VmInfo,
         Function::VmShutdown,
         Function::ChannelNotify,
+        Function::ConsoleRead,
         Function::CallCount,
         Function::CallUid,
         Function::Revision,
@@ -210,6 +224,7 @@ impl Function {
             0x8600_0004 => Some(Function::VmInfo),
             0x8600_0005 => Some(Function::VmShutdown),
             0x8600_0006 => Some(Function::ChannelNotify),
+            0x8600_0007 => Some(Function::ConsoleRead),
             0x8600_FF00 => Some(Function::CallCount),
             0x8600_FF01 => Some(Function::CallUid),
             0x8600_FF03 => Some(Function::Revision),
@@ -237,6 +252,7 @@ impl Function {
             Function::VmInfo => "TESSERA_VM_INFO",
             Function::VmShutdown => "TESSERA_VM_SHUTDOWN",
             Function::ChannelNotify => "TESSERA_CHANNEL_NOTIFY",
+            Function::ConsoleRead => "TESSERA_CONSOLE_READ",
             Function::CallCount => "TESSERA_CALL_COUNT",
             Function::CallUid => "TESSERA_CALL_UID",
             Function::Revision => "TESSERA_REVISION",
@@ -323,6 +339,9 @@ pub mod feature {
 
     /// (since 1.1) TESSERA_CHANNEL_NOTIFY is available: the calling VM maps at least one shared-memory channel.
     pub const CHANNEL: u32 = 1 << 4;
+
+    /// (since 1.2) TESSERA_CONSOLE_READ is available: console input can reach the VM through the hypercall console, with an interrupt (the guest DTB's `/hypervisor` node) when input arrives.
+    pub const CONSOLE_INPUT: u32 = 1 << 5;
 }
 
 /// PSCI numbers (Arm DEN 0022): PSCI calls report these codes, not [`Error`].

@@ -46,8 +46,8 @@ fn eval(v: &str) -> Option<i64> {
     }
 }
 
-/// The lines of include/linux/tessera.h as the series adds it.
-fn kernel_header() -> Vec<String> {
+/// The patches of linux-patches/, in the order they are applied.
+fn patches() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../linux-patches");
     let mut patches: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -55,7 +55,12 @@ fn kernel_header() -> Vec<String> {
         .filter(|p| p.extension().is_some_and(|x| x == "patch"))
         .collect();
     patches.sort();
-    for p in patches {
+    patches
+}
+
+/// The lines of include/linux/tessera.h as the series adds it.
+fn kernel_header() -> Vec<String> {
+    for p in patches() {
         let text = std::fs::read_to_string(&p).unwrap();
         let Some((_, rest)) = text.split_once("+++ b/include/linux/tessera.h\n") else { continue };
         return rest
@@ -83,6 +88,48 @@ fn the_kernel_header_agrees_with_the_abi() {
         match abi.get(&abi_name) {
             Some(v) => assert_eq!(*v, want, "{name} in include/linux/tessera.h is {want:#x}, the ABI has {v:#x}"),
             None => panic!("{name} in include/linux/tessera.h is not in the ABI (no {abi_name})"),
+        }
+    }
+}
+
+#[test]
+fn the_kernel_header_has_every_vendor_call_and_feature() {
+    let c_header = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/tessera/hypercall.h");
+    let abi = defines(std::fs::read_to_string(c_header).unwrap().lines().map(str::to_string));
+    let kernel = defines(kernel_header().into_iter());
+    for (name, id) in &abi {
+        let want = if let Some(f) = name.strip_prefix("TESSERA_FN_").filter(|_| (0x8600_0000..0x8600_FF00).contains(id))
+        {
+            format!("TESSERA_FUNC_{f}")
+        } else if name.starts_with("TESSERA_FEATURE_") || name.starts_with("TESSERA_ABI_VERSION_") {
+            name.clone()
+        } else {
+            continue;
+        };
+        assert!(kernel.contains_key(&want), "include/linux/tessera.h lacks {want} (the ABI's {name})");
+    }
+}
+
+/// The ABI's numbers live in the header as the first patch adds it (the
+/// tests above read that); a later patch that changed them there would
+/// escape the comparison.
+#[test]
+fn later_patches_do_not_change_the_numbers() {
+    for p in patches() {
+        let text = std::fs::read_to_string(&p).unwrap();
+        for diff in text.split("\ndiff --git ").skip(1) {
+            if !diff.starts_with("a/include/linux/tessera.h ") || diff.contains("\nnew file mode") {
+                continue;
+            }
+            for l in
+                diff.lines().filter(|l| l.starts_with(['+', '-']) && !l.starts_with("+++") && !l.starts_with("---"))
+            {
+                assert!(
+                    !l[1..].trim_start().starts_with("#define TESSERA_"),
+                    "{}: changes a number of include/linux/tessera.h ({l}): put it in the patch that adds the header",
+                    p.display()
+                );
+            }
         }
     }
 }

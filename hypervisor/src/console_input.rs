@@ -62,7 +62,7 @@ pub fn handle<'a, C: Cpu>(cpu: &mut C, sys: &System, own: impl Owned<'a>) {
         }
         if let Some(vm) = sys.vms.get(sys.input.focus()) {
             if vm.is_running() {
-                vm.uart.push_rx(&[b]);
+                vm.type_input(&[b]);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! emulated result, or the VM stopped with one line naming VM, vCPU,
 //! address and reason (`lifecycle::stop_vm`).
 
+use crate::addr::Ipa;
 use crate::arch::{irq, AbortTo, Cpu};
 use crate::context::GuestRegs;
 use crate::coproc::{self, Action as Cp, CpAccess, CpWide};
@@ -336,6 +337,9 @@ impl crate::hypercall::Caller for CallerCtx<'_> {
     }
     fn console_write(&mut self, bytes: &[u8]) {
         self.vm.console.write(bytes)
+    }
+    fn console_read(&mut self, ipa: Ipa, out: &mut [u8]) -> Option<usize> {
+        self.vm.console_read(ipa, out)
     }
     fn cpu_on(&mut self, index: u32, entry: u32, context_id: u32) -> i32 {
         let target = &self.vm.vcpus[index as usize];

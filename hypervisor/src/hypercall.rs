@@ -18,6 +18,10 @@ pub trait Caller {
     /// The calling VM's own RAM: every guest pointer is checked against it.
     fn memory(&self) -> &dyn GuestMemory;
     fn console_write(&mut self, bytes: &[u8]);
+    /// `TESSERA_CONSOLE_READ`: waiting input into `out`, then stored at
+    /// `ipa` in the VM's RAM; `None` if that is not wholly RAM (nothing is
+    /// taken then).
+    fn console_read(&mut self, ipa: Ipa, out: &mut [u8]) -> Option<usize>;
     /// PSCI CPU_ON for vCPU `index` of this VM (already range-checked).
     fn cpu_on(&mut self, index: u32, entry: u32, context_id: u32) -> i32;
     /// PSCI AFFINITY_INFO level 0 for vCPU `index` (already range-checked).
@@ -65,7 +69,8 @@ fn psci_ret(code: i32) -> Action {
 
 /// The feature bitmap every VM gets from TESSERA_FEATURES; a VM that maps
 /// a channel also gets `feature::CHANNEL`.
-pub const FEATURES: u32 = feature::CONSOLE | feature::YIELD | feature::VM_INFO | feature::SHUTDOWN;
+pub const FEATURES: u32 =
+    feature::CONSOLE | feature::YIELD | feature::VM_INFO | feature::SHUTDOWN | feature::CONSOLE_INPUT;
 
 /// A vCPU index from a PSCI target MPIDR: Aff0 is the index, higher
 /// affinity levels must be zero (a VM is one cluster, see the guest DTB).
@@ -120,6 +125,17 @@ pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
             }
             c.console_write(buf);
             Action::Return { regs: [0, len, 0, 0], count: 2 }
+        }
+        Function::ConsoleRead => {
+            let (ipa, len) = (Ipa(r[1] as u64), r[2]);
+            if len > hypercall_abi::CONSOLE_READ_MAX {
+                return err(Error::InvalidParameter);
+            }
+            let mut buf = [0u8; hypercall_abi::CONSOLE_READ_MAX as usize];
+            match c.console_read(ipa, &mut buf[..len as usize]) {
+                Some(n) => Action::Return { regs: [0, n as u32, 0, 0], count: 2 },
+                None => err(Error::InvalidAddress),
+            }
         }
         Function::VcpuYield => Action::Yield,
         Function::VmInfo => Action::Return { regs: [0, c.vm_id(), c.vcpu_count(), c.vcpu_index()], count: 4 },
@@ -189,6 +205,7 @@ mod tests {
         on: Vec<(u32, u32, u32)>,
         channels: u32,
         rung: Vec<u32>,
+        input: crate::devices::call_console::CallConsoleInput,
     }
 
     impl Caller for FakeVm {
@@ -206,6 +223,9 @@ mod tests {
         }
         fn console_write(&mut self, bytes: &[u8]) {
             self.console.extend_from_slice(bytes);
+        }
+        fn console_read(&mut self, ipa: Ipa, out: &mut [u8]) -> Option<usize> {
+            self.input.read(out, |b| self.ram.write(ipa, b)).ok()
         }
         fn cpu_on(&mut self, index: u32, entry: u32, ctx: u32) -> i32 {
             self.on.push((index, entry, ctx));
@@ -233,7 +253,7 @@ mod tests {
     fn vm() -> FakeVm {
         let ram = crate::mem::test_ram(0x4000_0000, 0x2000);
         ram.write(Ipa(0x4000_0100), b"hello").unwrap();
-        FakeVm { ram, console: vec![], on: vec![], channels: 0, rung: vec![] }
+        FakeVm { ram, console: vec![], on: vec![], channels: 0, rung: vec![], input: Default::default() }
     }
 
     fn call(v: &mut FakeVm, regs: &[u32]) -> Action {
@@ -293,6 +313,21 @@ mod tests {
         assert_eq!(r0(call(v, &[Function::ConsoleWrite.id(), 0x4000_0000, 1025])), -3);
         assert_eq!(r0(call(v, &[Function::ConsoleWrite.id(), 0x4000_0000, u32::MAX])), -3);
         assert_eq!(v.console, b"hello", "refused writes print nothing");
+    }
+
+    #[test]
+    fn console_read_checks_the_buffer_and_takes_nothing_it_cannot_store() {
+        let v = &mut vm();
+        let read = |v: &mut FakeVm, ipa: u32, len: u32| call(v, &[Function::ConsoleRead.id(), ipa, len]);
+        assert_eq!(read(v, 0x4000_0200, 16), Action::Return { regs: [0, 0, 0, 0], count: 2 }, "nothing typed yet");
+        assert_eq!(v.input.push(b"date\n"), Some(5), "the first read claimed the input");
+        assert_eq!(r0(read(v, 0x4000_1ffe, 16)), -4, "straddles the end of RAM");
+        assert_eq!(r0(read(v, 0x4000_0000, 257)), -3, "longer than CONSOLE_READ_MAX");
+        assert_eq!(read(v, 0x4000_0200, 3), Action::Return { regs: [0, 3, 0, 0], count: 2 });
+        assert_eq!(read(v, 0x4000_0203, 256), Action::Return { regs: [0, 2, 0, 0], count: 2 });
+        let mut got = [0u8; 5];
+        v.ram.read(Ipa(0x4000_0200), &mut got).unwrap();
+        assert_eq!(&got, b"date\n", "refused reads took nothing");
     }
 
     #[test]

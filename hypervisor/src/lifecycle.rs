@@ -103,6 +103,7 @@ pub fn reset_vm<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, caller: &Vcpu) {
     }
     sys.images.reload(vm, n);
     cpu.clean_to_poc(&vm.ram);
+    vm.reset_console_input();
     vm.vgic.reset();
     for (i, v) in vm.vcpus.iter().enumerate() {
         v.reset((i == 0).then_some((vm.boot.entry, vm.boot.regs)));

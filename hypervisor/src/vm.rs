@@ -7,6 +7,7 @@
 
 use crate::addr::Ipa;
 use crate::console::{ByteWriter, VmConsole, LABEL_LEN};
+use crate::devices::call_console::CallConsoleInput;
 use crate::devices::pl011::Pl011;
 use crate::devices::wiring::{self, Backends, UartPort, VirtioSlot};
 use crate::mem::GuestRam;
@@ -30,6 +31,7 @@ pub mod guest_map {
     pub const UART: Ipa = Ipa(m::UART as u64);
     pub const UART_SIZE: u32 = m::UART_SIZE;
     pub const UART_SPI: usize = m::UART_SPI as usize;
+    pub const CONSOLE_SPI: usize = m::CONSOLE_SPI as usize;
     pub const VIRTIO0: Ipa = Ipa(m::VIRTIO0 as u64);
     pub const VIRTIO_SLOT_SIZE: u32 = m::VIRTIO_SLOT_SIZE;
     const _: () = assert!(VIRTIO_SLOT_SIZE == crate::virtio::mmio::WINDOW_SIZE);
@@ -136,6 +138,8 @@ pub struct Vm {
     pub console: &'static VmConsole,
     pub vgic: &'static Vgic,
     pub uart: Pl011<UartPort>,
+    /// Typed input for a guest that reads its console by hypercall.
+    pub call_input: CallConsoleInput,
     pub cntvoff: u64,
     pub boot: BootImage,
     pub resets: AtomicU32,
@@ -171,6 +175,7 @@ impl Vm {
             console,
             vgic,
             uart: Pl011::new(UartPort { console, vgic, waker }),
+            call_input: CallConsoleInput::new(),
             cntvoff: p.cntvoff,
             boot: p.boot,
             resets: AtomicU32::new(0),
@@ -231,6 +236,34 @@ impl Vm {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+    }
+
+    /// Bytes the operator typed for this VM: to the hypercall console if the
+    /// guest reads it, else to the PL011. Returns how many were taken.
+    pub fn type_input(&self, bytes: &[u8]) -> usize {
+        match self.call_input.push(bytes) {
+            Some(n) => {
+                if n != 0 {
+                    self.wake(self.vgic.pulse_spi(guest_map::CONSOLE_SPI));
+                }
+                n
+            }
+            None => self.uart.push_rx(bytes),
+        }
+    }
+
+    /// `TESSERA_CONSOLE_READ` into `out`, stored at `ipa`: the byte count,
+    /// or `None` if the buffer is not wholly in the VM's RAM.
+    pub fn console_read(&self, ipa: Ipa, out: &mut [u8]) -> Option<usize> {
+        use crate::mem::GuestMemory;
+        self.call_input.read(out, |bytes| self.ram.write(ipa, bytes)).ok()
+    }
+
+    /// Console input back to its power-on state (a VM reset): the PL011's
+    /// registers and FIFO, and the hypercall console unclaimed.
+    pub fn reset_console_input(&self) {
+        self.uart.reset();
+        self.call_input.reset();
     }
 
     /// Wakes the vCPUs in `mask` (bit n = vCPU n).

@@ -97,8 +97,11 @@ fn write(vm: &GuestDtb<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
 
     // What user space checks to know it runs on Tessera (as Xen guests have
     // /hypervisor with "xen,xen"); the kernel detects it by the SMCCC UID.
+    // Its interrupt is the hypercall console's input (ABI 1.2): an edge
+    // whenever typed input arrives for TESSERA_CONSOLE_READ.
     let hyp = fdt.begin_node("hypervisor")?;
     fdt.property_string("compatible", "tessera,hypervisor")?;
+    fdt.property_array_u32("interrupts", &[0, map::CONSOLE_SPI, 1])?;
     fdt.end_node(hyp)?;
 
     // The GICv2: distributor (emulated) and CPU interface (the hardware's
@@ -283,6 +286,7 @@ mod tests {
 
         let hyp = fdt.find_node("/hypervisor").unwrap();
         assert_eq!(strings(&hyp, "compatible"), ["tessera,hypervisor"]);
+        assert_eq!(cells(&hyp, "interrupts"), [0, 2, 1], "the console-input SPI, edge-rising");
 
         let chosen = fdt.find_node("/chosen").unwrap();
         assert_eq!(strings(&chosen, "stdout-path"), ["/pl011@9000000"]);

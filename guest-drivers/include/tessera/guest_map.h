@@ -15,6 +15,7 @@
 #define TESSERA_MAP_UART                   0x09000000u
 #define TESSERA_MAP_UART_SIZE              0x00001000u
 #define TESSERA_MAP_UART_SPI               1u
+#define TESSERA_MAP_CONSOLE_SPI            2u
 #define TESSERA_MAP_VIRTIO0                0x0a000000u
 #define TESSERA_MAP_VIRTIO_SLOT_SIZE       0x00000200u
 #define TESSERA_MAP_VIRTIO0_SPI            16u

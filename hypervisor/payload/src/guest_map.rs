@@ -14,6 +14,9 @@ pub const GICC_SIZE: u32 = 0x2000;
 pub const UART: u32 = 0x0900_0000;
 pub const UART_SIZE: u32 = 0x1000;
 pub const UART_SPI: u32 = 1;
+/// The hypercall console's input interrupt (TESSERA_CONSOLE_READ): SPI 2
+/// (INTID 34), an edge whenever typed input arrives.
+pub const CONSOLE_SPI: u32 = 2;
 /// virtio-mmio slot 0 and its interrupt, SPI 16; slot n is
 /// `VIRTIO_SLOT_SIZE * n` above, with SPI 16 + n.
 pub const VIRTIO0: u32 = 0x0a00_0000;
@@ -49,6 +52,7 @@ pub const ALL: &[(&str, u32)] = &[
     ("UART", UART),
     ("UART_SIZE", UART_SIZE),
     ("UART_SPI", UART_SPI),
+    ("CONSOLE_SPI", CONSOLE_SPI),
     ("VIRTIO0", VIRTIO0),
     ("VIRTIO_SLOT_SIZE", VIRTIO_SLOT_SIZE),
     ("VIRTIO0_SPI", VIRTIO0_SPI),
@@ -66,3 +70,4 @@ const _: () = assert!(CHANNEL_WINDOW_END <= RAM);
 const _: () = assert!(VIRTIO0 + crate::MAX_DEVICES as u32 * VIRTIO_SLOT_SIZE <= CHANNEL0);
 // 64 SPIs: what the vGIC emulates (`hypervisor/src/vgic.rs`, NR_SPIS).
 const _: () = assert!(CHANNEL0_SPI + crate::MAX_CHANNELS as u32 <= 64);
+const _: () = assert!(UART_SPI != CONSOLE_SPI && CONSOLE_SPI < VIRTIO0_SPI);

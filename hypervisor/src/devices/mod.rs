@@ -4,5 +4,6 @@
 //! to the board. None of it touches hardware, so it is plain Rust tested on
 //! the host.
 
+pub mod call_console;
 pub mod pl011;
 pub mod wiring;

@@ -4,14 +4,16 @@
 //! else happens; the console gets exactly the bytes a valid CONSOLE_WRITE
 //! names, read from inside the caller's RAM; CPU_ON reaches the VM only for
 //! one of its vCPUs and an entry point in its RAM; a doorbell rings only on
-//! a channel the caller maps; a result never claims more than four
-//! registers.
+//! a channel the caller maps; CONSOLE_READ hands out typed input in order,
+//! once, never more than asked and only into the caller's RAM; a result
+//! never claims more than four registers.
 
 use crate::ram::{Ram, BASE, SIZE};
 use arbitrary::{Arbitrary, Unstructured};
-use hypercall_abi::{psci, Error, Function, CONSOLE_WRITE_MAX};
+use hypercall_abi::{psci, Error, Function, CONSOLE_READ_MAX, CONSOLE_WRITE_MAX};
 use std::sync::OnceLock;
 use tessera::addr::Ipa;
+use tessera::devices::call_console::CallConsoleInput;
 use tessera::hypercall::{dispatch, Action, Caller};
 use tessera::mem::GuestMemory;
 
@@ -25,6 +27,9 @@ struct Vm<'a> {
     cpu_on: Vec<(u32, u32)>,
     doorbells: Vec<u32>,
     affinity: i32,
+    input: CallConsoleInput,
+    /// What CONSOLE_READ stored, in order.
+    read: Vec<u8>,
 }
 
 impl Caller for Vm<'_> {
@@ -42,6 +47,20 @@ impl Caller for Vm<'_> {
     }
     fn console_write(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes);
+    }
+    fn console_read(&mut self, ipa: Ipa, out: &mut [u8]) -> Option<usize> {
+        // Stored bytes are logged, not written: the patterned RAM is shared
+        // by every input.
+        let (ram, read) = (self.ram, &mut self.read);
+        let store = |b: &[u8]| {
+            if ram.contains(ipa, b.len() as u64) {
+                read.extend_from_slice(b);
+                Ok(())
+            } else {
+                Err(())
+            }
+        };
+        self.input.read(out, store).ok()
     }
     fn cpu_on(&mut self, index: u32, entry: u32, _context_id: u32) -> i32 {
         assert!(index < self.vcpus, "CPU_ON for vCPU {index} of {}", self.vcpus);
@@ -110,9 +129,18 @@ pub fn run(data: &[u8]) {
         cpu_on: Vec::new(),
         doorbells: Vec::new(),
         affinity: u.int_in_range(0..=2).unwrap_or(0),
+        input: CallConsoleInput::new(),
+        read: Vec::new(),
     };
+    // Bytes typed so far (a counter), and how many CONSOLE_READ took.
+    let (mut typed, mut taken) = (Vec::new(), 0usize);
     while !u.is_empty() {
         let Ok(regs) = u.arbitrary::<[Value; 8]>() else { break };
+        let Ok(keys) = u.arbitrary::<u8>() else { break };
+        let chunk: Vec<u8> = (0..keys).map(|i| (typed.len() + i as usize) as u8).collect();
+        if let Some(n) = vm.input.push(&chunk) {
+            typed.extend_from_slice(&chunk[..n]);
+        }
         let r = regs.map(Value::get);
         let (console, cpu_on, doorbells) = (vm.console.len(), vm.cpu_on.len(), vm.doorbells.len());
         let action = dispatch(&mut vm, &r);
@@ -133,6 +161,15 @@ pub fn run(data: &[u8]) {
             assert_eq!(vm.console[console..], want[..], "the console got the bytes the call names");
         } else {
             assert_eq!(wrote, 0, "console output from a call that did not succeed as CONSOLE_WRITE");
+        }
+        let got = vm.read.len() - taken;
+        if f == Some(Function::ConsoleRead) && action == (Action::Return { regs: [0, got as u32, 0, 0], count: 2 }) {
+            assert!(got <= r[2] as usize && r[2] <= CONSOLE_READ_MAX, "read {got} of {}", r[2]);
+            assert!(ram.contains(Ipa(r[1] as u64), got as u64), "stored outside RAM");
+            assert_eq!(vm.read[taken..], typed[taken..taken + got], "input comes out in order, once");
+            taken += got;
+        } else {
+            assert_eq!(got, 0, "input taken by a call that did not succeed as CONSOLE_READ");
         }
         if f != Some(Function::PsciCpuOn) {
             assert_eq!(vm.cpu_on.len(), cpu_on);
