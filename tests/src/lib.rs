@@ -35,6 +35,10 @@ pub struct Scenario {
     /// Pairs of VMs whose lifetimes must overlap: the first VM's first
     /// output line comes before the second VM's last, and vice versa.
     pub overlap: &'static [(&'static str, &'static str)],
+    /// Keys typed at the hypervisor's console: each `(after, keys)` types
+    /// `keys` once output containing `after` has appeared, in order (the
+    /// guest asked for input; nothing is typed on a timer).
+    pub typed: &'static [(&'static str, &'static str)],
 }
 
 /// What a disk scenario needs besides its console: images made before the
@@ -171,6 +175,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hello-reset",
@@ -185,6 +190,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "two-vms-two-pcpus",
@@ -200,6 +206,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[("left", "right")],
+        typed: &[],
     },
     Scenario {
         name: "two-vms-one-pcpu",
@@ -213,6 +220,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["tessera: pCPU 1 up"],
         overlap: &[("first", "second")],
+        typed: &[],
     },
     Scenario {
         name: "smp-2-vcpus-on-2-pcpus",
@@ -228,6 +236,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "smp-4-vcpus-on-1-pcpu",
@@ -241,6 +250,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-2-vcpus-on-2-pcpus",
@@ -256,6 +266,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-4-vcpus-on-1-pcpu",
@@ -269,6 +280,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-two-vms",
@@ -278,6 +290,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lines: &["alpha: tessera-init: up, 2 CPUs online (0-1)", "beta: tessera-init: up, 2 CPUs online (0-1)"],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[("alpha", "beta")],
+        typed: &[],
     },
     Scenario {
         name: "linux-reboot",
@@ -294,6 +307,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-cpu-hotplug",
@@ -307,6 +321,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-paravirt",
@@ -314,13 +329,32 @@ pub const SCENARIOS: &[Scenario] = &[
         deadline_secs: 180,
         vms: &[("hello", Want::Exit(0)), ("pv", Want::Exit(0))],
         lines: &[
-            "pv: tessera: running on Tessera, ABI 1.1, VM 2 with 2 vCPU(s), features 0x0000000f",
-            "pv: tessera-init: hypervisor tessera, ABI 1.1, vm_id 2, vcpus 2, features 0x0000000f",
+            "pv: tessera: running on Tessera, ABI 1.2, VM 2 with 2 vCPU(s), features 0x0000002f",
+            "pv: tessera-init: hypervisor tessera, ABI 1.2, vm_id 2, vcpus 2, features 0x0000002f",
             "pv: tessera-init: DTB /hypervisor is tessera,hypervisor",
             "pv: tessera-init: sleep 2 slept",
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "WRONG"],
         overlap: &[],
+        typed: &[],
+    },
+    Scenario {
+        name: "linux-hvc-console",
+        config: "tests/configs/linux-hvc-console.toml",
+        deadline_secs: 180,
+        vms: &[("pv", Want::Exit(0))],
+        lines: &[
+            // The first line Linux prints, through earlycon=tessera.
+            "pv: Booting Linux on physical CPU 0x0",
+            "pv: tessera-init: console is hvc0",
+            "pv: tessera-init: type a command",
+            // Only the shell's arithmetic makes 42: the tty's echo of
+            // the typed line shows "$((6 * 7))".
+            "pv: typed 42",
+        ],
+        absent: &["Kernel panic", "Oops", "BUG:", "WRONG"],
+        overlap: &[],
+        typed: &[("tessera-init: type a command", "echo typed $((6 * 7)); poweroff -f\n")],
     },
     Scenario {
         name: "linux-debian-stock-kernel",
@@ -330,6 +364,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lines: &["linux: tessera-init: up, 2 CPUs online (0-1)", "linux: tessera-init: powering off"],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-virtio-rng",
@@ -345,6 +380,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "NOT random"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hostile-virtqueue",
@@ -359,6 +395,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "guest-virtio-drivers",
@@ -368,6 +405,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lines: &["vrng: virtio-rng through virtio-drivers: 4096 bytes", "vrng: virtio-rng bytes look random"],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-blk-two-vms",
@@ -385,6 +423,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "I/O error", "EXT2-fs error"],
         overlap: &[("left", "right")],
+        typed: &[],
     },
     Scenario {
         name: "linux-blk-shared-ro",
@@ -402,6 +441,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "EXT2-fs error"],
         overlap: &[("left", "right")],
+        typed: &[],
     },
     Scenario {
         name: "guest-virtio-blk",
@@ -418,6 +458,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "channel",
@@ -437,6 +478,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[("ping", "pong")],
+        typed: &[],
     },
     Scenario {
         name: "linux-virtio-console",
@@ -445,11 +487,12 @@ pub const SCENARIOS: &[Scenario] = &[
         vms: &[("linux", Want::Exit(0))],
         lines: &[
             "tessera: vm \"linux\": virtio-console at IPA 0x0a000000, SPI 16",
-            "linux: tessera-init: hvc0 is a virtio-console",
+            "linux: tessera-init: hvc1 is a virtio-console",
             "linux.hvc0: hello from Linux through the virtio-console",
         ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hostile-gic-garbage",
@@ -464,6 +507,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hostile-console-flood",
@@ -477,6 +521,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["\u{1b}", "\r", "\u{9b}", "owned"],
         overlap: &[("peer", "hostile")],
+        typed: &[],
     },
     Scenario {
         name: "hostile-side-channels",
@@ -498,6 +543,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hostile-probe",
@@ -517,6 +563,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hostile-cpu-off-last-vcpu",
@@ -530,6 +577,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hostile-unmapped",
@@ -539,6 +587,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lines: &["hostile: hostile case unmapped", "peer: memory intact"],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "hostile-hypercall-arguments",
@@ -555,6 +604,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &[],
         overlap: &[],
+        typed: &[],
     },
     // FreeRTOS (rtos-port/): the demo checks its own queues (every sequence
     // number), the cores its tasks ran on and the port's fault count, and
@@ -574,6 +624,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["FreeRTOS: "],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "freertos-smp-2-vcpus",
@@ -590,6 +641,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["FreeRTOS: "],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "freertos-beside-linux",
@@ -608,6 +660,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["FreeRTOS: ", "Kernel panic", "Oops", "BUG:"],
         overlap: &[("rtos", "linux")],
+        typed: &[],
     },
     Scenario {
         name: "freertos-fault-beside-linux",
@@ -626,6 +679,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[("rtos", "linux")],
+        typed: &[],
     },
     Scenario {
         name: "freertos-unmapped-beside-linux",
@@ -641,6 +695,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:"],
         overlap: &[],
+        typed: &[],
     },
     Scenario {
         name: "linux-net",
@@ -662,6 +717,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "virtio_net", "NETDEV WATCHDOG"],
         overlap: &[("server", "client")],
+        typed: &[],
     },
     Scenario {
         name: "hostile-net",
@@ -680,6 +736,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "virtio_net", "NETDEV WATCHDOG"],
         overlap: &[("hostile", "client")],
+        typed: &[],
     },
 ];
 
@@ -773,6 +830,7 @@ mod tests {
         lines: &["bad: x", "peer: a", "peer: b"],
         absent: &["oops"],
         overlap: &[("peer", "bad")],
+        typed: &[],
     };
 
     #[test]
@@ -815,6 +873,7 @@ mod tests {
             lines: &[],
             absent: &[],
             overlap: &[],
+            typed: &[],
         };
         let (tx, rx) = SAME_VALUES[0].pairs[0];
         let good = lines(&format!("{tx}0123abcd\nother: x\n{rx}0123abcd"));

@@ -100,7 +100,7 @@ fn block_throughput(hyp: &std::path::Path) -> Result<(), String> {
         .arg("-initrd")
         .arg(dir.join("initramfs.cpio.gz"))
         .args(["-append", "console=ttyAMA0 tessera.test=blk-bench"]);
-    let n = qemu::collect(native, Duration::from_secs(300), false, false)?;
+    let n = qemu::collect(native, Duration::from_secs(300), false, qemu::Input::None)?;
     let t = boot(&packed, packed.pcpus, false)?;
     outcome::verdict(&packed.vm_names, &t)?;
     println!("virtio-blk, Linux guest, 1 vCPU, dd of 32 MiB with bs=1M (writes with conv=fsync), wall clock:");
@@ -207,10 +207,10 @@ fn native_pair() -> Result<Vec<String>, String> {
         format!("socket,id=n,connect=127.0.0.1:{port}"),
         "tessera.test=net-client tessera.ip=10.0.0.2 tessera.peer=10.0.0.1 tessera.net_mib=32",
     );
-    let s = std::thread::spawn(move || qemu::collect(server, Duration::from_secs(300), false, false));
+    let s = std::thread::spawn(move || qemu::collect(server, Duration::from_secs(300), false, qemu::Input::None));
     // The listening side must be up before the other connects.
     std::thread::sleep(Duration::from_millis(1500));
-    let c = qemu::collect(client, Duration::from_secs(300), false, false)?;
+    let c = qemu::collect(client, Duration::from_secs(300), false, qemu::Input::None)?;
     let s = s.join().map_err(|_| "the native server's QEMU thread panicked".to_string())??;
     for (who, con) in [("server", &s), ("client", &c)] {
         if con.timed_out || con.status != Some(0) {
@@ -311,7 +311,7 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
             echo: false,
             icount: false,
             disks: &packed.disks,
-            interactive: false,
+            input: qemu::Input::None,
         });
         tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());
     }
@@ -337,7 +337,7 @@ fn boot(packed: &pack::Packed, pcpus: u32, icount: bool) -> Result<qemu::Console
         echo: false,
         icount,
         disks: &packed.disks,
-        interactive: false,
+        input: qemu::Input::None,
     })
 }
 

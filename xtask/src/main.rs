@@ -4,6 +4,7 @@
 //! - `build`           build the hypervisor and the test guests for armv7a-none-eabi
 //! - `run [CONFIG]`    set up, build, pack CONFIG (default: examples/linux-smp.toml), boot it in QEMU
 //! - `test`            every test: formatting and clippy, host unit tests, then the QEMU scenarios
+//! - `scenario [FILTER]` only the QEMU scenarios whose names contain FILTER
 //! - `lint`            formatting and clippy (warnings are errors), as `test` checks them
 //! - `bench [PART]`    benchmarks: instruction counts under QEMU -icount, wall-clock ratios
 //!   against native QEMU (PART: micro, freertos, linux, blk, net)
@@ -21,6 +22,7 @@ fn usage() -> ExitCode {
          \n  build          build the hypervisor and the test guests\
          \n  run [CONFIG]   build, pack and boot CONFIG in QEMU (default: {DEFAULT_CONFIG})\
          \n  test           run every test: lints, host unit tests and QEMU scenarios\
+         \n  scenario [FILTER]  only the QEMU scenarios whose names contain FILTER (all without one)\
          \n  lint           cargo fmt --check and clippy (host and armv7a-none-eabi), as test runs them\
          \n  bench [PART]   benchmarks (PART: micro, freertos, linux, blk, net; default all)\
          \n  fuzz [TARGET] [--secs N] [--merge]  coverage-guided fuzzing (default: every target, 60 s each)\
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Some("build") => setup::run().and_then(|_| build::all().map(|_| ())),
         Some("run") => outcome::run_verb(args.get(1).map(String::as_str).unwrap_or(DEFAULT_CONFIG)),
         Some("test") => scenarios::test_verb(),
+        Some("scenario") => scenarios::scenario_verb(args.get(1).map(String::as_str)),
         Some("lint") => setup::run().and_then(|_| build::lint()),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz::run(&args[1..]),

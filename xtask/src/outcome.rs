@@ -40,7 +40,7 @@ pub fn run_verb(config: &str) -> Result<(), String> {
         echo: true,
         icount: false,
         disks: &packed.disks,
-        interactive: true,
+        input: qemu::Input::Inherit,
     };
     eprintln!("xtask: booting {} ({} pCPUs, {} MiB)", packed.image.display(), packed.pcpus, packed.memory_mib);
     let console = qemu::boot(&boot)?;

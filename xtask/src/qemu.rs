@@ -13,12 +13,25 @@ pub struct Boot<'a> {
     pub memory_mib: u32,
     pub deadline: Duration,
     pub echo: bool,
-    /// Pass this process's standard input to the guest consoles (`run`).
-    pub interactive: bool,
+    /// Where the guest consoles' input comes from.
+    pub input: Input<'a>,
     /// `-icount shift=0`: the virtual clock advances one ns per instruction.
     pub icount: bool,
     /// The board's disks, each a virtio-blk whose serial is its name.
     pub disks: &'a [crate::config::DiskConfig],
+}
+
+/// The console's input.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// Nothing is typed.
+    None,
+    /// This process's standard input (`run`).
+    Inherit,
+    /// Scripted keys: each `(after, keys)` types `keys` once console output
+    /// (a whole line, or the line being written, such as a prompt) contains
+    /// `after`, in order.
+    Script(&'a [(&'a str, &'a str)]),
 }
 
 pub struct Console {
@@ -67,15 +80,19 @@ pub fn create_disks(disks: &[crate::config::DiskConfig]) -> Result<(), String> {
 
 pub fn boot(b: &Boot) -> Result<Console, String> {
     create_disks(b.disks)?;
-    collect(command(b), b.deadline, b.echo, b.interactive)
+    collect(command(b), b.deadline, b.echo, b.input)
 }
 
 /// Runs a QEMU command line to its end (or the deadline) and returns its
 /// console, split into lines.
-pub fn collect(mut cmd: Command, deadline: Duration, echo: bool, interactive: bool) -> Result<Console, String> {
+pub fn collect(mut cmd: Command, deadline: Duration, echo: bool, input: Input) -> Result<Console, String> {
     let start = Instant::now();
     let mut child = cmd
-        .stdin(if interactive { Stdio::inherit() } else { Stdio::null() })
+        .stdin(match input {
+            Input::None => Stdio::null(),
+            Input::Inherit => Stdio::inherit(),
+            Input::Script(_) => Stdio::piped(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,6 +121,14 @@ pub fn collect(mut cmd: Command, deadline: Duration, echo: bool, interactive: bo
     let mut lines = Vec::new();
     let mut partial: Vec<u8> = Vec::new();
     let mut timed_out = false;
+    let mut stdin = child.stdin.take();
+    let mut script = match input {
+        Input::Script(s) => s,
+        _ => &[],
+    };
+    // Output already searched for the next trigger: a whole line is
+    // searched once, the line being written each time it grows.
+    let mut searched = 0;
     let mut take = |chunk: &[u8], lines: &mut Vec<String>| {
         if echo {
             let mut o = std::io::stdout().lock();
@@ -117,6 +142,19 @@ pub fn collect(mut cmd: Command, deadline: Duration, echo: bool, interactive: bo
             } else {
                 partial.push(c);
             }
+        }
+        while let Some(&(after, keys)) = script.first() {
+            let seen = lines[searched..].iter().any(|l| l.contains(after))
+                || String::from_utf8_lossy(&partial).contains(after);
+            if !seen {
+                searched = lines.len();
+                break;
+            }
+            searched = lines.len();
+            if let Some(w) = stdin.as_mut() {
+                let _ = w.write_all(keys.as_bytes()).and_then(|_| w.flush());
+            }
+            script = &script[1..];
         }
     };
     loop {

@@ -34,12 +34,24 @@ pub fn test_verb() -> Result<(), String> {
     setup::run()?;
     build::lint()?;
     build::cargo(&["test", "--workspace", "--exclude", "test-guests", "--all-features"])?;
+    scenarios(start, std::env::var("TESSERA_SCENARIO").ok())
+}
+
+/// `cargo xtask scenario [FILTER]`: only the QEMU and packer scenarios
+/// whose names contain FILTER (all without one), for working on a guest.
+pub fn scenario_verb(filter: Option<&str>) -> Result<(), String> {
+    setup::run()?;
+    scenarios(Instant::now(), filter.map(str::to_string))
+}
+
+fn scenarios(start: Instant, only: Option<String>) -> Result<(), String> {
     let hyp = build::all()?;
     let mut t = Tally { passed: 0, failed: Vec::new() };
-    bad_configs(&hyp, &mut t)?;
-    corrupt_images(&hyp, &mut t)?;
-    only_filter(&mut t, &hyp)?;
-    let only = std::env::var("TESSERA_SCENARIO").ok();
+    if only.is_none() {
+        bad_configs(&hyp, &mut t)?;
+        corrupt_images(&hyp, &mut t)?;
+    }
+    only_filter(&mut t, &hyp, only.as_deref())?;
     if only.as_deref().is_none_or(|o| "linux-paravirt-native".contains(o)) {
         let t0 = Instant::now();
         let r = native_paravirt_kernel();
@@ -63,9 +75,8 @@ pub fn test_verb() -> Result<(), String> {
     }
 }
 
-fn only_filter(t: &mut Tally, hyp: &Path) -> Result<(), String> {
-    let only = std::env::var("TESSERA_SCENARIO").ok();
-    for s in SCENARIOS.iter().filter(|s| only.as_deref().is_none_or(|o| s.name.contains(o))) {
+fn only_filter(t: &mut Tally, hyp: &Path, only: Option<&str>) -> Result<(), String> {
+    for s in SCENARIOS.iter().filter(|s| only.is_none_or(|o| s.name.contains(o))) {
         let t0 = Instant::now();
         let r = run_scenario(s, hyp);
         t.record(s.name, r, t0.elapsed().as_secs_f64());
@@ -88,7 +99,7 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
         echo: std::env::var_os("TESSERA_ECHO").is_some(),
         icount: false,
         disks: &packed.disks,
-        interactive: false,
+        input: qemu::Input::Script(s.typed),
     })?;
     let mut r = check(s, &c.lines, c.status, c.timed_out);
     if let (Ok(()), Some(d)) = (&r, disks) {
@@ -120,7 +131,8 @@ fn native_paravirt_kernel() -> Result<(), String> {
         .arg("-initrd")
         .arg(dir.join("initramfs.cpio.gz"))
         .args(["-append", "console=ttyAMA0 tessera.test=paravirt"]);
-    let c = qemu::collect(cmd, Duration::from_secs(180), std::env::var_os("TESSERA_ECHO").is_some(), false)?;
+    let c =
+        qemu::collect(cmd, Duration::from_secs(180), std::env::var_os("TESSERA_ECHO").is_some(), qemu::Input::None)?;
     let want = [
         "tessera-init: up, 2 CPUs online (0-1)",
         "tessera-init: no hypervisor type",
@@ -250,7 +262,7 @@ fn corrupt_images(hyp: &Path, t: &mut Tally) -> Result<(), String> {
             echo: false,
             icount: false,
             disks: &[],
-            interactive: false,
+            input: qemu::Input::None,
         })?;
         let report = tessera_scenarios::console::Report::parse(&c.lines);
         let r = match (&report.boot_error, c.status) {

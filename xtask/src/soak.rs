@@ -85,7 +85,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         echo: true,
         icount: false,
         disks: &packed.disks,
-        interactive: false,
+        input: qemu::Input::None,
     };
     let console = qemu::boot(&boot)?;
     let mut problems = Vec::new();
