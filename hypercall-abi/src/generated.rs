@@ -4,7 +4,7 @@
 /// Major version of the ABI: changes only with a breaking change.
 pub const ABI_VERSION_MAJOR: u32 = 1;
 /// Minor version of the ABI: grows when calls, errors or constants are added.
-pub const ABI_VERSION_MINOR: u32 = 2;
+pub const ABI_VERSION_MINOR: u32 = 3;
 
 /// SMCCC_VERSION's answer: SMC Calling Convention 1.1 (major in bits 31:16, minor in 15:0).
 pub const SMCCC_VERSION_1_1: u32 = 0x0001_0001;
@@ -18,6 +18,12 @@ pub const CONSOLE_READ_MAX: u32 = 256;
 /// (since 1.2) How many typed bytes the hypervisor holds for a VM's hypercall console before it refuses more (the operator sees them dropped).
 pub const CONSOLE_INPUT_BUFFER: u32 = 1024;
 
+/// (since 1.3) Size and alignment of a stolen-time record (see TESSERA_STEAL_TIME_SET).
+pub const STEAL_TIME_RECORD_SIZE: u32 = 64;
+
+/// (since 1.3) Bit of a stolen-time record's `flags` word: the vCPU was descheduled while it could run, and has not run since.
+pub const STEAL_TIME_PREEMPTED: u32 = 1;
+
 /// TESSERA_CALL_UID's answer, r0..r3: UUID `6731ebeb-649e-4e81-87f6-2e3537073ca2`.
 ///
 /// Packed as SMCCC's UID queries are: the UUID's bytes in RFC 4122 order,
@@ -26,7 +32,7 @@ pub const TESSERA_UID: [u32; 4] = [0xEBEB_3167, 0x814E_9E64, 0x352E_F687, 0xA23C
 
 /// TESSERA_CALL_COUNT's answer: how many Tessera vendor functions
 /// (0x8600_0000-0x8600_FEFF) this version of the ABI defines.
-pub const TESSERA_CALL_COUNT: u32 = 8;
+pub const TESSERA_CALL_COUNT: u32 = 9;
 
 /// A hypercall, identified by the SMCCC function ID the guest puts in r0.
 ///
@@ -152,6 +158,13 @@ pub enum Function {
     /// Errors: NOT_SUPPORTED (-1), INVALID_PARAMETER (-3), INVALID_ADDRESS (-4).
     /// Feature bit: [`feature::CONSOLE_INPUT`].
     ConsoleRead = 0x8600_0007,
+    /// `TESSERA_STEAL_TIME_SET` (since 1.3): Register the calling vCPU's stolen-time record: STEAL_TIME_RECORD_SIZE bytes of the VM's RAM, aligned to that size, which the hypervisor keeps up to date until the vCPU is turned off (PSCI CPU_OFF: register again after CPU_ON), the VM is reset, or `ipa` = 0 is registered. Layout, little-endian: offset 0, u32 `sequence`, odd while the hypervisor updates the record (read `sequence`, the fields, then `sequence` again, and retry if it was odd or changed); offset 4, u32 `flags` (STEAL_TIME_PREEMPTED); offset 8, u64 `stolen_ns`, the nanoseconds this vCPU could have run but waited for its physical CPU (descheduled at the end of a time slice or by a yield, until it ran again), counted since the VM was created: it never goes back, across CPU_OFF, CPU_ON and VM resets, so a guest can always take differences; offsets 16-63 reserved, written as zero. The record is updated only when the vCPU is descheduled or resumed, so its own vCPU never sees an update in progress.
+    ///
+    /// In: r1 = `ipa` (guest-physical address of the record, or 0 to stop updates).
+    /// Out: r0 = status (0 or an error code).
+    /// Errors: NOT_SUPPORTED (-1), INVALID_PARAMETER (-3), INVALID_ADDRESS (-4).
+    /// Feature bit: [`feature::STEAL_TIME`].
+    StealTimeSet = 0x8600_0008,
     // Tessera vendor service: general queries: 0x8600_FF00..=0x8600_FFFF.
     /// `TESSERA_CALL_COUNT` (since 1.0): How many Tessera vendor functions (0x8600_0000-0x8600_FEFF) exist.
     ///
@@ -194,6 +207,7 @@ impl Function {
         Function::VmShutdown,
         Function::ChannelNotify,
         Function::ConsoleRead,
+        Function::StealTimeSet,
         Function::CallCount,
         Function::CallUid,
         Function::Revision,
@@ -225,6 +239,7 @@ impl Function {
             0x8600_0005 => Some(Function::VmShutdown),
             0x8600_0006 => Some(Function::ChannelNotify),
             0x8600_0007 => Some(Function::ConsoleRead),
+            0x8600_0008 => Some(Function::StealTimeSet),
             0x8600_FF00 => Some(Function::CallCount),
             0x8600_FF01 => Some(Function::CallUid),
             0x8600_FF03 => Some(Function::Revision),
@@ -253,6 +268,7 @@ impl Function {
             Function::VmShutdown => "TESSERA_VM_SHUTDOWN",
             Function::ChannelNotify => "TESSERA_CHANNEL_NOTIFY",
             Function::ConsoleRead => "TESSERA_CONSOLE_READ",
+            Function::StealTimeSet => "TESSERA_STEAL_TIME_SET",
             Function::CallCount => "TESSERA_CALL_COUNT",
             Function::CallUid => "TESSERA_CALL_UID",
             Function::Revision => "TESSERA_REVISION",
@@ -342,6 +358,9 @@ pub mod feature {
 
     /// (since 1.2) TESSERA_CONSOLE_READ is available: console input can reach the VM through the hypercall console, with an interrupt (the guest DTB's `/hypervisor` node) when input arrives.
     pub const CONSOLE_INPUT: u32 = 1 << 5;
+
+    /// (since 1.3) TESSERA_STEAL_TIME_SET is available: the hypervisor keeps a stolen-time record for each vCPU that registers one.
+    pub const STEAL_TIME: u32 = 1 << 6;
 }
 
 /// PSCI numbers (Arm DEN 0022): PSCI calls report these codes, not [`Error`].

@@ -147,7 +147,8 @@ fn primary(dtb_hint: u32) -> &'static System {
     let queues = place_vcpus(vms, pcpus);
     let slice = hw::frequency() as u64 / 1000; // 1 ms
     let images: &'static PayloadImages = leak(PayloadImages(payload));
-    let sys: &'static System = leak(System::new(vms, channels, wakeups, hub, slice, images, b.uart_irq, queues));
+    let sys: &'static System =
+        leak(System::new(vms, channels, wakeups, hub, slice, hw::frequency() as u64, images, b.uart_irq, queues));
     SYSTEM.call_once(|| sys);
     hw::route_spi(b.uart_irq, 0);
     hw::console_rx_interrupts();

@@ -271,7 +271,7 @@ fn coproc_wide<C: Cpu>(
 fn hvc<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, vcpu: &Vcpu, ctx: &mut VcpuContext) -> Next {
     let mut r = [0u32; 8];
     r.copy_from_slice(&ctx.regs.r[..8]);
-    match hypercall::dispatch(&mut CallerCtx { vm, vcpu, sys }, &r) {
+    match hypercall::dispatch(&mut CallerCtx { vm, vcpu, sys, steal: &mut ctx.steal }, &r) {
         Action::Return { regs, count } => {
             let n = count as usize;
             ctx.regs.r[..n].copy_from_slice(&regs[..n]);
@@ -320,6 +320,7 @@ struct CallerCtx<'a> {
     vm: &'a Vm,
     vcpu: &'a Vcpu,
     sys: &'a System,
+    steal: &'a mut crate::steal::StealClock,
 }
 
 impl crate::hypercall::Caller for CallerCtx<'_> {
@@ -360,5 +361,9 @@ impl crate::hypercall::Caller for CallerCtx<'_> {
     }
     fn ring_doorbell(&mut self, channel: u32) -> u32 {
         self.sys.channels.get(channel as usize).map_or(0, |c| c.ring(self.vm))
+    }
+    fn set_steal_record(&mut self, ipa: Option<Ipa>) {
+        // The dispatcher checked the record; a refusal here would be a bug.
+        let _ = self.steal.register(&self.vm.ram, ipa, self.sys.tick_ns);
     }
 }

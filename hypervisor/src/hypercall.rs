@@ -34,6 +34,9 @@ pub trait Caller {
     fn ring_doorbell(&mut self, channel: u32) -> u32;
     /// How many channels the system has.
     fn channel_count(&self) -> u32;
+    /// `TESSERA_STEAL_TIME_SET` for the calling vCPU: keep its record at
+    /// `ipa` (checked: aligned, inside RAM), or stop with `None`.
+    fn set_steal_record(&mut self, ipa: Option<Ipa>);
 }
 
 /// What the trap handler must do after the call.
@@ -69,8 +72,12 @@ fn psci_ret(code: i32) -> Action {
 
 /// The feature bitmap every VM gets from TESSERA_FEATURES; a VM that maps
 /// a channel also gets `feature::CHANNEL`.
-pub const FEATURES: u32 =
-    feature::CONSOLE | feature::YIELD | feature::VM_INFO | feature::SHUTDOWN | feature::CONSOLE_INPUT;
+pub const FEATURES: u32 = feature::CONSOLE
+    | feature::YIELD
+    | feature::VM_INFO
+    | feature::SHUTDOWN
+    | feature::CONSOLE_INPUT
+    | feature::STEAL_TIME;
 
 /// A vCPU index from a PSCI target MPIDR: Aff0 is the index, higher
 /// affinity levels must be zero (a VM is one cluster, see the guest DTB).
@@ -136,6 +143,20 @@ pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
                 Some(n) => Action::Return { regs: [0, n as u32, 0, 0], count: 2 },
                 None => err(Error::InvalidAddress),
             }
+        }
+        Function::StealTimeSet => {
+            let size = hypercall_abi::STEAL_TIME_RECORD_SIZE;
+            let ipa = (r[1] != 0).then_some(Ipa(r[1] as u64));
+            if let Some(ipa) = ipa {
+                if !r[1].is_multiple_of(size) {
+                    return err(Error::InvalidParameter);
+                }
+                if !c.memory().contains(ipa, size as u64) {
+                    return err(Error::InvalidAddress);
+                }
+            }
+            c.set_steal_record(ipa);
+            ret1(0)
         }
         Function::VcpuYield => Action::Yield,
         Function::VmInfo => Action::Return { regs: [0, c.vm_id(), c.vcpu_count(), c.vcpu_index()], count: 4 },
@@ -206,6 +227,7 @@ mod tests {
         channels: u32,
         rung: Vec<u32>,
         input: crate::devices::call_console::CallConsoleInput,
+        steal: Vec<Option<Ipa>>,
     }
 
     impl Caller for FakeVm {
@@ -248,12 +270,15 @@ mod tests {
         fn channel_count(&self) -> u32 {
             3
         }
+        fn set_steal_record(&mut self, ipa: Option<Ipa>) {
+            self.steal.push(ipa);
+        }
     }
 
     fn vm() -> FakeVm {
         let ram = crate::mem::test_ram(0x4000_0000, 0x2000);
         ram.write(Ipa(0x4000_0100), b"hello").unwrap();
-        FakeVm { ram, console: vec![], on: vec![], channels: 0, rung: vec![], input: Default::default() }
+        FakeVm { ram, console: vec![], on: vec![], channels: 0, rung: vec![], input: Default::default(), steal: vec![] }
     }
 
     fn call(v: &mut FakeVm, regs: &[u32]) -> Action {
@@ -328,6 +353,19 @@ mod tests {
         let mut got = [0u8; 5];
         v.ram.read(Ipa(0x4000_0200), &mut got).unwrap();
         assert_eq!(&got, b"date\n", "refused reads took nothing");
+    }
+
+    #[test]
+    fn steal_time_records_must_be_aligned_and_in_ram() {
+        let v = &mut vm();
+        let set = |v: &mut FakeVm, ipa: u32| r0(call(v, &[Function::StealTimeSet.id(), ipa]));
+        assert_eq!(set(v, 0x4000_0020), -3, "not 64-byte aligned");
+        assert_eq!(set(v, 0x4000_2000), -4, "past the end of RAM");
+        assert_eq!(set(v, 0x3fff_ffc0), -4, "below RAM");
+        assert!(v.steal.is_empty(), "refused calls register nothing");
+        assert_eq!(set(v, 0x4000_1fc0), 0, "the last 64 bytes of RAM");
+        assert_eq!(set(v, 0), 0, "0 stops the updates");
+        assert_eq!(v.steal, [Some(Ipa(0x4000_1fc0)), None]);
     }
 
     #[test]

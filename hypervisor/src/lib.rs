@@ -24,6 +24,7 @@ pub mod mmio;
 pub mod pcpu;
 pub mod platform;
 pub mod sched;
+pub mod steal;
 pub mod system;
 pub mod trap;
 pub mod vcpu;

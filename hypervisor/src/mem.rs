@@ -92,6 +92,23 @@ impl GuestRam {
         unsafe { core::ptr::write_bytes(self.host, 0, self.size as usize) };
     }
 
+    /// Stores one aligned 32-bit word at `ipa` as a single access, for
+    /// records a guest reads while the hypervisor writes them (the
+    /// stolen-time record). Fails unless the word is inside and aligned.
+    pub fn store_u32(&self, ipa: Ipa, value: u32) -> Result<(), OutsideRam> {
+        let off = self.offset(ipa, 4).ok_or(OutsideRam)?;
+        // SAFETY: the word lies inside the block, which `host` maps
+        // (constructor contract); checked aligned just below.
+        let p = unsafe { self.host.add(off) } as *mut u32;
+        if !p.is_aligned() {
+            return Err(OutsideRam);
+        }
+        // SAFETY: in bounds and aligned; a volatile store is one access,
+        // which the guest may race with without a Rust reference existing.
+        unsafe { core::ptr::write_volatile(p, value) };
+        Ok(())
+    }
+
     /// The offset of `[ipa, ipa + len)` in the block, if it lies inside.
     fn offset(&self, ipa: Ipa, len: usize) -> Option<usize> {
         self.contains(ipa, len as u64).then(|| (ipa.raw() - self.ipa.raw()) as usize)
@@ -123,10 +140,11 @@ impl GuestMemory for GuestRam {
 #[cfg(any(test, feature = "fake"))]
 pub fn test_ram(ipa: u64, size: usize) -> GuestRam {
     extern crate alloc;
-    let buf: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; size].into_boxed_slice());
+    // Words, so the block is aligned as guest RAM is on the target.
+    let buf: &'static mut [u64] = alloc::boxed::Box::leak(alloc::vec![0u64; size.div_ceil(8)].into_boxed_slice());
     // SAFETY: the buffer is leaked, so it lives for the rest of the test
-    // process, and nothing else refers to it.
-    unsafe { GuestRam::new(Ipa(ipa), size as u64, PhysAddr(0x4200_0000), buf.as_mut_ptr()) }
+    // process, nothing else refers to it, and it holds at least `size` bytes.
+    unsafe { GuestRam::new(Ipa(ipa), size as u64, PhysAddr(0x4200_0000), buf.as_mut_ptr().cast()) }
 }
 
 #[cfg(test)]

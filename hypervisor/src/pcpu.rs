@@ -266,7 +266,9 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
     let (vm, vcpu) = (me.vm, me.vcpu);
     let fresh = match vcpu.take_start() {
         Some(ctx) => {
+            let steal = core::mem::take(&mut me.ctx.steal).restarted();
             *me.ctx = ctx;
+            me.ctx.steal = steal;
             true
         }
         None => false,
@@ -287,6 +289,7 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
     let gcpu = vm.vgic.cpu(idx);
     let woken = sys.wakeups.flag(*id);
     let ctx = &mut *me.ctx;
+    ctx.steal.resumed(cpu.now(), &vm.ram, sys.tick_ns);
     vcpu.running.store(true, Ordering::SeqCst);
     vcpu.picks.fetch_add(1, Ordering::Relaxed);
     arm_next_event(cpu, sys, others.iter(), *loaded, Some(i));
@@ -326,6 +329,9 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
     }
     vcpu.running.store(false, Ordering::SeqCst);
     cpu.disarm_timer();
+    if vm.is_running() && vcpu.power() == Power::On && !vcpu.blocked.load(Ordering::Acquire) {
+        ctx.steal.preempted(cpu.now(), &vm.ram, sys.tick_ns);
+    }
 }
 
 /// Acknowledges every pending physical interrupt and acts on it. `loaded`

@@ -98,7 +98,7 @@ fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[
         }
     }
     let images: &'static CountingImages = leak(CountingImages::default());
-    let sys = leak(System::new(vms, &[], wakeups, console, SLICE, images, 33, queues));
+    let sys = leak(System::new(vms, &[], wakeups, console, SLICE, 62_500_000, images, 33, queues));
     Rig { sys, images }
 }
 

@@ -23,6 +23,8 @@ pub struct System {
     pub console: &'static Hub,
     /// A time slice, in counter ticks.
     pub slice: u64,
+    /// Counter ticks to nanoseconds (stolen time).
+    pub tick_ns: crate::steal::TickNs,
     /// Where a reset VM's RAM is reloaded from.
     pub images: &'static dyn Images,
     /// The hypervisor console's input (focus, escape key).
@@ -43,6 +45,7 @@ impl System {
         wakeups: &'static Wakeups,
         console: &'static Hub,
         slice: u64,
+        counter_hz: u64,
         images: &'static dyn Images,
         uart_irq: u32,
         percpu: impl IntoIterator<Item = PerCpu>,
@@ -58,6 +61,7 @@ impl System {
             wakeups,
             console,
             slice,
+            tick_ns: crate::steal::TickNs::new(counter_hz),
             images,
             input: Input::new(),
             uart_irq,

@@ -33,6 +33,8 @@ pub struct VcpuContext {
     pub el1: El1State,
     pub gich: GichState,
     pub fp: FpState,
+    /// Stolen-time accounting and the guest's record of it.
+    pub steal: crate::steal::StealClock,
 }
 
 impl VcpuContext {
@@ -44,6 +46,7 @@ impl VcpuContext {
             el1: El1State { sctlr: SCTLR_RESET, ..Default::default() },
             gich: GichState::default(),
             fp: FpState::default(),
+            steal: Default::default(),
         }
     }
 }

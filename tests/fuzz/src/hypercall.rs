@@ -83,6 +83,12 @@ impl Caller for Vm<'_> {
     fn channel_count(&self) -> u32 {
         self.channel_count
     }
+    fn set_steal_record(&mut self, ipa: Option<Ipa>) {
+        if let Some(ipa) = ipa {
+            let size = hypercall_abi::STEAL_TIME_RECORD_SIZE as u64;
+            assert!(ipa.raw().is_multiple_of(size) && self.ram.contains(ipa, size), "steal record {ipa:?}");
+        }
+    }
 }
 
 /// A register value: often one that means something.

@@ -52,7 +52,12 @@ fn main() -> u32 {
     c.check("TESSERA_REVISION", v == Ok((abi::ABI_VERSION_MAJOR, abi::ABI_VERSION_MINOR)), v);
     let v = tessera_guest::abi_version();
     c.check("TESSERA_ABI_VERSION", v == Ok((abi::ABI_VERSION_MAJOR, abi::ABI_VERSION_MINOR)), v);
-    let all = feature::CONSOLE | feature::YIELD | feature::VM_INFO | feature::SHUTDOWN | feature::CONSOLE_INPUT;
+    let all = feature::CONSOLE
+        | feature::YIELD
+        | feature::VM_INFO
+        | feature::SHUTDOWN
+        | feature::CONSOLE_INPUT
+        | feature::STEAL_TIME;
     let v = tessera_guest::features(Function::ConsoleWrite.id());
     c.check("TESSERA_FEATURES", v == Ok(all), v);
     let v = tessera_guest::features(0x8600_0fff);
