@@ -49,27 +49,59 @@ static ENSURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// `scripts/checkpatch.pl --strict` from the 6.1 tree over each patch of
 /// linux-patches/: its summary line per patch, or an error naming the first
-/// patch with errors or warnings and checkpatch's report of it.
+/// patch that checkpatch finds an error in, or a warning or check that its
+/// commit message does not explain (a line naming checkpatch and the
+/// report's type, e.g. `checkpatch: FILE_PATH_CHANGES: ...`).
 pub fn checkpatch() -> Result<Vec<String>, String> {
     need_packages(&["perl"])?;
     let tree = kernel::source_tree()?;
     let mut summaries = Vec::new();
     for patch in kernel::patch_files()? {
         let out = Command::new("perl")
-            .args(["scripts/checkpatch.pl", "--strict"])
+            .args(["scripts/checkpatch.pl", "--strict", "--show-types"])
             .arg(&patch)
             .current_dir(&tree)
             .output()
             .map_err(|e| format!("cannot run checkpatch.pl: {e}"))?;
         let report = String::from_utf8_lossy(&out.stdout).into_owned();
         let name = patch.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let total = report.lines().find(|l| l.starts_with("total: ")).unwrap_or("no summary").to_string();
-        if !out.status.success() || !total.starts_with("total: 0 errors, 0 warnings") {
-            return Err(format!("checkpatch.pl --strict on linux-patches/{name}: {total}\n{report}"));
+        let Some(total) = report.lines().find(|l| l.starts_with("total: ")) else {
+            return Err(format!("checkpatch.pl --strict on linux-patches/{name} gave no summary\n{report}"));
+        };
+        let text = std::fs::read_to_string(&patch).map_err(|e| format!("{}: {e}", patch.display()))?;
+        if let Some(why) = unexplained(&report, commit_message(&text)) {
+            return Err(format!("checkpatch.pl --strict on linux-patches/{name}: {total}: {why}\n{report}"));
         }
         summaries.push(format!("linux-patches/{name}: {total}"));
     }
     Ok(summaries)
+}
+
+/// The commit message of a `git format-patch` file: from the first blank
+/// line (after the headers) to the `---` that starts the diffstat.
+fn commit_message(patch: &str) -> &str {
+    let body = patch.split_once("\n\n").map_or("", |(_, b)| b);
+    body.split_once("\n---\n").map_or(body, |(m, _)| m)
+}
+
+/// Why a checkpatch report (`--show-types`) is not acceptable: an error, or
+/// a warning or check whose type no `checkpatch` line of `message` names.
+fn unexplained(report: &str, message: &str) -> Option<String> {
+    let explained: Vec<&str> = message.lines().filter(|l| l.contains("checkpatch")).collect();
+    for l in report.lines() {
+        let Some((level, rest)) = l.split_once(':') else { continue };
+        if !matches!(level, "ERROR" | "WARNING" | "CHECK") {
+            continue;
+        }
+        let ty = rest.split(':').next().unwrap_or_default();
+        if level == "ERROR" {
+            return Some(format!("error {ty}"));
+        }
+        if !explained.iter().any(|e| e.contains(ty)) {
+            return Some(format!("{level} {ty} is not explained in the commit message"));
+        }
+    }
+    None
 }
 
 /// Makes every `target/linux/` file that `config` names as a VM's `kernel`
@@ -276,6 +308,19 @@ fn need_packages(pkgs: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpatch_warnings_need_an_explanation() {
+        let patch = "From x\nSubject: [PATCH] a: b\n\nWhy.\n\ncheckpatch: FILE_PATH_CHANGES: covered by MAINTAINERS\n---\n a | 1 +\n";
+        let msg = commit_message(patch);
+        assert!(msg.starts_with("Why.") && msg.ends_with("covered by MAINTAINERS"), "{msg:?}");
+        let warn = "WARNING:FILE_PATH_CHANGES: added, moved or deleted file(s)\n";
+        assert_eq!(unexplained(warn, msg), None);
+        let barrier = "WARNING:MEMORY_BARRIER: memory barrier without comment\n";
+        assert!(unexplained(barrier, msg).unwrap().contains("MEMORY_BARRIER"));
+        assert!(unexplained("ERROR:SPACING: x\n", "checkpatch: SPACING").unwrap().starts_with("error"));
+        assert_eq!(unexplained("total: 0 errors, 0 warnings, 0 checks, 8 lines checked\n", ""), None);
+    }
 
     #[test]
     fn keys_change_with_any_input() {
