@@ -375,6 +375,11 @@ static void prvGicCpuInit(void)
     mmio_write(GICC_CTLR, 1u);
 }
 
+void vPortYieldFromISR(BaseType_t xSwitchRequired)
+{
+    portYIELD_FROM_ISR(xSwitchRequired);
+}
+
 __attribute__((weak)) void vApplicationIRQHandler(uint32_t ulId)
 {
     vPortLog("FreeRTOS: unexpected interrupt %u on core %d (no vApplicationIRQHandler)\n", (unsigned)ulId,

@@ -39,6 +39,10 @@ BaseType_t xPortCurrentCore(void);
  * the calling core; it then reaches vApplicationIRQHandler(ulId). */
 void vPortEnableInterrupt(uint32_t ulId);
 
+/* portYIELD_FROM_ISR(xSwitchRequired) for code that cannot use the macro
+ * (Rust): from an ISR, asks for a task switch on the way out. */
+void vPortYieldFromISR(BaseType_t xSwitchRequired);
+
 /* Called from the port's IRQ handler (interrupts masked, on the core's IRQ
  * stack) for every interrupt that is not the tick or the yield SGI. Use the
  * FromISR API and portYIELD_FROM_ISR(). The default reports the ID. */

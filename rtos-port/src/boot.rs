@@ -28,6 +28,31 @@ pub fn arg_u32(key: &str, default: u32) -> u32 {
     arg(key).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// A shared-memory channel the DTB lists (`tessera,channel`).
+#[derive(Clone, Copy, Debug)]
+pub struct Channel {
+    pub base: usize,
+    pub size: usize,
+    pub id: u32,
+    /// Its doorbell's interrupt ID (32 + the SPI).
+    pub intid: u32,
+}
+
+/// The channel called `name`, if this VM maps it.
+pub fn channel(name: &str) -> Option<Channel> {
+    let f = fdt()?;
+    let node = f
+        .all_nodes()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "tessera,channel")))
+        .find(|n| n.property("tessera,channel-name").and_then(|p| p.as_str()) == Some(name))?;
+    let reg = node.reg()?.next()?;
+    let id = node.property("tessera,channel-id")?.as_usize()? as u32;
+    // Three cells: SPI, number, flags.
+    let irq = node.property("interrupts")?.value;
+    let spi = u32::from_be_bytes(irq.get(4..8)?.try_into().ok()?);
+    Some(Channel { base: reg.starting_address as usize, size: reg.size?, id, intid: 32 + spi })
+}
+
 /// The base address of the first `virtio,mmio` device the DTB lists.
 pub fn virtio_mmio_base() -> Option<usize> {
     let f = fdt()?;

@@ -15,13 +15,16 @@
 //! - with `fault=align|undef|unmapped`, a task makes a bad access: the first
 //!   two are the port's to report (the task is suspended and the rest runs
 //!   on), the last is an access outside the VM's RAM, which Tessera stops;
+//! - with `link=NAME`, a task serves `tessera-chan a` from a Linux VM through
+//!   the shared-memory channel NAME ([`crate::link`]): for ever, or for
+//!   `link_sessions=N` sessions, then it reports like the others;
 //! - a supervisor collects every task's report, checks the port's counters,
 //!   prints the verdict and shuts the VM down (TESSERA_VM_SHUTDOWN).
 //!
 //! Command line (`/chosen/bootargs`): `rounds=` messages per producer,
 //! `pingpongs=`, `period_ms=`, `releases=` periodic samples, `warmup_ms=`
-//! before the first sample, `fault=`, `entropy=1`, `bench=1` for a
-//! machine-readable line.
+//! before the first sample, `fault=`, `entropy=1`, `link=`,
+//! `link_sessions=`, `bench=1` for a machine-readable line.
 
 use crate::boot;
 use crate::rtos::{self, Queue, Ticks, MAX_DELAY};
@@ -63,6 +66,7 @@ enum Task {
     Ping,
     Periodic,
     Entropy,
+    Link,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,6 +86,8 @@ struct Settings {
     fault: Fault,
     bench: bool,
     entropy: Option<usize>,
+    /// The channel to serve and the sessions to serve (0: for ever).
+    link: Option<(crate::boot::Channel, u32)>,
 }
 
 struct App {
@@ -339,6 +345,13 @@ extern "C" fn entropy(arg: *mut c_void) {
     report(Task::Entropy, ok)
 }
 
+extern "C" fn link_task(_: *mut c_void) {
+    if let Some((ch, sessions)) = app().cfg.link {
+        crate::link::serve(ch, sessions, |ok| report(Task::Link, ok));
+    }
+    rtos::exit()
+}
+
 extern "C" fn faulty(_: *mut c_void) {
     rtos::delay(ms(20));
     ran_here();
@@ -372,6 +385,9 @@ extern "C" fn supervisor(_: *mut c_void) {
     if a.cfg.entropy.is_some() {
         expected += 1;
     }
+    if a.cfg.link.is_some() {
+        expected += 1;
+    }
     let mut failed = 0u32;
     // A task may take as long as its work plus a minute: the periodic task
     // alone needs releases x period (a soak run asks for many minutes).
@@ -379,8 +395,10 @@ extern "C" fn supervisor(_: *mut c_void) {
     let patience = 60_000u32.saturating_add(
         cfg.releases.saturating_add(cfg.warmup_ms / cfg.period_ms.max(1)).saturating_mul(cfg.period_ms.max(1)),
     );
+    // A link task that serves until told to stop takes as long as its user.
+    let wait = if matches!(cfg.link, Some((_, 0))) { MAX_DELAY } else { ms(patience) };
     for _ in 0..expected {
-        match a.done.receive(ms(patience)) {
+        match a.done.receive(wait) {
             Some(r) if r.ok => {}
             Some(r) => {
                 println!("supervisor: task {:?} reported a failure", r.task);
@@ -456,6 +474,7 @@ fn settings() -> Settings {
         // Opt-in: virtio-drivers' register reads may compile to loads with
         // writeback, which Tessera cannot emulate yet (README, "Not yet").
         entropy: if boot::arg_u32("entropy", 0) == 1 { boot::virtio_mmio_base() } else { None },
+        link: crate::link::configured(),
     }
 }
 
@@ -513,6 +532,9 @@ pub fn main() -> i32 {
     }
     if fault != Fault::None {
         rtos::spawn(c"faulty", STACK_WORDS, PRIO_WORKER, faulty, 0);
+    }
+    if app().cfg.link.is_some() {
+        rtos::spawn(c"link", STACK_WORDS, PRIO_WORKER, link_task, 0);
     }
     rtos::start_scheduler()
 }

@@ -80,6 +80,56 @@ pub fn spawn(name: &CStr, stack_words: u32, priority: u32, f: TaskFn, arg: usize
     assert_eq!(r, PD_TRUE, "xTaskCreate: out of FreeRTOS heap");
 }
 
+/// A task to notify (`TaskHandle_t`).
+#[derive(Clone, Copy)]
+pub struct TaskHandle(ffi::TaskHandle_t);
+
+// SAFETY: a task handle is an opaque pointer the kernel lets any task or
+// ISR on any core pass to the notification calls.
+unsafe impl Send for TaskHandle {}
+// SAFETY: as above.
+unsafe impl Sync for TaskHandle {}
+
+impl TaskHandle {
+    pub fn into_raw(self) -> *mut c_void {
+        self.0.cast()
+    }
+    pub fn from_raw(p: *mut c_void) -> Self {
+        TaskHandle(p.cast())
+    }
+}
+
+/// The calling task's handle.
+pub fn current() -> TaskHandle {
+    // SAFETY: called from a task.
+    TaskHandle(unsafe { ffi::xTaskGetCurrentTaskHandle() })
+}
+
+/// Gives `t` a notification from an ISR (`vTaskNotifyGiveFromISR`), and
+/// asks for a switch on the way out if that woke a task of higher priority.
+pub fn notify_from_isr(t: TaskHandle) {
+    let mut woken: ffi::BaseType_t = 0;
+    // SAFETY: called from the port's IRQ handler with a live task's handle.
+    unsafe {
+        ffi::vTaskGenericNotifyGiveFromISR(t.0, 0, &mut woken);
+        ffi::vPortYieldFromISR(woken);
+    }
+}
+
+/// Waits up to `timeout` for notifications and takes them all
+/// (`ulTaskNotifyTake(pdTRUE, ..)`); how many there were.
+pub fn notify_take(timeout: Ticks) -> u32 {
+    // SAFETY: called from a task.
+    unsafe { ffi::ulTaskGenericNotifyTake(0, PD_TRUE, timeout) }
+}
+
+/// Enables interrupt `id` for the calling core; it then reaches
+/// `vApplicationIRQHandler`.
+pub fn enable_interrupt(id: u32) {
+    // SAFETY: configures this core's GIC interface and the distributor.
+    unsafe { ffi::vPortEnableInterrupt(id) }
+}
+
 /// Runs the tasks; never returns.
 pub fn start_scheduler() -> ! {
     // SAFETY: called once, from main, before any task runs.
