@@ -384,7 +384,7 @@ mod tests {
         for d in ["examples", "tests/configs", "target/linux", "target/armv7a-none-eabi/release"] {
             std::fs::create_dir_all(t.join(d)).unwrap();
         }
-        let mut configs = vec![PathBuf::from("examples/linux-smp.toml")];
+        let mut configs = vec![PathBuf::from("examples/linux-smp.toml"), PathBuf::from("examples/linux-freertos.toml")];
         for e in std::fs::read_dir(root().join("tests/configs")).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
             if name.starts_with("linux-") && name.ends_with(".toml") {
@@ -398,9 +398,11 @@ mod tests {
         for (name, size) in [("zImage", 2 << 20), ("debian-zImage", 6 << 20), ("initramfs.cpio.gz", 1 << 20)] {
             std::fs::write(t.join("target/linux").join(name), crate::testutil::fake_zimage(size)).unwrap();
         }
-        // A bare-metal VM beside Linux (linux-paravirt).
+        // Bare-metal VMs beside Linux (linux-paravirt, linux-freertos-channel).
         let guest = crate::testutil::tiny_elf(0x4000_0000, &[(0x4000_0000, 0x4000_0000, vec![0; 4], 4)]);
-        std::fs::write(t.join("target/armv7a-none-eabi/release/hello"), guest).unwrap();
+        for name in ["hello", "freertos-demo"] {
+            std::fs::write(t.join("target/armv7a-none-eabi/release").join(name), &guest).unwrap();
+        }
         let hyp = t.join("hyp.elf");
         std::fs::write(&hyp, crate::testutil::fake_hypervisor()).unwrap();
         for c in &configs {

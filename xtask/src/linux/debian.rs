@@ -2,8 +2,12 @@
 //! `apt-get download` (no installation): the busybox initramfs and
 //! Debian's stock kernel.
 //!
+//! The initramfs also carries `/bin/tessera-chan`, the channel program of
+//! `examples/linux-user/`, compiled static for armhf here.
+//!
 //! Cache: `<cache>/initramfs-<key>/initramfs.cpio.gz` (key: this recipe,
-//! the `busybox-static:armhf` version, the init script, the applet list)
+//! the `busybox-static:armhf` version, the init script, the applet list,
+//! the program's source and the cross compiler's version)
 //! and `<cache>/debian-kernel-<key>/zImage` (key: the package name and
 //! version).
 
@@ -17,7 +21,11 @@ use crate::{root, setup};
 
 const BUSYBOX: &str = "busybox-static:armhf";
 /// Bump when the layout of the initramfs below changes.
-const INITRAMFS_RECIPE: &[u8] = b"tessera initramfs recipe 2";
+const INITRAMFS_RECIPE: &[u8] = b"tessera initramfs recipe 3: busybox, init, tessera-chan";
+/// The Linux programs of the repository, as (source, `/bin` name).
+const PROGRAMS: &[(&str, &str)] = &[("examples/linux-user/tessera-chan.c", "tessera-chan")];
+/// What compiles them: the armhf cross compiler and its static C library.
+const PROGRAM_PACKAGES: &[&str] = &["gcc-arm-linux-gnueabihf", "libc6-dev-armhf-cross"];
 
 /// Busybox applets linked in `/bin`: what the init script runs, and what a
 /// user at the shell (or a later test) wants. Each must exist in the
@@ -102,7 +110,19 @@ pub(super) fn initramfs() -> Result<(), String> {
     if !init.starts_with(b"#!/bin/sh\n") {
         return Err(format!("{}: must start with #!/bin/sh", init_path.display()));
     }
-    let k = key(&[INITRAMFS_RECIPE, version.as_bytes(), &init, APPLETS.join(" ").as_bytes()]);
+    need_packages(PROGRAM_PACKAGES)?;
+    let gcc = output(Command::new("arm-linux-gnueabihf-gcc").arg("--version"), "arm-linux-gnueabihf-gcc --version")?;
+    let gcc = gcc.lines().next().unwrap_or_default().to_string();
+    let mut sources = Vec::new();
+    for (src, _) in PROGRAMS {
+        let p = root().join(src);
+        sources.push(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+    }
+    let mut parts: Vec<&[u8]> = vec![INITRAMFS_RECIPE, version.as_bytes(), &init, gcc.as_bytes()];
+    let applets = APPLETS.join(" ");
+    parts.push(applets.as_bytes());
+    parts.extend(sources.iter().map(Vec::as_slice));
+    let k = key(&parts);
     let dir = cache_dir().join(format!("initramfs-{k}"));
     let result = dir.join("initramfs.cpio.gz");
     if !result.exists() {
@@ -110,15 +130,35 @@ pub(super) fn initramfs() -> Result<(), String> {
         if !result.exists() {
             eprintln!("xtask: making the initramfs ({BUSYBOX} {version}, {})", init_path.display());
             let busybox = extract_one(BUSYBOX, &version, &dir, |p| p == Path::new("bin/busybox"))?;
-            let archive = gzip(&archive(&busybox, &init)?)?;
+            let mut programs = Vec::new();
+            for (src, name) in PROGRAMS {
+                programs.push((*name, compile(&root().join(src), &dir.join(name))?));
+            }
+            let archive = gzip(&archive(&busybox, &init, &programs)?)?;
             write_atomically(&result, &archive)?;
         }
     }
     publish(&result, "initramfs.cpio.gz")
 }
 
+/// Compiles one C program of the repository for armhf Linux, static (the
+/// initramfs has no C library), warnings as errors.
+fn compile(src: &Path, out: &Path) -> Result<Vec<u8>, String> {
+    if let Some(d) = out.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    run(
+        Command::new("arm-linux-gnueabihf-gcc")
+            .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(out)
+            .arg(src),
+        &format!("compiling {}", src.display()),
+    )?;
+    std::fs::read(out).map_err(|e| format!("{}: {e}", out.display()))
+}
+
 /// The uncompressed archive.
-fn archive(busybox: &[u8], init: &[u8]) -> Result<Vec<u8>, String> {
+fn archive(busybox: &[u8], init: &[u8], programs: &[(&str, Vec<u8>)]) -> Result<Vec<u8>, String> {
     let absent: Vec<&str> = APPLETS.iter().copied().filter(|a| !has_applet(busybox, a)).collect();
     if !absent.is_empty() {
         return Err(format!("{BUSYBOX} has no applet {} (xtask/src/linux/debian.rs, APPLETS)", absent.join(", ")));
@@ -132,6 +172,9 @@ fn archive(busybox: &[u8], init: &[u8]) -> Result<Vec<u8>, String> {
     c.file("bin/busybox", 0o755, busybox);
     for a in APPLETS {
         c.symlink(&format!("bin/{a}"), "busybox");
+    }
+    for (name, bytes) in programs {
+        c.file(&format!("bin/{name}"), 0o755, bytes);
     }
     c.file("init", 0o755, init);
     Ok(c.finish())
@@ -308,17 +351,18 @@ mod tests {
     #[test]
     fn the_initramfs_layout() {
         let fake_busybox = [b"ELF...\0[\0".as_slice(), APPLETS.join("\0").as_bytes(), b"\0zcat\0"].concat();
-        let a = archive(&fake_busybox, b"#!/bin/sh\necho hi\n").unwrap();
+        let a = archive(&fake_busybox, b"#!/bin/sh\necho hi\n", &[("tessera-chan", b"\x7fELF".to_vec())]).unwrap();
         let entries = super::super::cpio::tests::parse(&a);
         let find = |n: &str| entries.iter().find(|e| e.0 == n).unwrap_or_else(|| panic!("{n} missing"));
         assert_eq!(find("init").1, 0o100755);
         assert_eq!((find("dev/console").2, find("dev/console").3), (5, 1));
         assert_eq!(find("bin/busybox").4, fake_busybox);
         assert_eq!(find("bin/cttyhack").4, b"busybox");
+        assert_eq!((find("bin/tessera-chan").1, &find("bin/tessera-chan").4[..]), (0o100755, &b"\x7fELF"[..]));
         for d in ["proc", "sys", "dev", "tmp"] {
             assert_eq!(find(d).1, 0o040755);
         }
-        let e = archive(b"\0sh\0", b"#!/bin/sh\n").unwrap_err();
+        let e = archive(b"\0sh\0", b"#!/bin/sh\n", &[]).unwrap_err();
         assert!(e.contains("no applet ash") && !e.contains(" sh,"), "{e}");
     }
 
