@@ -225,8 +225,8 @@ static int pinger(struct side *s, long rounds)
 		}
 	}
 	send_msg(s, END, NULL, 0, 0);
-	printf("tessera-chan: %ld round trips, every reply right, %.0f us each\n",
-	       rounds, (now_us() - t0) / (rounds ? rounds : 1));
+	printf("tessera-chan: %ld round trips, every reply right, %.0f ns each\n",
+	       rounds, (now_us() - t0) * 1000 / (rounds ? rounds : 1));
 	return 0;
 }
 

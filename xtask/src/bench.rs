@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The parts of the bench, in the order they run; `cargo xtask bench PART`
 /// runs one.
-pub const PARTS: &[&str] = &["micro", "freertos", "linux", "blk", "net"];
+pub const PARTS: &[&str] = &["micro", "freertos", "linux", "channel", "blk", "net"];
 
 pub fn run(only: Option<&str>) -> Result<(), String> {
     if let Some(p) = only.filter(|p| !PARTS.contains(p)) {
@@ -25,6 +25,9 @@ pub fn run(only: Option<&str>) -> Result<(), String> {
     }
     if want("linux") {
         linux_boot(&hyp)?;
+    }
+    if want("channel") {
+        linux_freertos_channel(&hyp)?;
     }
     if want("blk") {
         block_throughput(&hyp)?;
@@ -72,6 +75,33 @@ fn doorbell(hyp: &std::path::Path) -> Result<(), String> {
     let avg = f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64;
     let what = "channel message + doorbell round trip, 2 VMs on 1 pCPU";
     println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
+    Ok(())
+}
+
+/// The round trip between a Linux program (`tessera-chan a`, through the
+/// channel driver) and the FreeRTOS demo's link task: instructions on one
+/// pCPU under `-icount` (the guest's clock then counts one ns per
+/// instruction), and the wall clock on two pCPUs.
+fn linux_freertos_channel(hyp: &std::path::Path) -> Result<(), String> {
+    println!("Linux user space <-> FreeRTOS task through a channel (tessera-chan, 2000 round trips):");
+    for (pcpus, icount) in [(1, true), (2, false)] {
+        let cfg = root().join(format!("tests/configs/bench-linux-freertos-channel-{pcpus}pcpu.toml"));
+        crate::linux::ensure_artifacts_for(&cfg)?;
+        let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+        let c = boot(&packed, pcpus, icount)?;
+        outcome::verdict(&packed.vm_names, &c)?;
+        let line = c
+            .lines
+            .iter()
+            .find_map(|l| l.strip_prefix("linux: tessera-chan: 2000 round trips, every reply right, "))
+            .ok_or("no round-trip line from tessera-chan")?;
+        let ns: f64 = line.trim_end_matches(" ns each").parse().map_err(|_| format!("round trip {line:?}"))?;
+        if icount {
+            println!("  1 pCPU, -icount: {ns:>9.0} instructions per round trip");
+        } else {
+            println!("  2 pCPUs, wall clock: {:>6.1} us per round trip", ns / 1000.0);
+        }
+    }
     Ok(())
 }
 
