@@ -362,10 +362,10 @@ pub const SCENARIOS: &[Scenario] = &[
         deadline_secs: 300,
         vms: &[("a", Want::Exit(0)), ("b", Want::Exit(0))],
         lines: &[
-            "a: tessera: using stolen time accounting and the preempted-vCPU hint",
+            "a: tessera: using stolen time accounting",
             "a: tessera-init: up, 2 CPUs online (0-1)",
             "a: tessera-init: steal within 65-85%",
-            "b: tessera: using stolen time accounting and the preempted-vCPU hint",
+            "b: tessera: using stolen time accounting",
             "b: tessera-init: up, 2 CPUs online (0-1)",
             "b: tessera-init: steal within 65-85%",
         ],

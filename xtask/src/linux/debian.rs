@@ -3,7 +3,8 @@
 //! Debian's stock kernel.
 //!
 //! The initramfs also carries `/bin/tessera-chan`, the channel program of
-//! `examples/linux-user/`, compiled static for armhf here.
+//! `examples/linux-user/`, and `/bin/dirstorm` (`tests/linux-user/`, a
+//! lock-heavy workload for the benchmarks), compiled static for armhf here.
 //!
 //! Cache: `<cache>/initramfs-<key>/initramfs.cpio.gz` (key: this recipe,
 //! the `busybox-static:armhf` version, the init script, the applet list,
@@ -23,7 +24,8 @@ const BUSYBOX: &str = "busybox-static:armhf";
 /// Bump when the layout of the initramfs below changes.
 const INITRAMFS_RECIPE: &[u8] = b"tessera initramfs recipe 3: busybox, init, tessera-chan";
 /// The Linux programs of the repository, as (source, `/bin` name).
-const PROGRAMS: &[(&str, &str)] = &[("examples/linux-user/tessera-chan.c", "tessera-chan")];
+const PROGRAMS: &[(&str, &str)] =
+    &[("examples/linux-user/tessera-chan.c", "tessera-chan"), ("tests/linux-user/dirstorm.c", "dirstorm")];
 /// What compiles them: the armhf cross compiler and its static C library.
 const PROGRAM_PACKAGES: &[&str] = &["gcc-arm-linux-gnueabihf", "libc6-dev-armhf-cross"];
 
