@@ -5,7 +5,7 @@
 //! [`Error::NotSupported`]: the guest cannot use the call either way.
 
 use crate::hvc::hvc_call;
-use hypercall_abi::{Error, Function, CONSOLE_WRITE_MAX, TESSERA_UID};
+use hypercall_abi::{Error, Function, CONSOLE_READ_MAX, CONSOLE_WRITE_MAX, TESSERA_UID};
 
 /// One hypercall that cannot break the guest's invariants.
 fn call(f: Function, a1: u32, a2: u32, a3: u32) -> [u32; 4] {
@@ -118,6 +118,31 @@ pub fn console_write(buf: &[u8]) -> Result<usize, Error> {
 pub fn console_write_raw(ipa: u32, len: u32) -> Result<usize, Error> {
     let r = call(Function::ConsoleWrite, ipa, len, 0);
     status(r[0]).map(|()| r[1] as usize)
+}
+
+/// Takes up to `buf.len()` bytes of console input (ABI 1.2,
+/// TESSERA_CONSOLE_READ) and returns how many it stored; never blocks: 0
+/// when nothing is waiting. From the first call until the VM is reset,
+/// what the operator types for this VM comes here instead of to its
+/// PL011, and each arrival is an edge on the interrupt of the DTB's
+/// `/hypervisor` node. `buf.len()` above [`CONSOLE_READ_MAX`] is refused
+/// here with [`Error::InvalidParameter`]. The address is passed as the
+/// buffer's guest-physical address, as in [`console_write`].
+pub fn console_read(buf: &mut [u8]) -> Result<usize, Error> {
+    if buf.len() > CONSOLE_READ_MAX as usize {
+        return Err(Error::InvalidParameter);
+    }
+    let (ipa, len) = (buf.as_mut_ptr() as usize as u32, buf.len() as u32);
+    let r = crate::hvc::fake_lend_mut(buf, || call(Function::ConsoleRead, ipa, len, 0));
+    status(r[0]).map(|()| (r[1] as usize).min(len as usize))
+}
+
+/// Registers the calling vCPU's stolen-time record (ABI 1.3,
+/// TESSERA_STEAL_TIME_SET) at guest-physical `ipa`: 64 bytes aligned to 64
+/// in this VM's RAM (`abi::STEAL_TIME_RECORD_SIZE`; the layout is in
+/// ABI.md), or 0 to stop the updates.
+pub fn steal_time_set(ipa: u32) -> Result<(), Error> {
+    status(call(Function::StealTimeSet, ipa, 0, 0)[0])
 }
 
 /// Gives the physical CPU to another runnable vCPU.

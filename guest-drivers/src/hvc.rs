@@ -59,8 +59,17 @@ pub(crate) fn fake_lend<R>(_buf: &[u8], f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The same for a hypercall that writes `buf` (CONSOLE_READ).
+#[cfg(target_arch = "arm")]
+#[inline(always)]
+pub(crate) fn fake_lend_mut<R>(_buf: &mut [u8], f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(not(target_arch = "arm"))]
 pub(crate) use fake::lend as fake_lend;
+#[cfg(not(target_arch = "arm"))]
+pub(crate) use fake::lend_mut as fake_lend_mut;
 
 /// A per-thread fake hypervisor for host tests.
 #[cfg(not(target_arch = "arm"))]
@@ -79,6 +88,11 @@ pub mod fake {
         f()
     }
 
+    #[cfg(not(any(test, feature = "host-fake")))]
+    pub(crate) fn lend_mut<R>(_buf: &mut [u8], f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
     #[cfg(any(test, feature = "host-fake"))]
     mod with_std {
         use core::cell::{Cell, RefCell};
@@ -91,6 +105,7 @@ pub mod fake {
         std::thread_local! {
             static HANDLER: RefCell<Option<Handler>> = const { RefCell::new(None) };
             static BUFFER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+            static BUFFER_MUT: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
         }
 
         /// Removes the installed handler when dropped.
@@ -144,6 +159,37 @@ pub mod fake {
         pub(crate) fn lend<R>(buf: &[u8], f: impl FnOnce() -> R) -> R {
             let _restore = Lent(BUFFER.with(|b| b.replace((buf.as_ptr() as usize, buf.len()))));
             f()
+        }
+
+        /// Restores the previously lent writable buffer, also on unwinding.
+        struct LentMut((usize, usize));
+
+        impl Drop for LentMut {
+            fn drop(&mut self) {
+                BUFFER_MUT.with(|b| b.set(self.0));
+            }
+        }
+
+        /// Runs `f` (a hypercall that stores into `buf`) with `buf` lent to
+        /// the fake; handlers store with [`console_fill`].
+        pub(crate) fn lend_mut<R>(buf: &mut [u8], f: impl FnOnce() -> R) -> R {
+            let _restore = LentMut(BUFFER_MUT.with(|b| b.replace((buf.as_mut_ptr() as usize, buf.len()))));
+            f()
+        }
+
+        /// For a handler serving CONSOLE_READ (`ipa`, `len`): stores `bytes`
+        /// (at most `len`) in the buffer `console_read` is passing; false if
+        /// `ipa` is not that buffer or `bytes` does not fit.
+        pub fn console_fill(ipa: u32, len: u32, bytes: &[u8]) -> bool {
+            let (addr, buf_len) = BUFFER_MUT.with(Cell::get);
+            if addr == 0 || addr as u32 != ipa || len as usize > buf_len || bytes.len() > len as usize {
+                return false;
+            }
+            // SAFETY: a non-zero entry is only set by `lend_mut`, whose
+            // exclusive borrow of (addr, buf_len) outlives the hypercall this
+            // handler serves, and bytes.len() <= len <= buf_len.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+            true
         }
 
         /// For a handler serving CONSOLE_WRITE (`ipa`, `len`): the bytes, if

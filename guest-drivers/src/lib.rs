@@ -24,8 +24,8 @@ pub mod psci;
 pub mod virtio_hal;
 
 pub use calls::{
-    abi_version, arch_features, call_count, call_uid, channel_notify, console_write, console_write_raw, features,
-    is_tessera, revision, shutdown, smccc_version, vm_info, yield_vcpu, VmInfo,
+    abi_version, arch_features, call_count, call_uid, channel_notify, console_read, console_write, console_write_raw,
+    features, is_tessera, revision, shutdown, smccc_version, steal_time_set, vm_info, yield_vcpu, VmInfo,
 };
 pub use console::Console;
 

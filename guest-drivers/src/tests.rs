@@ -124,6 +124,31 @@ fn console_write_passes_the_buffer() {
 }
 
 #[test]
+fn console_read_stores_what_the_hypervisor_gives() {
+    let (_g, log) = fake(|[_, ipa, len, _]| {
+        assert!(fake::console_fill(ipa, len, b"ls\n"));
+        [0, 3, 0, 0]
+    });
+    let mut buf = [0u8; 16];
+    assert_eq!(crate::console_read(&mut buf), Ok(3));
+    assert_eq!(&buf[..3], b"ls\n");
+    let call = log.borrow()[0];
+    assert_eq!((call[0], call[2]), (0x8600_0007, 16));
+    assert!(!fake::console_fill(call[1], call[2], b"x"), "not lent outside the call");
+    let big = [0u8; hypercall_abi::CONSOLE_READ_MAX as usize + 1];
+    assert_eq!(crate::console_read(&mut big.clone()), Err(Error::InvalidParameter));
+    assert_eq!(log.borrow().len(), 1, "refused without trapping");
+}
+
+#[test]
+fn steal_time_set_passes_the_record() {
+    let (_g, log) = fake(|[_, ipa, _, _]| [if ipa % 64 == 0 { 0 } else { neg(-3) }, 0, 0, 0]);
+    assert_eq!(crate::steal_time_set(0x4000_0040), Ok(()));
+    assert_eq!(crate::steal_time_set(0x4000_0020), Err(Error::InvalidParameter));
+    assert_eq!(log.borrow()[0][..2], [0x8600_0008, 0x4000_0040]);
+}
+
+#[test]
 fn console_write_refuses_oversize_buffers_without_trapping() {
     let (_g, log) = fake(|_| [0, 0, 0, 0]);
     let big = [b'x'; CONSOLE_WRITE_MAX as usize + 1];
