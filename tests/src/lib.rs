@@ -346,15 +346,17 @@ pub const SCENARIOS: &[Scenario] = &[
         lines: &[
             // The first line Linux prints, through earlycon=tessera.
             "pv: Booting Linux on physical CPU 0x0",
-            "pv: tessera-init: console is hvc0",
-            "pv: tessera-init: type a command",
+            "pv: tessera-init: type poweroff to end",
             // Only the shell's arithmetic makes 42: the tty's echo of
             // the typed line shows "$((6 * 7))".
-            "pv: typed 42",
+            "pv: typed 42 on hvc0",
         ],
         absent: &["Kernel panic", "Oops", "BUG:", "WRONG"],
         overlap: &[],
-        typed: &[("tessera-init: type a command", "echo typed $((6 * 7)); poweroff -f\n")],
+        typed: &[(
+            "tessera-init: type poweroff to end",
+            "echo typed $((6 * 7)) on $(cat /sys/class/tty/console/active); poweroff -f\n",
+        )],
     },
     Scenario {
         name: "linux-steal-shared",
