@@ -11,8 +11,11 @@ use hypercall_abi::{Error, Function, CONSOLE_READ_MAX, CONSOLE_WRITE_MAX, TESSER
 fn call(f: Function, a1: u32, a2: u32, a3: u32) -> [u32; 4] {
     // SAFETY: every function this module wraps only reads the caller's
     // memory (CONSOLE_WRITE, from a slice the caller lends for the call),
-    // reports something, yields, or stops the VM: none writes the guest's
-    // memory or starts code in it.
+    // writes into a slice the caller lends exclusively for the call
+    // (CONSOLE_READ, at most its length), reports something, yields, or
+    // stops the VM; the one that makes the hypervisor write memory later
+    // (STEAL_TIME_SET) is an `unsafe fn` whose caller vouches for it. None
+    // starts code in the guest.
     unsafe { hvc_call(f.id(), a1, a2, a3) }
 }
 
@@ -141,7 +144,13 @@ pub fn console_read(buf: &mut [u8]) -> Result<usize, Error> {
 /// TESSERA_STEAL_TIME_SET) at guest-physical `ipa`: 64 bytes aligned to 64
 /// in this VM's RAM (`abi::STEAL_TIME_RECORD_SIZE`; the layout is in
 /// ABI.md), or 0 to stop the updates.
-pub fn steal_time_set(ipa: u32) -> Result<(), Error> {
+///
+/// # Safety
+/// From then on the hypervisor writes those 64 bytes whenever it
+/// deschedules or resumes this vCPU: they must be memory nothing else uses
+/// (and that is read only with volatile or atomic loads) until 0 is
+/// registered, this vCPU is turned off, or the VM is reset.
+pub unsafe fn steal_time_set(ipa: u32) -> Result<(), Error> {
     status(call(Function::StealTimeSet, ipa, 0, 0)[0])
 }
 

@@ -143,8 +143,10 @@ fn console_read_stores_what_the_hypervisor_gives() {
 #[test]
 fn steal_time_set_passes_the_record() {
     let (_g, log) = fake(|[_, ipa, _, _]| [if ipa % 64 == 0 { 0 } else { neg(-3) }, 0, 0, 0]);
-    assert_eq!(crate::steal_time_set(0x4000_0040), Ok(()));
-    assert_eq!(crate::steal_time_set(0x4000_0020), Err(Error::InvalidParameter));
+    // SAFETY: the fake hypervisor writes nothing.
+    assert_eq!(unsafe { crate::steal_time_set(0x4000_0040) }, Ok(()));
+    // SAFETY: as above.
+    assert_eq!(unsafe { crate::steal_time_set(0x4000_0020) }, Err(Error::InvalidParameter));
     assert_eq!(log.borrow()[0][..2], [0x8600_0008, 0x4000_0040]);
 }
 
