@@ -287,9 +287,11 @@ impl Vgic {
             })
         };
         let dist_on = self.enabled.load(Acquire);
-        // SGIs and PPIs.
-        let pending = c.pending.load(Acquire) & c.enabled.load(Acquire);
-        for id in (0..32u32).filter(|i| dist_on && pending & (1 << i) != 0) {
+        // SGIs and PPIs: the set bits only.
+        let mut pending = if dist_on { c.pending.load(Acquire) & c.enabled.load(Acquire) } else { 0 };
+        while pending != 0 {
+            let id = pending.trailing_zeros();
+            pending &= pending - 1;
             let sources: u32 = if id < 16 { c.sgi_sources[id as usize].load(Acquire) as u32 } else { 1 };
             let mut remaining = sources;
             for src in (0..8u32).filter(|s| sources & (1 << s) != 0) {
@@ -325,13 +327,17 @@ impl Vgic {
                 }
             }
         }
-        // SPIs targeted at this vCPU: claim each from the shared pending set.
-        if dist_on {
-            for spi in 0..NR_SPIS {
-                if !bit(&self.spi_pending, spi)
-                    || !bit(&self.spi_enabled, spi)
-                    || self.spi_targets[spi].load(Acquire) & (1 << vcpu) == 0
-                {
+        // SPIs targeted at this vCPU: claim each from the shared pending set,
+        // a word of candidates (pending and enabled) at a time. One that is
+        // pended after its word was read sets `work` again (cleared above),
+        // so the next flush takes it.
+        let words = if dist_on { NR_SPIS / 32 } else { 0 };
+        'words: for w in 0..words {
+            let mut cand = self.spi_pending[w].load(Acquire) & self.spi_enabled[w].load(Acquire);
+            while cand != 0 {
+                let spi = w * 32 + cand.trailing_zeros() as usize;
+                cand &= cand - 1;
+                if self.spi_targets[spi].load(Acquire) & (1 << vcpu) == 0 {
                     continue;
                 }
                 let id = 32 + spi as u32;
@@ -347,7 +353,7 @@ impl Vgic {
                 }
                 if free == 0 {
                     left_over = true;
-                    break;
+                    break 'words;
                 }
                 let mask = 1u32 << (spi % 32);
                 if self.spi_pending[spi / 32].fetch_and(!mask, AcqRel) & mask == 0 {
@@ -423,10 +429,16 @@ impl Vgic {
         if pending & !(1 << PPI_VTIMER) != 0 || (pending != 0 && !timer_held()) {
             return true;
         }
-        (0..NR_SPIS).any(|spi| {
-            bit(&self.spi_pending, spi)
-                && bit(&self.spi_enabled, spi)
-                && self.spi_targets[spi].load(Acquire) & (1 << vcpu) != 0
+        (0..NR_SPIS / 32).any(|w| {
+            let mut cand = self.spi_pending[w].load(Acquire) & self.spi_enabled[w].load(Acquire);
+            while cand != 0 {
+                let spi = w * 32 + cand.trailing_zeros() as usize;
+                cand &= cand - 1;
+                if self.spi_targets[spi].load(Acquire) & (1 << vcpu) != 0 {
+                    return true;
+                }
+            }
+            false
         })
     }
 
