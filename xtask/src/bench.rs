@@ -198,18 +198,11 @@ fn block_throughput(hyp: &std::path::Path) -> Result<(), String> {
     std::fs::File::create(&image)
         .and_then(|f| f.set_len(packed.disks[0].size))
         .map_err(|e| format!("{}: {e}", image.display()))?;
-    let dir = crate::linux::out_dir();
-    let mut native = std::process::Command::new("qemu-system-arm");
+    let mut native = qemu::native_linux(true, 1, 96, "tessera.test=blk-bench");
     native
-        .args(["-M", "virt,virtualization=on,highmem=off", "-cpu", "cortex-a15", "-smp", "1", "-m", "96"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
+        .args(["-nic", "none"])
         .args(["-drive", &format!("if=none,id=d,format=raw,file={}", image.display().to_string().replace(',', ",,"))])
-        .args(["-device", "virtio-blk-device,drive=d"])
-        .arg("-kernel")
-        .arg(dir.join("zImage"))
-        .arg("-initrd")
-        .arg(dir.join("initramfs.cpio.gz"))
-        .args(["-append", "console=ttyAMA0 tessera.test=blk-bench"]);
+        .args(["-device", "virtio-blk-device,drive=d"]);
     let n = qemu::collect(native, Duration::from_secs(300), false, qemu::Input::None)?;
     let t = boot(&packed, packed.pcpus, false)?;
     outcome::verdict(&packed.vm_names, &t)?;
@@ -286,25 +279,17 @@ fn net_throughput(hyp: &std::path::Path) -> Result<(), String> {
 fn native_pair() -> Result<Vec<String>, String> {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let dir = crate::linux::out_dir();
     let guest = |name: &str, net: String, args: &str| {
-        let mut c = std::process::Command::new("qemu-system-arm");
-        c.args(["-M", "virt,virtualization=on,highmem=off", "-cpu", "cortex-a15", "-smp", "1", "-m", "128"])
-            .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
-            .args([
-                "-netdev",
-                &net,
-                "-device",
-                &format!(
-                    "virtio-net-device,netdev=n,mac={}",
-                    if name == "server" { "02:00:00:00:00:01" } else { "02:00:00:00:00:02" }
-                ),
-            ])
-            .arg("-kernel")
-            .arg(dir.join("zImage"))
-            .arg("-initrd")
-            .arg(dir.join("initramfs.cpio.gz"))
-            .args(["-append", &format!("console=ttyAMA0 {args}")]);
+        let mut c = qemu::native_linux(true, 1, 128, args);
+        c.args([
+            "-netdev",
+            &net,
+            "-device",
+            &format!(
+                "virtio-net-device,netdev=n,mac={}",
+                if name == "server" { "02:00:00:00:00:01" } else { "02:00:00:00:00:02" }
+            ),
+        ]);
         c
     };
     let server = guest(
@@ -399,19 +384,12 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
     let cfg = root().join("tests/configs/linux-2on2.toml");
     crate::linux::ensure_artifacts_for(&cfg)?;
     let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
-    let dir = crate::linux::out_dir();
     let marker = "tessera-init: up";
     let (mut native, mut tessera) = (Vec::new(), Vec::new());
     const RUNS: usize = 3;
     for _ in 0..RUNS {
-        let mut n = std::process::Command::new("qemu-system-arm");
-        n.args(["-M", "virt,virtualization=on,highmem=off", "-cpu", "cortex-a15", "-smp", "2", "-m", "96"])
-            .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
-            .arg("-kernel")
-            .arg(dir.join("zImage"))
-            .arg("-initrd")
-            .arg(dir.join("initramfs.cpio.gz"))
-            .args(["-append", "console=ttyAMA0 tessera.test=poweroff"]);
+        let mut n = qemu::native_linux(true, 2, 96, "tessera.test=poweroff");
+        n.args(["-nic", "none"]);
         native.push(qemu::time_to_marker(n, marker, Duration::from_secs(300))?.as_secs_f64());
         let t = qemu::command(&qemu::Boot {
             image: &packed.image,

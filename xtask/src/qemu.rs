@@ -65,6 +65,27 @@ pub fn command(b: &Boot) -> Command {
     c
 }
 
+/// QEMU booting `target/linux/`'s kernel and initramfs itself, with no
+/// hypervisor, for comparisons and for the paravirt kernel's native check:
+/// `smp` cores, `memory_mib`, the kernel command line `console=ttyAMA0`
+/// then `append`. With `virtualization` the board is the one Tessera runs
+/// on (the kernel then enters in HYP mode and QEMU answers PSCI over SMC);
+/// without, QEMU answers PSCI and the SMCCC queries over HVC, as a
+/// hypervisor would. Callers add the devices (or `-nic none`).
+pub fn native_linux(virtualization: bool, smp: u32, memory_mib: u32, append: &str) -> Command {
+    let dir = crate::linux::out_dir();
+    let machine = if virtualization { "virt,virtualization=on,highmem=off" } else { "virt,highmem=off" };
+    let mut c = Command::new("qemu-system-arm");
+    c.args(["-M", machine, "-cpu", "cortex-a15", "-smp", &smp.to_string(), "-m", &memory_mib.to_string()])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(dir.join("zImage"))
+        .arg("-initrd")
+        .arg(dir.join("initramfs.cpio.gz"))
+        .args(["-append", &format!("console=ttyAMA0 {append}")]);
+    c
+}
+
 /// Creates the disk images the configuration asked for that do not exist
 /// yet: zero-filled (sparse) files of their size.
 pub fn create_disks(disks: &[crate::config::DiskConfig]) -> Result<(), String> {

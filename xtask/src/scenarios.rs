@@ -122,15 +122,8 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
 /// nothing.
 fn native_paravirt_kernel() -> Result<(), String> {
     crate::linux::ensure_artifacts_for(&root().join("tests/configs/linux-paravirt.toml"))?;
-    let dir = crate::linux::out_dir();
-    let mut cmd = std::process::Command::new("qemu-system-arm");
-    cmd.args(["-M", "virt,highmem=off", "-cpu", "cortex-a15", "-smp", "2", "-m", "96"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
-        .arg("-kernel")
-        .arg(dir.join("zImage"))
-        .arg("-initrd")
-        .arg(dir.join("initramfs.cpio.gz"))
-        .args(["-append", "console=ttyAMA0 tessera.test=paravirt"]);
+    let mut cmd = qemu::native_linux(false, 2, 96, "tessera.test=paravirt");
+    cmd.args(["-nic", "none"]);
     let c =
         qemu::collect(cmd, Duration::from_secs(180), std::env::var_os("TESSERA_ECHO").is_some(), qemu::Input::None)?;
     let want = [
