@@ -145,10 +145,10 @@ fn primary(dtb_hint: u32) -> &'static System {
     }
     let pcpus = b.cpus.min(payload.pcpus as usize);
     let queues = place_vcpus(vms, pcpus);
-    let slice = hw::frequency() as u64 / 1000; // 1 ms
+    let hz = hw::frequency() as u64;
+    let slice = hz / 1000; // 1 ms
     let images: &'static PayloadImages = leak(PayloadImages(payload));
-    let sys: &'static System =
-        leak(System::new(vms, channels, wakeups, hub, slice, hw::frequency() as u64, images, b.uart_irq, queues));
+    let sys: &'static System = leak(System::new(vms, channels, wakeups, hub, slice, hz, images, b.uart_irq, queues));
     SYSTEM.call_once(|| sys);
     hw::route_spi(b.uart_irq, 0);
     hw::console_rx_interrupts();

@@ -363,7 +363,6 @@ impl crate::hypercall::Caller for CallerCtx<'_> {
         self.sys.channels.get(channel as usize).map_or(0, |c| c.ring(self.vm))
     }
     fn set_steal_record(&mut self, ipa: Option<Ipa>) {
-        // The dispatcher checked the record; a refusal here would be a bug.
-        let _ = self.steal.register(&self.vm.ram, ipa, self.sys.tick_ns);
+        self.steal.register(&self.vm.ram, ipa, self.sys.tick_ns);
     }
 }

@@ -35,7 +35,7 @@ pub trait Caller {
     /// How many channels the system has.
     fn channel_count(&self) -> u32;
     /// `TESSERA_STEAL_TIME_SET` for the calling vCPU: keep its record at
-    /// `ipa` (checked: aligned, inside RAM), or stop with `None`.
+    /// `ipa` (accepted by `steal::check_record`), or stop with `None`.
     fn set_steal_record(&mut self, ipa: Option<Ipa>);
 }
 
@@ -145,18 +145,15 @@ pub fn dispatch(c: &mut impl Caller, r: &[u32; 8]) -> Action {
             }
         }
         Function::StealTimeSet => {
-            let size = hypercall_abi::STEAL_TIME_RECORD_SIZE;
             let ipa = (r[1] != 0).then_some(Ipa(r[1] as u64));
-            if let Some(ipa) = ipa {
-                if !r[1].is_multiple_of(size) {
-                    return err(Error::InvalidParameter);
+            match ipa.map_or(Ok(()), |ipa| crate::steal::check_record(c.memory(), ipa)) {
+                Ok(()) => {
+                    c.set_steal_record(ipa);
+                    ret1(0)
                 }
-                if !c.memory().contains(ipa, size as u64) {
-                    return err(Error::InvalidAddress);
-                }
+                Err(crate::steal::BadRecord::Misaligned) => err(Error::InvalidParameter),
+                Err(crate::steal::BadRecord::OutsideRam) => err(Error::InvalidAddress),
             }
-            c.set_steal_record(ipa);
-            ret1(0)
         }
         Function::VcpuYield => Action::Yield,
         Function::VmInfo => Action::Return { regs: [0, c.vm_id(), c.vcpu_count(), c.vcpu_index()], count: 4 },

@@ -42,6 +42,19 @@ pub enum BadRecord {
     OutsideRam,
 }
 
+/// Whether a guest may register a record at `ipa`: aligned to its size and
+/// wholly inside the VM's RAM. The dispatcher asks before
+/// [`StealClock::register`].
+pub fn check_record(mem: &dyn GuestMemory, ipa: Ipa) -> Result<(), BadRecord> {
+    if !ipa.raw().is_multiple_of(STEAL_TIME_RECORD_SIZE as u64) {
+        Err(BadRecord::Misaligned)
+    } else if !mem.contains(ipa, STEAL_TIME_RECORD_SIZE as u64) {
+        Err(BadRecord::OutsideRam)
+    } else {
+        Ok(())
+    }
+}
+
 /// One vCPU's stolen-time accounting; lives in its context. A restarted
 /// vCPU (CPU_ON after CPU_OFF, a VM reset) keeps what was stolen (the count
 /// never goes back: guests take differences) but no record.
@@ -57,21 +70,15 @@ pub struct StealClock {
 
 impl StealClock {
     /// `TESSERA_STEAL_TIME_SET`: starts (or, with `None`, stops) keeping the
-    /// record at `ipa`, and writes it at once.
-    pub fn register(&mut self, ram: &GuestRam, ipa: Option<Ipa>, conv: TickNs) -> Result<(), BadRecord> {
-        if let Some(ipa) = ipa {
-            if !ipa.raw().is_multiple_of(STEAL_TIME_RECORD_SIZE as u64) {
-                return Err(BadRecord::Misaligned);
-            }
-            if !ram.contains(ipa, STEAL_TIME_RECORD_SIZE as u64) {
-                return Err(BadRecord::OutsideRam);
-            }
-            ram.write(ipa, &[0; STEAL_TIME_RECORD_SIZE as usize]).map_err(|_| BadRecord::OutsideRam)?;
-        }
-        self.record = ipa;
+    /// record at `ipa`, which [`check_record`] accepted, and writes it at
+    /// once.
+    pub fn register(&mut self, ram: &GuestRam, ipa: Option<Ipa>, conv: TickNs) {
+        debug_assert!(ipa.is_none_or(|ipa| check_record(ram, ipa).is_ok()), "unchecked record {ipa:?}");
+        // Writes to a checked record cannot fail; `publish` stores word by
+        // word, each checked again, so nothing lands outside RAM regardless.
+        self.record = ipa.filter(|&ipa| ram.write(ipa, &[0; STEAL_TIME_RECORD_SIZE as usize]).is_ok());
         self.seq = 0;
         let _ = self.publish(ram, conv);
-        Ok(())
     }
 
     /// The vCPU starts again from scratch (CPU_ON, a VM reset): no record,
@@ -149,7 +156,7 @@ mod tests {
         let conv = TickNs::new(HZ);
         let mut c = StealClock::default();
         ram.write(Ipa(0x4000_0040), &[0xff; 64]).unwrap();
-        c.register(&ram, Some(Ipa(0x4000_0040)), conv).unwrap();
+        c.register(&ram, Some(Ipa(0x4000_0040)), conv);
         let mut rest = [0xffu8; 48];
         ram.read(Ipa(0x4000_0050), &mut rest).unwrap();
         assert_eq!(rest, [0; 48], "reserved bytes are zero");
@@ -168,7 +175,7 @@ mod tests {
         let mut c = c.restarted();
         c.preempted(6_000, &ram, conv);
         assert_eq!(record(&ram, 0x4000_0040), (10, 0, 40_000), "no record until registered again");
-        c.register(&ram, Some(Ipa(0x4000_0040)), conv).unwrap();
+        c.register(&ram, Some(Ipa(0x4000_0040)), conv);
         c.resumed(7_000, &ram, conv);
         assert_eq!(record(&ram, 0x4000_0040), (4, 0, 56_000), "never goes back");
     }
@@ -178,11 +185,12 @@ mod tests {
         let ram = crate::mem::test_ram(0x4000_0000, 0x1000);
         let conv = TickNs::new(HZ);
         let mut c = StealClock::default();
-        assert_eq!(c.register(&ram, Some(Ipa(0x4000_0020)), conv), Err(BadRecord::Misaligned));
-        assert_eq!(c.register(&ram, Some(Ipa(0x4000_0fc0 + 64)), conv), Err(BadRecord::OutsideRam));
-        assert_eq!(c.register(&ram, Some(Ipa(0x3fff_ffc0)), conv), Err(BadRecord::OutsideRam));
-        c.register(&ram, Some(Ipa(0x4000_0fc0)), conv).unwrap();
-        c.register(&ram, None, conv).unwrap();
+        assert_eq!(check_record(&ram, Ipa(0x4000_0020)), Err(BadRecord::Misaligned));
+        assert_eq!(check_record(&ram, Ipa(0x4000_0fc0 + 64)), Err(BadRecord::OutsideRam));
+        assert_eq!(check_record(&ram, Ipa(0x3fff_ffc0)), Err(BadRecord::OutsideRam));
+        assert_eq!(check_record(&ram, Ipa(0x4000_0fc0)), Ok(()));
+        c.register(&ram, Some(Ipa(0x4000_0fc0)), conv);
+        c.register(&ram, None, conv);
         c.preempted(10, &ram, conv);
         assert_eq!(record(&ram, 0x4000_0fc0), (2, 0, 0), "no longer written once stopped");
     }
