@@ -29,10 +29,11 @@ use core::fmt;
 use spin::Once;
 use tessera_payload::{Device, DeviceDesc, Payload, RegionKind};
 
-const HEAP_SIZE: usize = 1 << 20;
+const HEAP_SIZE: usize = tessera_payload::HEAP_SIZE;
 
 #[global_allocator]
 static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+#[unsafe(link_section = ".heap")]
 static mut HEAP_SPACE: [u8; HEAP_SIZE] = [0; HEAP_SIZE];
 
 /// The system, once the boot pCPU has built it.
@@ -143,6 +144,7 @@ fn primary(dtb_hint: u32) -> &'static System {
     if let Some(fa) = crate::physdev::FRAMES.lock().as_ref() {
         info!("{} MiB of RAM left free", fa.free_bytes() >> 20);
     }
+    info!("heap: {} KiB of {} KiB used", HEAP.lock().used() >> 10, HEAP_SIZE >> 10);
     let pcpus = b.cpus.min(payload.pcpus as usize);
     let queues = place_vcpus(vms, pcpus);
     let hz = hw::frequency() as u64;

@@ -72,8 +72,11 @@ pub fn end_vm(sys: &System, vm: &Vm, how: VmState, status: u32) {
         VmState::Exited => info!("vm \"{}\" (id {}): exited, status {status}", vm.name(), vm.id),
         _ => info!("vm \"{}\" (id {}): stopped by the hypervisor", vm.name(), vm.id),
     }
+    // Counted before the wake-ups: a woken pCPU asks whether its VMs are
+    // all over only when this count has moved.
+    let left = sys.vm_ended();
     vm.wake_all();
-    if sys.vm_ended() == 0 {
+    if left == 0 {
         sys.wakeups.kick(0);
     }
 }

@@ -12,7 +12,9 @@
 //! more than one can run; the HYP timer is armed for the earliest of the
 //! slice end and the virtual-timer deadlines of the descheduled vCPUs, so
 //! a vCPU waiting in WFI for its timer is woken on time. A wake-up never
-//! preempts the running vCPU (see [`crate::sched::Wakeups`]).
+//! preempts the running vCPU (see [`crate::sched::Wakeups`]). No step
+//! visits every vCPU: runnable vCPUs wait in a [`ReadyRing`], deadlines in
+//! a [`DeadlineHeap`], and wake-ups name their slots.
 
 extern crate alloc;
 
@@ -20,7 +22,7 @@ use crate::arch::{irq, Cpu, Exit, VcpuIdentity};
 use crate::console_input;
 use crate::exits::{self, Next};
 use crate::lifecycle;
-use crate::sched::{Others, RunQueue};
+use crate::sched::{DeadlineHeap, Others, ReadyRing, RunQueue};
 use crate::system::System;
 use crate::vcpu::{Power, Vcpu, VcpuContext};
 use crate::vgic::{self, hw::lr_pending, ListRegs};
@@ -30,7 +32,7 @@ use alloc::boxed::Box;
 use core::sync::atomic::Ordering;
 
 /// The most vCPUs one pCPU runs (the packer checks it first).
-pub const MAX_QUEUE: usize = tessera_payload::MAX_VCPUS_PER_PCPU as usize;
+pub use crate::sched::MAX_QUEUE;
 
 /// A vCPU in its pCPU's run queue: the only place its context lives.
 pub struct Slot {
@@ -52,22 +54,96 @@ impl Slot {
 pub struct PerCpu {
     pub id: usize,
     queue: RunQueue<Slot>,
+    /// Slots that may run, in the order they will (the running one is not
+    /// in it).
+    ready: ReadyRing,
+    /// Virtual-timer deadlines of the slots that are not loaded.
+    timers: DeadlineHeap,
     /// The slot whose PL1 and GIC state is in the CPU.
     loaded: Option<usize>,
     /// The slot whose VFP registers are live (switched lazily).
     fp_owner: Option<usize>,
     /// The running vCPU's time slice is over.
     need_resched: bool,
+    /// When the running vCPU's slice ends, once another vCPU waits.
+    slice_end: Option<u64>,
+    /// `System::running_vms` when this pCPU last asked whether all its VMs
+    /// have ended (asked again only when a VM ends).
+    ended_seen: u32,
 }
 
 impl PerCpu {
     pub fn new(id: usize) -> Self {
-        Self { id, queue: RunQueue::with_capacity(MAX_QUEUE), loaded: None, fp_owner: None, need_resched: false }
+        Self {
+            id,
+            queue: RunQueue::with_capacity(MAX_QUEUE),
+            ready: ReadyRing::with_capacity(MAX_QUEUE),
+            timers: DeadlineHeap::with_capacity(MAX_QUEUE),
+            loaded: None,
+            fp_owner: None,
+            need_resched: false,
+            slice_end: None,
+            ended_seen: u32::MAX,
+        }
     }
 
     /// Adds a vCPU; false if the queue is full.
     pub fn push(&mut self, slot: Slot) -> bool {
-        self.queue.push(slot).is_ok()
+        let i = self.queue.len();
+        let vcpu = slot.vcpu;
+        if self.queue.push(slot).is_err() {
+            return false;
+        }
+        vcpu.set_slot(i as u32);
+        // Looked at when the pCPU starts (vCPU 0 is on at power-on).
+        self.ready.push(i);
+        true
+    }
+
+    /// Queues the slots woken since the last look (other than `running`,
+    /// which is looked at when it leaves the CPU).
+    fn take_wakeups(&mut self, sys: &System, running: Option<usize>) {
+        let ready = &mut self.ready;
+        sys.wakeups.take_woken(self.id, |s| {
+            if Some(s) != running {
+                ready.push(s);
+            }
+        });
+    }
+
+    /// Queues the descheduled vCPUs whose virtual timer is due.
+    fn take_due_timers(&mut self, now: u64) {
+        while let Some(s) = self.timers.pop_due(now) {
+            self.ready.push(s);
+        }
+    }
+
+    /// The next queued slot that can run, dropping those that cannot.
+    fn next_runnable<C: Cpu>(&mut self, cpu: &C) -> Option<usize> {
+        while let Some(i) = self.ready.pop() {
+            if self.queue.get(i).is_some_and(|s| runnable(cpu, s, self.loaded == Some(i))) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Queues slot `i` again if it can run.
+    fn requeue<C: Cpu>(&mut self, cpu: &C, i: usize) {
+        if self.queue.get(i).is_some_and(|s| runnable(cpu, s, self.loaded == Some(i))) {
+            self.ready.push(i);
+        }
+    }
+
+    /// Is every VM with a vCPU here over? Looked at only when a VM ended
+    /// since the last time.
+    fn all_ended(&mut self, sys: &System) -> bool {
+        let running = sys.running_vms();
+        if running == self.ended_seen {
+            return false;
+        }
+        self.ended_seen = running;
+        self.queue.iter().all(|s| s.vm.has_ended())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -90,6 +166,9 @@ pub enum Stop {
 
 /// The loop of pCPU `pc.id` until it has nothing left to do.
 pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
+    // The vCPU that ran last: queued again after those woken meanwhile, so
+    // a vCPU whose timer or interrupt ended the slice runs next.
+    let mut last = None;
     loop {
         if sys.running_vms() == 0 {
             if pc.id == 0 {
@@ -100,15 +179,23 @@ pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
         }
         pc.need_resched = false;
         sys.wakeups.clear(pc.id);
-        let loaded = pc.loaded;
-        match pc.queue.pick(|i, s| runnable(cpu, s, loaded == Some(i))) {
-            Some(i) => run_vcpu(cpu, sys, pc, i),
+        pc.take_wakeups(sys, None);
+        pc.take_due_timers(cpu.now());
+        if let Some(i) = last.take() {
+            pc.requeue(cpu, i);
+        }
+        match pc.next_runnable(cpu) {
+            Some(i) => {
+                run_vcpu(cpu, sys, pc, i);
+                last = Some(i);
+            }
             None => {
-                if pc.id != 0 && pc.queue.iter().all(|s| s.vm.has_ended()) {
+                if pc.id != 0 && pc.all_ended(sys) {
                     info!("pCPU {}: its VMs have ended; powering it off", pc.id);
                     return Stop::CpuOff;
                 }
-                let armed = arm_next_event(cpu, sys, pc.queue.iter().enumerate(), pc.loaded, None);
+                pc.slice_end = None;
+                let armed = arm_next_event(cpu, &pc.timers, None);
                 if pc.id == 0 && sys.console.has_waiting() {
                     // Console output that waits (a prompt's delay, a rate
                     // limit) is printed even when every VM sleeps.
@@ -123,6 +210,10 @@ pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
                 let loaded = pc.loaded.and_then(|l| pc.queue.get(l)).map(|s| (s.vm, s.vcpu));
                 let all = pc.queue.iter().map(|s| (s.vcpu, &*s.ctx));
                 drain_interrupts(cpu, sys, &mut pc.need_resched, loaded, all);
+                // The loaded vCPU's own timer or EOI may have made it runnable.
+                if let Some(l) = pc.loaded {
+                    pc.requeue(cpu, l);
+                }
             }
         }
     }
@@ -193,29 +284,16 @@ fn timer_deadline(s: &Slot) -> Option<u64> {
 }
 
 /// Arms the HYP timer for this pCPU's next scheduling event: the end of
-/// the running vCPU's slice if another vCPU could run, or the earliest
-/// virtual-timer deadline of a vCPU that is not loaded. `slots` are the
-/// queue's slots other than the running one, with their indices. Returns
-/// what it armed.
-fn arm_next_event<'a, C: Cpu>(
-    cpu: &mut C,
-    sys: &System,
-    slots: impl Iterator<Item = (usize, &'a Slot)> + Clone,
-    loaded: Option<usize>,
-    running: Option<usize>,
-) -> Option<u64> {
-    let now = cpu.now();
-    let mut next = u64::MAX;
-    if running.is_some() && slots.clone().any(|(i, s)| Some(i) != running && runnable(cpu, s, loaded == Some(i))) {
-        next = now + sys.slice;
-    }
-    for (_, s) in slots.filter(|&(i, _)| Some(i) != loaded) {
-        if s.vm.is_running() && s.vcpu.power() == Power::On {
-            if let Some(d) = timer_deadline(s) {
-                next = next.min(d);
-            }
-        }
-    }
+/// the running vCPU's slice (set once another vCPU waits), or the earliest
+/// virtual-timer deadline of a vCPU that is not loaded. Returns what it
+/// armed.
+fn arm_next_event<C: Cpu>(cpu: &mut C, timers: &DeadlineHeap, slice_end: Option<u64>) -> Option<u64> {
+    let next = match (timers.peek(), slice_end) {
+        (Some((d, _)), Some(e)) => d.min(e),
+        (Some((d, _)), None) => d,
+        (None, Some(e)) => e,
+        (None, None) => u64::MAX,
+    };
     if next == u64::MAX {
         cpu.disarm_timer();
         None
@@ -225,15 +303,20 @@ fn arm_next_event<'a, C: Cpu>(
     }
 }
 
-/// Saves the loaded vCPU's CPU and GIC state. EOIs the guest made that the
-/// maintenance interrupt has not reported yet are processed first: saving
-/// clears GICH_HCR, which withdraws that interrupt, and a timer left "in
-/// flight" would never fire again for a vCPU that then sleeps in WFI.
-fn unload<C: Cpu>(cpu: &mut C, loaded: &mut Option<usize>, others: &mut Others<'_, Slot>) {
+/// Saves the loaded vCPU's CPU and GIC state, and files its virtual-timer
+/// deadline (from now on it is the scheduler's to watch). EOIs the guest
+/// made that the maintenance interrupt has not reported yet are processed
+/// first: saving clears GICH_HCR, which withdraws that interrupt, and a
+/// timer left "in flight" would never fire again for a vCPU that then
+/// sleeps in WFI.
+fn unload<C: Cpu>(cpu: &mut C, loaded: &mut Option<usize>, others: &mut Others<'_, Slot>, timers: &mut DeadlineHeap) {
     if let Some(old) = loaded.take() {
         let s = others.get_mut(old).expect("the loaded vCPU is not the one being loaded");
         s.vm.vgic.maintenance(s.index(), cpu.lrs_mut());
         cpu.save_vcpu(&mut s.ctx.el1, &mut s.ctx.gich);
+        if let Some(d) = timer_deadline(s) {
+            timers.set(old, d);
+        }
     }
 }
 
@@ -261,8 +344,9 @@ fn load<C: Cpu>(
 
 /// Runs the vCPU in slot `i` until the scheduler needs to choose again.
 fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
-    let PerCpu { id, queue, loaded, fp_owner, need_resched } = pc;
+    let PerCpu { id, queue, ready, timers, loaded, fp_owner, need_resched, slice_end, .. } = pc;
     let (me, mut others) = queue.split(i);
+    timers.remove(i);
     let (vm, vcpu) = (me.vm, me.vcpu);
     let fresh = match vcpu.take_start() {
         Some(ctx) => {
@@ -282,7 +366,7 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
         if *loaded == Some(i) {
             *loaded = None; // restarted: its live state is stale, do not save it
         }
-        unload(cpu, loaded, &mut others);
+        unload(cpu, loaded, &mut others, timers);
         load(cpu, me, i, fresh, loaded, fp_owner);
     }
     let idx = me.index();
@@ -292,7 +376,8 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
     ctx.steal.resumed(cpu.now(), &vm.ram, sys.tick_ns);
     vcpu.running.store(true, Ordering::SeqCst);
     vcpu.picks.fetch_add(1, Ordering::Relaxed);
-    arm_next_event(cpu, sys, others.iter(), *loaded, Some(i));
+    *slice_end = (!ready.is_empty()).then(|| cpu.now() + sys.slice);
+    arm_next_event(cpu, timers, *slice_end);
     loop {
         if let Some(g) = gcpu {
             if g.work.load(Ordering::SeqCst) {
@@ -324,7 +409,15 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
             break;
         }
         if woken.take() {
-            arm_next_event(cpu, sys, others.iter(), *loaded, Some(i));
+            sys.wakeups.take_woken(*id, |s| {
+                if s != i {
+                    ready.push(s);
+                }
+            });
+            if slice_end.is_none() && !ready.is_empty() {
+                *slice_end = Some(cpu.now() + sys.slice);
+                arm_next_event(cpu, timers, *slice_end);
+            }
         }
     }
     vcpu.running.store(false, Ordering::SeqCst);

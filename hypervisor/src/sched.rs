@@ -5,13 +5,24 @@
 //! blocked or whose VM has stopped is skipped. Placement puts each vCPU on
 //! the least-loaded pCPU its VM's affinity allows, so a VM may have more
 //! vCPUs than the board has cores.
+//!
+//! Nothing the scheduler does per switch visits every vCPU: the vCPUs that
+//! may run wait in a FIFO ([`ReadyRing`]), the descheduled vCPUs' virtual
+//! timer deadlines sit in a min-heap ([`DeadlineHeap`]), and a wake-up
+//! names the vCPU it is for (a bit per run-queue slot in [`Wakeups`]), so
+//! picking, arming the next event and taking wake-ups cost the same with
+//! 2 vCPUs as with 256.
 
 extern crate alloc;
 
 use crate::arch::MAX_CPUS;
 use crate::platform::Platform;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// The most vCPUs one pCPU's run queue holds.
+pub const MAX_QUEUE: usize = tessera_payload::MAX_VCPUS_PER_PCPU as usize;
+const WAKE_WORDS: usize = MAX_QUEUE.div_ceil(32);
 
 /// How one pCPU tells another (or itself) that a vCPU it owns may have
 /// become runnable: a flag per pCPU, and an interrupt if it is another one.
@@ -21,14 +32,54 @@ use core::sync::atomic::{AtomicBool, Ordering};
 /// spinlocks, the runqueue lock among them, and switching away right then
 /// leaves its siblings spinning on a lock whose holder is not running). An
 /// idle owner picks the woken vCPU at once.
+///
+/// [`Wakeups::wake`] also names the slot of the vCPU that may have become
+/// runnable, so its owner looks at that vCPU only, not at its whole queue.
 pub struct Wakeups {
     woken: [AtomicBool; MAX_CPUS],
+    /// Per pCPU, a bit per run-queue slot woken since the owner last looked.
+    slots: [[AtomicU32; WAKE_WORDS]; MAX_CPUS],
     platform: &'static dyn Platform,
 }
 
 impl Wakeups {
     pub fn new(platform: &'static dyn Platform) -> Self {
-        Self { woken: [const { AtomicBool::new(false) }; MAX_CPUS], platform }
+        Self {
+            woken: [const { AtomicBool::new(false) }; MAX_CPUS],
+            slots: [const { [const { AtomicU32::new(0) }; WAKE_WORDS] }; MAX_CPUS],
+            platform,
+        }
+    }
+
+    /// The vCPU in slot `slot` of pCPU `pcpu` may have become runnable:
+    /// note it, then make that pCPU look.
+    pub fn wake(&self, pcpu: u32, slot: u32) {
+        self.note(pcpu, slot);
+        self.kick(pcpu);
+    }
+
+    /// Notes a woken slot without kicking its pCPU (the caller kicks each
+    /// pCPU once after noting all of them).
+    pub fn note(&self, pcpu: u32, slot: u32) {
+        if let Some(w) = self.slots.get(pcpu as usize).and_then(|s| s.get(slot as usize / 32)) {
+            w.fetch_or(1 << (slot % 32), Ordering::Release);
+        }
+    }
+
+    /// Takes pCPU `pcpu`'s woken slots, calling `f` with each (lowest
+    /// first). Bounded by the queue's capacity, not by how many vCPUs exist.
+    pub fn take_woken(&self, pcpu: usize, mut f: impl FnMut(usize)) {
+        for (k, w) in self.slots[pcpu].iter().enumerate() {
+            if w.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = w.swap(0, Ordering::Acquire);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                f(k * 32 + b);
+            }
+        }
     }
 
     pub fn platform(&self) -> &'static dyn Platform {
@@ -73,7 +124,7 @@ impl WokenFlag<'_> {
     }
 }
 
-/// Round-robin queue of the items (vCPU slots) a pCPU owns. Items are owned:
+/// The items (vCPU slots) a pCPU owns, by slot index. Items are owned:
 /// the queue is where a vCPU's saved context lives, so whoever holds the
 /// queue holds the only way to reach it.
 pub struct RunQueue<T> {
@@ -81,8 +132,6 @@ pub struct RunQueue<T> {
     /// The most items it may hold (set at creation; pushing never allocates
     /// past it, so the hot path never allocates).
     capacity: usize,
-    /// Index to start the next search from.
-    next: usize,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -90,7 +139,7 @@ pub struct QueueFull;
 
 impl<T> RunQueue<T> {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { items: Vec::with_capacity(capacity), capacity, next: 0 }
+        Self { items: Vec::with_capacity(capacity), capacity }
     }
 
     pub fn push(&mut self, item: T) -> Result<(), QueueFull> {
@@ -121,34 +170,13 @@ impl<T> RunQueue<T> {
         self.items.get_mut(i)
     }
 
-    /// The index of the next runnable item after the one picked last,
-    /// wrapping around; the last one picked comes again only if nothing else
-    /// can run.
-    pub fn pick(&mut self, mut runnable: impl FnMut(usize, &T) -> bool) -> Option<usize> {
-        let len = self.items.len();
-        // Wrapping by comparison: `%` is a library call on this target
-        // (armv7a-none-eabi assumes no divide instruction).
-        let mut i = self.next;
-        for _ in 0..len {
-            if i >= len {
-                i = 0;
-            }
-            if runnable(i, &self.items[i]) {
-                self.next = if i + 1 == len { 0 } else { i + 1 };
-                return Some(i);
-            }
-            i += 1;
-        }
-        None
-    }
-
     /// Item `i` mutably and every other item beside it, so the running
     /// vCPU's context and the rest of the queue can be used at once without
     /// two mutable paths to the same item. Panics if `i` is out of range (a
-    /// hypervisor bug: indices come from [`RunQueue::pick`]).
+    /// hypervisor bug: indices come from the pCPU's own queues).
     pub fn split(&mut self, i: usize) -> (&mut T, Others<'_, T>) {
         let (before, rest) = self.items.split_at_mut(i);
-        let (me, after) = rest.split_first_mut().expect("run queue index from pick");
+        let (me, after) = rest.split_first_mut().expect("run queue index in range");
         (me, Others { before, skip: i, after })
     }
 }
@@ -179,6 +207,162 @@ impl<T> Others<'_, T> {
     }
 }
 
+/// The slots that may run, first in first out: a slot is in it at most
+/// once, and whether it really can run is asked when it comes out (a VM may
+/// have stopped meanwhile), so a stale entry costs one question.
+pub struct ReadyRing {
+    buf: Vec<u16>,
+    head: usize,
+    len: usize,
+    queued: Vec<bool>,
+}
+
+impl ReadyRing {
+    /// A ring for slots `0..capacity`, allocated once.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { buf: alloc::vec![0; capacity], head: 0, len: 0, queued: alloc::vec![false; capacity] }
+    }
+
+    /// Appends `slot` unless it is queued already (or out of range).
+    pub fn push(&mut self, slot: usize) {
+        if slot >= self.queued.len() || self.queued[slot] {
+            return;
+        }
+        self.queued[slot] = true;
+        let mut tail = self.head + self.len;
+        if tail >= self.buf.len() {
+            tail -= self.buf.len();
+        }
+        self.buf[tail] = slot as u16;
+        self.len += 1;
+    }
+
+    pub fn pop(&mut self) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let slot = self.buf[self.head] as usize;
+        self.head = if self.head + 1 == self.buf.len() { 0 } else { self.head + 1 };
+        self.len -= 1;
+        self.queued[slot] = false;
+        Some(slot)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+const ABSENT: u16 = u16::MAX;
+
+/// The virtual-timer deadlines of descheduled vCPUs, earliest first: an
+/// indexed binary min-heap (a slot's position is kept, so a deadline is
+/// replaced or removed in O(log n) when its vCPU is loaded again).
+pub struct DeadlineHeap {
+    heap: Vec<(u64, u16)>,
+    pos: Vec<u16>,
+}
+
+impl DeadlineHeap {
+    /// A heap for slots `0..capacity`, allocated once.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { heap: Vec::with_capacity(capacity), pos: alloc::vec![ABSENT; capacity] }
+    }
+
+    /// Sets (or replaces) `slot`'s deadline.
+    pub fn set(&mut self, slot: usize, deadline: u64) {
+        if slot >= self.pos.len() {
+            return;
+        }
+        self.remove(slot);
+        let i = self.heap.len();
+        self.heap.push((deadline, slot as u16));
+        self.pos[slot] = i as u16;
+        self.up(i);
+    }
+
+    /// Forgets `slot`'s deadline, if it has one.
+    pub fn remove(&mut self, slot: usize) {
+        let Some(&p) = self.pos.get(slot) else { return };
+        if p == ABSENT {
+            return;
+        }
+        let i = p as usize;
+        let last = self.heap.len() - 1;
+        self.swap(i, last);
+        self.heap.pop();
+        self.pos[slot] = ABSENT;
+        if i < self.heap.len() {
+            self.down(i);
+            self.up(i);
+        }
+    }
+
+    /// The earliest deadline and its slot.
+    pub fn peek(&self) -> Option<(u64, usize)> {
+        self.heap.first().map(|&(d, s)| (d, s as usize))
+    }
+
+    /// Removes and returns the earliest slot if its deadline is at or
+    /// before `now`.
+    pub fn pop_due(&mut self, now: u64) -> Option<usize> {
+        let (d, s) = self.peek()?;
+        if d > now {
+            return None;
+        }
+        self.remove(s);
+        Some(s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.pos[self.heap[a].1 as usize] = a as u16;
+        self.pos[self.heap[b].1 as usize] = b as u16;
+    }
+
+    fn up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[parent].0 <= self.heap[i].0 {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut least = i;
+            if l < n && self.heap[l].0 < self.heap[least].0 {
+                least = l;
+            }
+            if r < n && self.heap[r].0 < self.heap[least].0 {
+                least = r;
+            }
+            if least == i {
+                return;
+            }
+            self.swap(i, least);
+            i = least;
+        }
+    }
+}
+
 /// The pCPU for a new vCPU (the rule the packer checks limits with).
 pub use tessera_payload::place;
 
@@ -192,19 +376,6 @@ mod tests {
             q.push(v).unwrap();
         }
         q
-    }
-
-    #[test]
-    fn round_robin_skips_what_cannot_run() {
-        let mut q = queue(&[10, 11, 12]);
-        let pick = |q: &mut RunQueue<u32>, f: &dyn Fn(u32) -> bool| q.pick(|_, &v| f(v)).map(|i| q.items[i]);
-        let picks: Vec<_> = (0..6).map(|_| pick(&mut q, &|_| true).unwrap()).collect();
-        assert_eq!(picks, [10, 11, 12, 10, 11, 12]);
-        let picks: Vec<_> = (0..4).map(|_| pick(&mut q, &|v| v != 11).unwrap()).collect();
-        assert_eq!(picks, [10, 12, 10, 12]);
-        assert_eq!(pick(&mut q, &|v| v == 12), Some(12), "a lone runnable vCPU keeps running");
-        assert_eq!(pick(&mut q, &|v| v == 12), Some(12));
-        assert_eq!(pick(&mut q, &|_| false), None);
     }
 
     #[test]
@@ -242,5 +413,87 @@ mod tests {
         assert_eq!(place(&load, 0b10), Some(1));
         assert_eq!(place(&load, 0b100), None);
         assert_eq!(place(&[0; 2], 0), None);
+    }
+
+    #[test]
+    fn ready_ring_is_fifo_without_duplicates() {
+        let mut r = ReadyRing::with_capacity(3);
+        r.push(2);
+        r.push(0);
+        r.push(2);
+        r.push(7); // out of range: ignored
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.pop(), Some(2));
+        r.push(1);
+        r.push(2);
+        assert_eq!((r.pop(), r.pop(), r.pop(), r.pop()), (Some(0), Some(1), Some(2), None));
+        for round in 0..5 {
+            r.push(round % 3);
+            assert_eq!(r.pop(), Some(round % 3), "wraps around its buffer");
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn deadline_heap_orders_replaces_and_removes() {
+        let mut h = DeadlineHeap::with_capacity(8);
+        for (slot, d) in [(0, 50), (1, 10), (2, 40), (3, 30), (4, 20), (5, 60)] {
+            h.set(slot, d);
+        }
+        assert_eq!(h.peek(), Some((10, 1)));
+        h.set(1, 70); // replaced, not added
+        assert_eq!(h.len(), 6);
+        h.remove(4);
+        h.remove(4);
+        assert_eq!(h.pop_due(29), None, "nothing due yet");
+        let due: Vec<_> = core::iter::from_fn(|| h.pop_due(55)).collect();
+        assert_eq!(due, [3, 2, 0]);
+        assert_eq!(h.peek(), Some((60, 5)));
+        h.set(9, 1); // out of range: ignored
+        assert_eq!(core::iter::from_fn(|| h.pop_due(u64::MAX)).collect::<Vec<_>>(), [5, 1]);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn deadline_heap_matches_a_sorted_model() {
+        // A small deterministic pseudo-random walk against a plain model.
+        let mut h = DeadlineHeap::with_capacity(16);
+        let mut model = [None::<u64>; 16];
+        let mut x = 0x2545_f491u32;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let slot = (x % 16) as usize;
+            if x & 0x100 != 0 {
+                let d = u64::from(x >> 20);
+                h.set(slot, d);
+                model[slot] = Some(d);
+            } else {
+                h.remove(slot);
+                model[slot] = None;
+            }
+            let best = model.iter().filter_map(|d| *d).min();
+            assert_eq!(h.peek().map(|(d, _)| d), best);
+            if let Some((d, s)) = h.peek() {
+                assert_eq!(model[s], Some(d));
+            }
+        }
+    }
+
+    #[test]
+    fn wakeups_name_their_slots() {
+        let board = crate::arch::fake::FakeBoard::new();
+        let w = Wakeups::new(board);
+        w.wake(1, 3);
+        w.wake(1, MAX_QUEUE as u32 - 1);
+        w.wake(1, 3);
+        w.wake(1, MAX_QUEUE as u32); // out of range: ignored
+        assert!(w.pending(1));
+        let mut seen = Vec::new();
+        w.take_woken(1, |s| seen.push(s));
+        assert_eq!(seen, [3, MAX_QUEUE - 1]);
+        w.take_woken(1, |_| panic!("taken once"));
+        w.take_woken(0, |_| panic!("another pCPU's"));
     }
 }

@@ -58,6 +58,8 @@ pub struct Vcpu {
     pub index: u32,
     /// The pCPU whose run queue holds this vCPU (kicked when it may run).
     pub pcpu: u32,
+    /// Its slot in that run queue (set when it is queued; wake-ups name it).
+    slot: AtomicU32,
     power: AtomicU8,
     /// Left by CPU_ON (or a VM reset) for the owning pCPU.
     on_request: Mutex<Start>,
@@ -78,6 +80,7 @@ impl Vcpu {
         let v = Self {
             index,
             pcpu,
+            slot: AtomicU32::new(0),
             power: AtomicU8::new(Power::Off as u8),
             on_request: Mutex::new((0, [0; 3])),
             blocked: AtomicBool::new(false),
@@ -87,6 +90,16 @@ impl Vcpu {
         };
         v.reset(start);
         v
+    }
+
+    /// Its slot in its pCPU's run queue.
+    pub fn slot(&self) -> u32 {
+        self.slot.load(Ordering::Relaxed)
+    }
+
+    /// Set by the run queue that takes it (before its pCPU starts).
+    pub fn set_slot(&self, slot: u32) {
+        self.slot.store(slot, Ordering::Relaxed);
     }
 
     pub fn power(&self) -> Power {

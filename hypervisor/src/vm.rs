@@ -74,24 +74,23 @@ pub struct VcpuWaker {
 }
 
 impl VcpuWaker {
-    /// Kicks the pCPU of every vCPU of the VM, each pCPU once (however many
-    /// vCPUs the VM has: a mask would reach only the first 32).
+    /// Wakes every vCPU of the VM (its state changed: stopped, reset),
+    /// kicking each pCPU once however many vCPUs it holds.
     pub fn wake_all(&self) {
         let mut done = 0u32;
         for v in self.vcpus {
-            if done & (1 << v.pcpu) == 0 {
-                done |= 1 << v.pcpu;
-                self.wakeups.kick(v.pcpu);
-            }
+            self.wakeups.note(v.pcpu, v.slot());
+            done |= 1 << v.pcpu;
         }
+        self.kick_each(done);
     }
 
-    /// Kicks the pCPUs of the vCPUs in `mask` (bit n = vCPU n, newly
-    /// flagged by the vGIC), each once, and only where it is needed: a vCPU
-    /// in the guest must leave it to take the interrupt, a vCPU in WFI must
-    /// be reconsidered (its pCPU may be asleep). A vCPU waiting in its run
-    /// queue will flush before it next runs, so its pCPU is left alone.
-    /// Interrupts only ever target the first 8 vCPUs (GICv2).
+    /// Wakes the vCPUs in `mask` (bit n = vCPU n, newly flagged by the
+    /// vGIC), and only where it is needed: a vCPU in the guest must leave
+    /// it to take the interrupt, a vCPU in WFI must be reconsidered (its
+    /// pCPU may be asleep). A vCPU waiting in its run queue will flush
+    /// before it next runs, so its pCPU is left alone. Each pCPU is kicked
+    /// once. Interrupts only ever target the first 8 vCPUs (GICv2).
     ///
     /// The vGIC set `work` with a sequentially consistent swap, and the
     /// states are read sequentially consistent here, as the vCPU's own
@@ -99,14 +98,25 @@ impl VcpuWaker {
     /// the vCPU blocked or in the guest, or its pCPU sees the flag.
     pub fn wake(&self, mask: u32) {
         let mut done = 0u32;
-        for (i, v) in self.vcpus.iter().enumerate().take(32) {
-            if mask & (1 << i) != 0 && done & (1 << v.pcpu) == 0 {
-                if !v.running.load(Ordering::SeqCst) && !v.blocked.load(Ordering::SeqCst) {
-                    continue;
-                }
-                done |= 1 << v.pcpu;
-                self.wakeups.kick(v.pcpu);
+        let mut bits = mask;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let Some(v) = self.vcpus.get(i) else { break };
+            if !v.running.load(Ordering::SeqCst) && !v.blocked.load(Ordering::SeqCst) {
+                continue;
             }
+            self.wakeups.note(v.pcpu, v.slot());
+            done |= 1 << v.pcpu;
+        }
+        self.kick_each(done);
+    }
+
+    fn kick_each(&self, mut pcpus: u32) {
+        while pcpus != 0 {
+            let p = pcpus.trailing_zeros();
+            pcpus &= pcpus - 1;
+            self.wakeups.kick(p);
         }
     }
 }

@@ -156,6 +156,45 @@ pub const SAME_VALUES: &[SameValues] = &[
 /// Never acceptable in any scenario.
 pub const ALWAYS_ABSENT: &[&str] = &["PANIC", "SURVIVED", "memory corrupted", "guest panic", "FAILED", "WRONG:"];
 
+/// Scenarios whose VMs run the `share` guest: each VM prints
+/// `shares: [n0, n1, ...]`, how far each of its vCPUs counted in the same
+/// stretch of virtual time. Across all VMs there must be `vcpus` counts,
+/// none zero, each within a factor of 2 of their mean.
+pub struct ShareScenario {
+    pub scenario: &'static str,
+    pub vcpus: usize,
+}
+
+pub const SHARE_SCENARIOS: &[ShareScenario] = &[
+    ShareScenario { scenario: "scale-256-vcpus", vcpus: 256 },
+    ShareScenario { scenario: "scale-64-vms", vcpus: 128 },
+];
+
+/// The fairness check of a [`ShareScenario`]; Ok carries a one-line summary.
+pub fn check_shares(s: &ShareScenario, lines: &[String]) -> Result<String, String> {
+    let mut counts = Vec::new();
+    for l in lines {
+        let Some(list) = l.split_once("shares: [").map(|(_, r)| r.trim_end_matches(']')) else { continue };
+        for n in list.split(", ") {
+            counts.push(n.trim().parse::<u64>().map_err(|_| format!("unreadable share {n:?} in {l:?}"))?);
+        }
+    }
+    if counts.len() != s.vcpus {
+        return Err(format!("{} vCPU shares reported, expected {}", counts.len(), s.vcpus));
+    }
+    let mean = counts.iter().sum::<u64>() / counts.len() as u64;
+    let (min, max) = (*counts.iter().min().unwrap_or(&0), *counts.iter().max().unwrap_or(&0));
+    if min == 0 || min * 2 < mean || max > mean * 2 {
+        return Err(format!("unfair shares: min {min}, mean {mean}, max {max} (each must be within 2x of the mean)"));
+    }
+    Ok(format!(
+        "{} vCPU shares: min {:.2}x, max {:.2}x of the mean",
+        counts.len(),
+        min as f64 / mean as f64,
+        max as f64 / mean as f64
+    ))
+}
+
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "hello",
@@ -220,6 +259,33 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         absent: &["tessera: pCPU 1 up"],
         overlap: &[("first", "second")],
+        typed: &[],
+    },
+    Scenario {
+        name: "scale-256-vcpus",
+        config: "tests/configs/scale-256.toml",
+        deadline_secs: 120,
+        vms: &[("s01", Want::Exit(0)), ("s16", Want::Exit(0)), ("s32", Want::Exit(0))],
+        lines: &[
+            "tessera: vm \"s32\": 8 vCPU(s) on pCPU 0",
+            "s01: vm 1: 8 vCPUs counting for 20 s",
+            "s32: vm 32: 8 vCPUs counting for 20 s",
+            "tessera: all VMs have ended; powering off",
+        ],
+        absent: &["WRONG", "FAILED"],
+        // The shares check that they ran at the same time: a VM's virtual
+        // counter runs whether it is scheduled or not.
+        overlap: &[],
+        typed: &[],
+    },
+    Scenario {
+        name: "scale-64-vms",
+        config: "tests/configs/scale-64-vms.toml",
+        deadline_secs: 90,
+        vms: &[("v01", Want::Exit(0)), ("v64", Want::Exit(0))],
+        lines: &["tessera: vm \"v64\" (id 64): 2 vCPU(s)", "v64: vm 64: 2 vCPUs counting for 10 s"],
+        absent: &["WRONG", "FAILED"],
+        overlap: &[],
         typed: &[],
     },
     Scenario {

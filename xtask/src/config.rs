@@ -595,6 +595,7 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
     }
     check_disk_sharing(path, &vms, &disks)?;
     check_run_queues(path, &system, &vms)?;
+    check_heap(path, &vms)?;
     check_macs(path, &vms)?;
     let channels = check_channels(path, &raw.channel, &mut vms, &names)?;
 
@@ -808,6 +809,31 @@ fn check_run_queues(path: &Path, system: &SystemConfig, vms: &[VmConfig]) -> Res
         }
     }
     Ok(())
+}
+
+/// Refuses a configuration whose VMs, vCPUs and devices would not fit in
+/// the hypervisor's heap (`tessera_payload::heap_budget`): the hypervisor
+/// would run out of it while it builds them.
+fn check_heap(path: &Path, vms: &[VmConfig]) -> Result<(), ConfigError> {
+    let vcpus = vms.iter().map(|v| v.vcpus as usize).sum();
+    let devices = vms.iter().flat_map(|v| &v.devices);
+    let blocks = devices.clone().filter(|d| matches!(d.kind, DeviceKind::Block { .. })).count();
+    let others = devices.count() - blocks;
+    let need = tessera_payload::heap_budget(vms.len(), vcpus, blocks, others);
+    if need <= tessera_payload::HEAP_SIZE {
+        return Ok(());
+    }
+    Err(ConfigError::key(
+        path,
+        "vm",
+        format!(
+            "{} VMs with {vcpus} vCPUs, {blocks} block and {others} other devices need {} KiB of the hypervisor's \
+             {} KiB heap: use fewer VMs, vCPUs or devices",
+            vms.len(),
+            need >> 10,
+            tessera_payload::HEAP_SIZE >> 10
+        ),
+    ))
 }
 
 /// A writable range may not overlap any other VM's range on the same
@@ -1076,6 +1102,22 @@ mod tests {
         d.refuse(&vm("").replace("vcpus = 1", "vcpus = -1"), "vm[0].vcpus", "line 8:9");
         d.refuse(&vm("pcpus = [0, \"x\"]\n"), "vm[0].pcpus[1]", "invalid type");
         d.refuse(&format!("{SYSTEM}[vm]\nname = \"a\"\n"), "vm", "[[vm]]");
+    }
+
+    #[test]
+    fn the_vm_count_is_limited_by_memory_and_heap() {
+        let d = Dir::new();
+        let many = |n: usize, devices: usize| {
+            let mut t = String::from("[system]\npcpus = 8\nmemory_mib = 3072\n");
+            for k in 0..n {
+                t += &format!("\n[[vm]]\nname = \"v{k}\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 2\n");
+                t += &"[[vm.device]]\ntype = \"rng\"\n".repeat(devices);
+            }
+            t
+        };
+        assert_eq!(d.load(&many(200, 0)).unwrap().vms.len(), 200, "far more than 16 VMs");
+        d.refuse(&many(60, 32), "vm", "need 8588 KiB of the hypervisor's 8192 KiB heap");
+        d.refuse(&many(256, 0), "vm", "256 VMs defined, at most 255");
     }
 
     #[test]

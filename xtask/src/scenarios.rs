@@ -7,7 +7,7 @@
 use crate::{build, elf_image, outcome, pack, qemu, root, setup};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tessera_scenarios::{check, DISK_SCENARIOS, SCENARIOS};
+use tessera_scenarios::{check, check_shares, DISK_SCENARIOS, SCENARIOS, SHARE_SCENARIOS};
 
 struct Tally {
     passed: u32,
@@ -104,6 +104,9 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
     let mut r = check(s, &c.lines, c.status, c.timed_out);
     if let (Ok(()), Some(d)) = (&r, disks) {
         r = crate::disks::verify(d, &c.lines);
+    }
+    if let (Ok(()), Some(f)) = (&r, SHARE_SCENARIOS.iter().find(|f| f.scenario == s.name)) {
+        r = check_shares(f, &c.lines).map(|summary| println!("    {summary}"));
     }
     if r.is_err() {
         // Show the console of a failed scenario: that is what a developer needs.

@@ -5,9 +5,9 @@
 
 pub use tessera_guest::{print, println};
 
-/// Stack per vCPU (SVC below, IRQ above it); `.stack` in link.x holds 4.
+/// Stack per vCPU (SVC below, IRQ above it); `.stack` in link.x holds 8.
 pub const VCPU_STACK: u32 = 16 * 1024;
-pub const MAX_VCPUS: usize = 4;
+pub const MAX_VCPUS: usize = 8;
 
 core::arch::global_asm!(
     r#"
