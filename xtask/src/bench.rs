@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The parts of the bench, in the order they run; `cargo xtask bench PART`
 /// runs one.
-pub const PARTS: &[&str] = &["micro", "freertos", "linux", "channel", "locks", "blk", "net"];
+pub const PARTS: &[&str] = &["micro", "switch", "freertos", "linux", "channel", "locks", "blk", "net"];
 
 pub fn run(only: Option<&str>) -> Result<(), String> {
     if let Some(p) = only.filter(|p| !PARTS.contains(p)) {
@@ -19,6 +19,9 @@ pub fn run(only: Option<&str>) -> Result<(), String> {
     let want = |p: &str| only.is_none_or(|o| o == p);
     if want("micro") {
         micro(&hyp)?;
+    }
+    if want("switch") {
+        switch_cost(&hyp)?;
     }
     if want("freertos") {
         freertos(&hyp)?;
@@ -64,6 +67,54 @@ fn micro(hyp: &std::path::Path) -> Result<(), String> {
         println!("  {what:<48} {avg:>6.0} instructions  ({} samples)", f.get("samples")?);
     }
     doorbell(&hyp)
+}
+
+/// The vCPU switch paths with N vCPUs on one pCPU: the bench VM's two
+/// vCPUs beside N - 2 idle vCPUs (`share sleep=1`: VMs of 8 vCPUs asleep
+/// in WFI with a virtual timer pending, so every deadline is one the
+/// scheduler keeps). A scheduler that visits every vCPU per switch shows
+/// it here; Tessera's cost should not move with N.
+fn switch_cost(hyp: &std::path::Path) -> Result<(), String> {
+    println!(
+        "vCPU switch paths with N vCPUs on 1 pCPU (instructions, -icount; N - 2 of them idle with timers pending):"
+    );
+    println!("  {:>5} {:>16} {:>16} {:>16}", "N", "null hypercall", "virtual timer", "virtual IPI");
+    let dir = outcome::out_dir().join("bench-switch");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let guests = root().join("target/armv7a-none-eabi/release");
+    for n in [2u32, 16, 64, 256] {
+        let mut toml = format!(
+            "[system]\npcpus = 1\nmemory_mib = 256\n\n[[vm]]\nname = \"bench\"\nkernel = \"{}\"\n\
+             cmdline = \"calls=20000 settle_ms=1000\"\nvcpus = 2\nmemory_mib = 16\n",
+            guests.join("bench").display()
+        );
+        let mut idle = n - 2;
+        let mut k = 0;
+        while idle > 0 {
+            let v = idle.min(8);
+            k += 1;
+            toml += &format!(
+                "\n[[vm]]\nname = \"idle{k}\"\nkernel = \"{}\"\ncmdline = \"sleep=1 secs=30\"\nvcpus = {v}\nmemory_mib = 2\n",
+                guests.join("share").display()
+            );
+            idle -= v;
+        }
+        let cfg = dir.join(format!("switch-{n}.toml"));
+        std::fs::write(&cfg, toml).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let packed = pack::pack(&cfg, hyp, &dir).map_err(|e| e.to_string())?;
+        let c = boot(&packed, 1, true)?;
+        outcome::verdict_quiet(&packed.vm_names, &c)?;
+        let null = Fields::find(&c.lines, "bench", "null-hypercall")?;
+        let ns_per_tick = 1e9 / null.get("cntfrq")? as f64;
+        let per_call =
+            (null.get("call_ticks")? as f64 - null.get("loop_ticks")? as f64) * ns_per_tick / null.get("calls")? as f64;
+        let avg = |name: &str| -> Result<f64, String> {
+            let f = Fields::find(&c.lines, "bench", name)?;
+            Ok(f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64)
+        };
+        println!("  {n:>5} {per_call:>16.0} {:>16.0} {:>16.0}", avg("vtimer-latency")?, avg("ipi-round-trip")?);
+    }
+    Ok(())
 }
 
 /// The channel doorbell round trip between two VMs on one pCPU: ping

@@ -49,6 +49,15 @@ pub fn run_verb(config: &str) -> Result<(), String> {
 
 /// One line per problem, naming the VM and the reason.
 pub fn verdict(vm_names: &[String], c: &qemu::Console) -> Result<(), String> {
+    verdict_with(vm_names, c, true)
+}
+
+/// [`verdict`] without a line per VM that ended well (for runs of many VMs).
+pub fn verdict_quiet(vm_names: &[String], c: &qemu::Console) -> Result<(), String> {
+    verdict_with(vm_names, c, false)
+}
+
+fn verdict_with(vm_names: &[String], c: &qemu::Console, each: bool) -> Result<(), String> {
     let report = Report::parse(&c.lines);
     let mut problems = Vec::new();
     if let Some(p) = &report.panic {
@@ -59,7 +68,8 @@ pub fn verdict(vm_names: &[String], c: &qemu::Console) -> Result<(), String> {
     }
     for name in vm_names {
         match report.end_of(name) {
-            Some(VmEnd::Exited(0)) => eprintln!("xtask: vm \"{name}\": shut down cleanly (status 0)"),
+            Some(VmEnd::Exited(0)) if each => eprintln!("xtask: vm \"{name}\": shut down cleanly (status 0)"),
+            Some(VmEnd::Exited(0)) => {}
             Some(VmEnd::Exited(s)) => problems.push(format!("vm \"{name}\" exited with status {s}")),
             Some(VmEnd::Stopped(why)) => problems.push(format!("vm \"{name}\" was stopped by the hypervisor: {why}")),
             None => problems.push(format!("vm \"{name}\" never shut down")),

@@ -29,7 +29,7 @@ pub use filter::Filter;
 
 use crate::platform::Platform;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,8 +57,9 @@ pub trait Uart: Sync {
     fn try_put(&self, b: u8) -> bool;
 }
 
-/// The most consoles (two a VM: its UART's and its virtio-console's).
-pub const MAX_SOURCES: usize = 64;
+/// The most consoles (two a VM: its UART's and its hvc console).
+pub const MAX_SOURCES: usize = 2 * tessera_payload::MAX_VMS;
+const WAIT_WORDS: usize = MAX_SOURCES.div_ceil(32);
 /// A console's ring of output not yet printed.
 pub const RING_BYTES: usize = 4096;
 /// The longest line printed as one; a longer one is split.
@@ -82,8 +83,10 @@ pub struct Hub {
     clock: &'static dyn Platform,
     sources: [Once<&'static VmConsole>; MAX_SOURCES],
     count: AtomicUsize,
-    /// Consoles with bytes in their rings.
+    /// Consoles with bytes in their rings: how many, and which (a bit per
+    /// source), so a pump visits only those, however many VMs there are.
     waiting: AtomicUsize,
+    waiting_bits: [AtomicU32; WAIT_WORDS],
     drain: Mutex<Drain>,
     ticks_per_byte: u64,
     /// How long a partial line (a prompt) waits before it is shown: 50 ms.
@@ -168,21 +171,55 @@ impl Hub {
             sources: [const { Once::new() }; MAX_SOURCES],
             count: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            waiting_bits: [const { AtomicU32::new(0) }; WAIT_WORDS],
             drain: Mutex::new(Drain { open: None, next: 0, out: [0; 512], len: 0, pos: 0 }),
             ticks_per_byte: (freq / RATE_BYTES_PER_SEC).max(1),
             prompt_age: freq / 20,
         }
     }
 
-    /// Adds a console (at boot). False if there are [`MAX_SOURCES`] already.
-    fn register(&self, c: &'static VmConsole) -> bool {
-        let n = self.count.load(Ordering::Acquire);
-        if n == MAX_SOURCES {
-            return false;
+    /// A place for a new console (at boot); None past [`MAX_SOURCES`],
+    /// which the packer's VM limit keeps out of reach.
+    fn reserve(&self) -> Option<usize> {
+        let n = self.count.fetch_add(1, Ordering::AcqRel);
+        (n < MAX_SOURCES).then_some(n)
+    }
+
+    fn set_waiting(&self, source: usize, on: bool) {
+        let (w, bit) = (&self.waiting_bits[source / 32], 1 << (source % 32));
+        if on {
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            w.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            w.fetch_and(!bit, Ordering::AcqRel);
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
         }
-        self.sources[n].call_once(|| c);
-        self.count.store(n + 1, Ordering::Release);
-        true
+    }
+
+    /// The first source with output waiting for which `take` succeeds,
+    /// visiting the waiting ones from `start` round the ring.
+    fn take_waiting(&self, start: usize, mut take: impl FnMut(usize) -> bool) -> Option<usize> {
+        let first = start / 32;
+        // The first word twice: its bits from `start` on, and at the end
+        // its bits below `start`.
+        for step in 0..=WAIT_WORDS {
+            let k = if first + step >= WAIT_WORDS { first + step - WAIT_WORDS } else { first + step };
+            let mut bits = self.waiting_bits[k].load(Ordering::Acquire);
+            let low = (1u32 << (start % 32)) - 1;
+            bits &= match step {
+                0 => !low,
+                s if s == WAIT_WORDS => low,
+                _ => !0,
+            };
+            while bits != 0 {
+                let i = k * 32 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if take(i) {
+                    return Some(i);
+                }
+            }
+        }
+        None
     }
 
     /// Does any console have output waiting (for the idle pCPU's timer)?
@@ -212,16 +249,17 @@ impl Hub {
             if !d.flush(self.uart) {
                 return true;
             }
-            if spent >= budget {
+            // Nothing waits in any console (the common case on every
+            // pump): no need to visit them all.
+            if spent >= budget || !self.has_waiting() {
                 return self.has_waiting();
             }
-            let n = self.count.load(Ordering::Acquire);
             let start = d.next;
-            let taken = (0..n).map(|k| (start + k) % n).find(|&i| {
+            let taken = self.take_waiting(start, |i| {
                 self.sources[i].get().is_some_and(|c| c.take_line(now, force, self.prompt_age, self.ticks_per_byte, d))
             });
             match taken {
-                Some(i) => d.next = (i + 1) % n,
+                Some(i) => d.next = if i + 1 == MAX_SOURCES { 0 } else { i + 1 },
                 None => return self.has_waiting(),
             }
             spent += d.len;
@@ -307,6 +345,8 @@ pub const LABEL_LEN: usize = NAME_LEN + 8;
 /// A VM's console: its name, and its ring of output waiting for the drainer.
 pub struct VmConsole {
     id: u32,
+    /// Its place among the hub's sources (None: never printed but at its end).
+    source: Option<usize>,
     name: [u8; LABEL_LEN],
     name_len: usize,
     hub: &'static Hub,
@@ -369,16 +409,18 @@ impl VmConsole {
             warned: false,
         };
         extern crate alloc;
+        let source = hub.reserve();
         let c: &'static Self = alloc::boxed::Box::leak(alloc::boxed::Box::new(Self {
             id,
+            source,
             name: n,
             name_len: len,
             hub,
             inner: Mutex::new(ring),
         }));
-        // Past MAX_SOURCES a console is never printed; the packer keeps the
-        // VM count below that.
-        let _ = hub.register(c);
+        if let Some(i) = source {
+            hub.sources[i].call_once(|| c);
+        }
         c
     }
 
@@ -409,7 +451,9 @@ impl VmConsole {
             r.filter = f;
             if was_empty && r.len != 0 {
                 r.since = self.hub.clock.now().max(1);
-                self.hub.waiting.fetch_add(1, Ordering::AcqRel);
+                if let Some(i) = self.source {
+                    self.hub.set_waiting(i, true);
+                }
             }
         }
         self.hub.pump();
@@ -482,7 +526,9 @@ impl VmConsole {
         r.consume(take + newline as usize);
         if r.len == 0 {
             r.since = 0;
-            self.hub.waiting.fetch_sub(1, Ordering::AcqRel);
+            if let Some(i) = self.source {
+                self.hub.set_waiting(i, false);
+            }
         } else {
             r.since = now.max(1);
         }

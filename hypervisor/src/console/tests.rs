@@ -195,3 +195,24 @@ fn hypervisor_lines_end_a_vms_open_line_first() {
     hub.log(Level::Info, format_args!("vm \"vm\" (id 1): exited, status {}", 0));
     assert_eq!(uart.text(), "vm: login: \ntessera: vm \"vm\" (id 1): exited, status 0\n");
 }
+
+#[test]
+fn every_vms_consoles_print_with_as_many_vms_as_the_packer_allows() {
+    let (hub, uart, clock) = hub();
+    let consoles: Vec<_> = (0..MAX_SOURCES as u32).map(|k| VmConsole::new(k + 1, &format!("c{k}"), hub)).collect();
+    // Partial lines everywhere (nothing printed yet), then complete them
+    // from the last console back: each is printed, none is forgotten.
+    for c in &consoles {
+        c.write(b"x");
+    }
+    assert_eq!(uart.text(), "");
+    for c in consoles.iter().rev() {
+        c.write(b"\n");
+    }
+    clock.0.fetch_add(hub.prompt_age(), Ordering::AcqRel);
+    hub.flush_all();
+    let lines = uart.lines();
+    assert_eq!(lines.len(), MAX_SOURCES);
+    assert!(lines.contains(&format!("c{}: x", MAX_SOURCES - 1)), "the last console printed");
+    assert!(!hub.has_waiting());
+}

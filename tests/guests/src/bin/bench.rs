@@ -9,6 +9,9 @@
 //! - virtual IPI round trip (needs 2 vCPUs): vCPU 0 sends SGI 2 to vCPU 1,
 //!   whose handler answers with SGI 3; time from send to answer, averaged.
 //!   With both vCPUs on one pCPU this includes two vCPU switches.
+//!
+//! `settle_ms=` first sleeps that long (virtual time), so other VMs on the
+//! pCPU have booted and gone idle before anything is measured.
 #![no_std]
 #![no_main]
 
@@ -52,6 +55,13 @@ fn secondary(_index: u32) -> u32 {
 
 fn main() -> u32 {
     let freq = guest_rt::counter_frequency();
+    let settle = guest_rt::arg_u32("settle_ms", 0);
+    if settle > 0 {
+        gic::init_distributor();
+        gic::init_cpu(&[PPI_VTIMER], irq);
+        guest_rt::vtimer_arm_at(guest_rt::counter() + u64::from(freq / 1000 * settle));
+        guest_rt::wait_until(|| FIRED_AT.load(Acquire) != 0);
+    }
     let n = guest_rt::arg_u32("calls", 100_000);
     let fid = Function::AbiVersion.id();
     let t0 = guest_rt::counter();
