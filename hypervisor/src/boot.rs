@@ -158,9 +158,12 @@ fn primary(dtb_hint: u32) -> &'static System {
         info!("console input goes to vm \"{}\"; press Ctrl-\\ then 1-{} to switch", vms[0].name(), vms.len().min(9));
     }
 
+    // A pCPU no vCPU may ever run on (by `pcpus` affinity) stays off; the
+    // others start, with vCPUs placed on them or ready to take some.
+    let wanted = vms.iter().flat_map(|vm| vm.vcpus).fold(0u32, |m, v| m | v.affinity);
     for cpu in 1..pcpus {
-        if !sys.has_work(cpu) {
-            info!("pCPU {cpu} has no vCPUs: left powered off");
+        if wanted & (1 << cpu) == 0 {
+            info!("pCPU {cpu}: no vCPU may run on it: left powered off");
             continue;
         }
         let r = hw::start_cpu(b.cpu_mpidrs[cpu], cpu as u32);
@@ -295,7 +298,7 @@ fn create_vms(
                 fatal(format_args!("pCPU {cpu}: more than {} vCPUs placed on it", pcpu::MAX_QUEUE));
             }
             let start = (v == 0).then_some((d.entry, d.boot_regs));
-            vcpus.push(Vcpu::new(v, cpu as u32, start));
+            vcpus.push(Vcpu::with_affinity(v, cpu as u32, d.affinity & online_mask, start));
         }
         let vcpus: &'static [Vcpu] = Vec::leak(vcpus);
         info!(
@@ -345,7 +348,7 @@ fn place_vcpus(vms: &'static [Vm], pcpus: usize) -> Vec<PerCpu> {
     for vm in vms {
         for v in vm.vcpus {
             // Placement kept each queue within MAX_QUEUE (checked above).
-            let _ = queues[v.pcpu as usize].push(Slot::new(vm, v));
+            let _ = queues[v.pcpu() as usize].push(Slot::new(vm, v));
         }
     }
     queues

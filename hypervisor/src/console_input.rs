@@ -78,7 +78,7 @@ fn dump<'a>(now: u64, sys: &System, own: impl Owned<'a>) {
             let pending =
                 g.is_some_and(|g| g.work.load(Ordering::Acquire) || vm.vgic.deliverable(v.index as usize, g, || false));
             let in_flight = g.is_some_and(|g| g.timer_in_flight.load(Ordering::Acquire));
-            let (name, i, p) = (vm.name(), v.index, v.pcpu);
+            let (name, i, p) = (vm.name(), v.index, v.pcpu());
             let (power, blocked, running) =
                 (v.power(), v.blocked.load(Ordering::Acquire), v.running.load(Ordering::Acquire));
             match own.clone().find(|(o, _)| core::ptr::eq(*o, v)) {

@@ -346,7 +346,8 @@ impl crate::hypercall::Caller for CallerCtx<'_> {
         let target = &self.vm.vcpus[index as usize];
         let r = target.request_on(entry, context_id);
         if r == psci::SUCCESS {
-            self.vm.waker.wakeups.wake(target.pcpu, target.slot());
+            let (pcpu, slot) = target.home();
+            self.vm.waker.wakeups.wake(pcpu, slot);
         }
         r
     }

@@ -57,7 +57,8 @@ pub fn stop_vm(sys: &System, vm: &Vm, vcpu: &Vcpu, pc: u32, hsr: u32, why: fmt::
 }
 
 /// Ends a VM (`how` is Exited or Stopped); the first caller wins. When the
-/// last VM ends, the boot pCPU is kicked to power the system off.
+/// last VM ends, every pCPU is kicked: the boot pCPU powers the system
+/// off, the others themselves.
 pub fn end_vm(sys: &System, vm: &Vm, how: VmState, status: u32) {
     if !vm.end(how, status) {
         return;
@@ -72,12 +73,20 @@ pub fn end_vm(sys: &System, vm: &Vm, how: VmState, status: u32) {
         VmState::Exited => info!("vm \"{}\" (id {}): exited, status {status}", vm.name(), vm.id),
         _ => info!("vm \"{}\" (id {}): stopped by the hypervisor", vm.name(), vm.id),
     }
+    let moves: u32 = vm.vcpus.iter().map(|v| v.migrations.load(Ordering::Relaxed)).sum();
+    if moves > 0 {
+        info!("vm \"{}\" (id {}): its vCPUs moved between pCPUs {moves} time(s)", vm.name(), vm.id);
+    }
     // Counted before the wake-ups: a woken pCPU asks whether its VMs are
     // all over only when this count has moved.
     let left = sys.vm_ended();
     vm.wake_all();
     if left == 0 {
-        sys.wakeups.kick(0);
+        // Every pCPU stops (pCPU 0 powers the system off), also those
+        // holding none of this VM's vCPUs.
+        for p in 0..crate::arch::MAX_CPUS as u32 {
+            sys.wakeups.kick(p);
+        }
     }
 }
 

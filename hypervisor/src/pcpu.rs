@@ -15,11 +15,21 @@
 //! preempts the running vCPU (see [`crate::sched::Wakeups`]). No step
 //! visits every vCPU: runnable vCPUs wait in a [`ReadyRing`], deadlines in
 //! a [`DeadlineHeap`], and wake-ups name their slots.
+//!
+//! Balancing: a pCPU with nothing to run asks the busiest for work, which
+//! answers at its next scheduling point; and every [`BALANCE_SLICES`] a
+//! pCPU with two more runnable vCPUs than the least loaded one sends it
+//! one. What moves is a waiting vCPU (never the one loaded,
+//! only one allowed by its affinity, not one that arrived within
+//! [`MIN_RESIDENCY_SLICES`]) through the receiver's [`Inbox`]. The vCPU's
+//! context, saved list registers and timer state travel in its slot; its
+//! VM's vGIC state is per VM already.
 
 extern crate alloc;
 
 use crate::arch::{irq, Cpu, Exit, VcpuIdentity};
 use crate::console_input;
+use crate::context::FpState;
 use crate::exits::{self, Next};
 use crate::lifecycle;
 use crate::sched::{DeadlineHeap, Others, ReadyRing, RunQueue};
@@ -27,27 +37,66 @@ use crate::system::System;
 use crate::vcpu::{Power, Vcpu, VcpuContext};
 use crate::vgic::{self, hw::lr_pending, ListRegs};
 use crate::vm::Vm;
-use crate::{info, warn};
+use crate::{debug, info, warn};
 use alloc::boxed::Box;
-use core::sync::atomic::Ordering;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Mutex;
 
 /// The most vCPUs one pCPU runs (the packer checks it first).
 pub use crate::sched::MAX_QUEUE;
+
+/// A vCPU that moved stays at least this many time slices on its new
+/// pCPU before it may move again (no bouncing every slice).
+pub const MIN_RESIDENCY_SLICES: u64 = 10;
+/// How often a pCPU that has work compares its load with the others', in
+/// time slices.
+pub const BALANCE_SLICES: u64 = 10;
 
 /// A vCPU in its pCPU's run queue: the only place its context lives.
 pub struct Slot {
     pub vm: &'static Vm,
     pub vcpu: &'static Vcpu,
     pub ctx: Box<VcpuContext>,
+    /// When it last arrived on this pCPU by migration (counter ticks).
+    arrived: u64,
 }
 
 impl Slot {
     pub fn new(vm: &'static Vm, vcpu: &'static Vcpu) -> Self {
-        Self { vm, vcpu, ctx: Box::new(VcpuContext::boot(0, [0; 3])) }
+        Self { vm, vcpu, ctx: Box::new(VcpuContext::boot(0, [0; 3])), arrived: 0 }
     }
 
     fn index(&self) -> usize {
         self.vcpu.index as usize
+    }
+}
+
+/// Where vCPUs sent to a pCPU wait for it to take them into its queue.
+pub struct Inbox {
+    slots: Mutex<Vec<Slot>>,
+    pending: AtomicBool,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        // Room for one vCPU from every other pCPU: each answers one request
+        // with at most one vCPU, and a pCPU asks again only once it has
+        // taken what came, so sending never allocates.
+        Self { slots: Mutex::new(Vec::with_capacity(crate::arch::MAX_CPUS)), pending: AtomicBool::new(false) }
+    }
+}
+
+impl Inbox {
+    /// Hands `slot` over; gives it back if there is no room.
+    fn send(&self, slot: Slot) -> Result<(), Slot> {
+        let mut v = self.slots.lock();
+        if v.len() == v.capacity() {
+            return Err(slot);
+        }
+        v.push(slot);
+        self.pending.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -67,9 +116,8 @@ pub struct PerCpu {
     need_resched: bool,
     /// When the running vCPU's slice ends, once another vCPU waits.
     slice_end: Option<u64>,
-    /// `System::running_vms` when this pCPU last asked whether all its VMs
-    /// have ended (asked again only when a VM ends).
-    ended_seen: u32,
+    /// When this pCPU next compares its load with the others'.
+    next_balance: u64,
 }
 
 impl PerCpu {
@@ -83,21 +131,132 @@ impl PerCpu {
             fp_owner: None,
             need_resched: false,
             slice_end: None,
-            ended_seen: u32::MAX,
+            next_balance: 0,
         }
     }
 
     /// Adds a vCPU; false if the queue is full.
     pub fn push(&mut self, slot: Slot) -> bool {
-        let i = self.queue.len();
+        self.adopt(slot).is_ok()
+    }
+
+    /// Takes `slot` into the queue and makes it this pCPU's (before it can
+    /// run here); looked at at the next pick.
+    fn adopt(&mut self, slot: Slot) -> Result<usize, Slot> {
         let vcpu = slot.vcpu;
-        if self.queue.push(slot).is_err() {
-            return false;
-        }
-        vcpu.set_slot(i as u32);
-        // Looked at when the pCPU starts (vCPU 0 is on at power-on).
+        let i = self.queue.push(slot).map_err(|(_, slot)| slot)?;
+        vcpu.set_home(self.id, i);
         self.ready.push(i);
-        true
+        Ok(i)
+    }
+
+    /// Takes the vCPUs other pCPUs sent here.
+    fn receive<C: Cpu>(&mut self, cpu: &C, sys: &System) {
+        let inbox = sys.inbox(self.id);
+        if !inbox.pending.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let now = cpu.now();
+        let mut v = inbox.slots.lock();
+        while let Some(mut slot) = v.pop() {
+            slot.arrived = now;
+            if let Err(slot) = self.adopt(slot) {
+                // Cannot happen: a pCPU with too little room is neither
+                // asking nor sent vCPUs (`too_full`).
+                v.push(slot);
+                inbox.pending.store(true, Ordering::Release);
+                break;
+            }
+        }
+        drop(v);
+        sys.wakeups.set_full(self.id, self.too_full());
+    }
+
+    /// Answers the pCPUs that asked for work: to each, one waiting vCPU it
+    /// may run, while this pCPU keeps more runnable vCPUs than the asker.
+    /// Called between two runs, with every runnable vCPU in the ring.
+    fn answer_asks<C: Cpu>(&mut self, cpu: &mut C, sys: &System) {
+        let mut asks = sys.wakeups.take_asks(self.id);
+
+        while asks != 0 {
+            let to = asks.trailing_zeros() as usize;
+            asks &= asks - 1;
+            // Giving is worth it only if it leaves this pCPU at least as
+            // busy as the asker becomes.
+            if (self.ready.len() as u32) < sys.wakeups.load_of(to) + 2 {
+                continue;
+            }
+            let now = cpu.now();
+            let min_stay = MIN_RESIDENCY_SLICES * sys.slice;
+            let (queue, loaded) = (&self.queue, self.loaded);
+            let pick = self.ready.take_where(|i| {
+                Some(i) != loaded
+                    && queue.get(i).is_some_and(|s| {
+                        s.vcpu.affinity & (1 << to) != 0
+                            && now.saturating_sub(s.arrived) >= min_stay
+                            && runnable(cpu, s, false)
+                    })
+            });
+            if let Some(i) = pick {
+                self.send_away(cpu, sys, i, to);
+            }
+        }
+    }
+
+    /// Moves slot `i` (waiting, not loaded) to pCPU `to`.
+    fn send_away<C: Cpu>(&mut self, cpu: &mut C, sys: &System, i: usize, to: usize) {
+        self.timers.remove(i);
+        let Some(mut slot) = self.queue.take(i) else { return };
+        if self.fp_owner == Some(i) {
+            // Its VFP registers are live here: save them into its context.
+            cpu.trap_fp(false);
+            cpu.switch_fp(Some(&mut slot.ctx.fp), &FpState::default());
+            self.fp_owner = None;
+            cpu.trap_fp(true);
+        }
+        let (vm, vcpu) = (slot.vm, slot.vcpu);
+        match sys.inbox(to).send(slot) {
+            Ok(()) => {
+                sys.wakeups.set_full(self.id, self.too_full());
+                vcpu.migrations.fetch_add(1, Ordering::Relaxed);
+                debug!("vm \"{}\" vCPU {}: moves from pCPU {} to pCPU {to}", vm.name(), vcpu.index, self.id);
+                sys.wakeups.kick(to as u32);
+            }
+            Err(slot) => {
+                // No room there now: it stays (same slot: it was just freed).
+                let _ = self.adopt(slot);
+            }
+        }
+    }
+
+    /// With nothing to run: asks the busiest pCPU for a vCPU if it has one
+    /// waiting, and this queue has room for whatever every pCPU might send.
+    fn ask_for_work(&self, sys: &System) {
+        if self.too_full() {
+            return;
+        }
+        if let Some(p) = sys.wakeups.busiest(self.id, 2) {
+            sys.wakeups.ask(self.id, p);
+        }
+    }
+
+    /// No room for one vCPU from every other pCPU: it neither asks nor is
+    /// sent any.
+    fn too_full(&self) -> bool {
+        self.queue.len() + crate::arch::MAX_CPUS > MAX_QUEUE
+    }
+
+    /// Sends the least loaded pCPU a waiting vCPU if this pCPU has at
+    /// least two more runnable ones (between two runs: all in the ring).
+    /// An asked pCPU's room is checked by the asker; one that is sent
+    /// unasked must not be `too_full`.
+    fn push_work<C: Cpu>(&mut self, cpu: &mut C, sys: &System) {
+        let Some((to, theirs)) = sys.wakeups.least_loaded(self.id) else { return };
+        if (self.ready.len() as u32) < theirs + 2 {
+            return;
+        }
+        sys.wakeups.ask(to, self.id);
+        self.answer_asks(cpu, sys);
     }
 
     /// Queues the slots woken since the last look (other than `running`,
@@ -135,17 +294,6 @@ impl PerCpu {
         }
     }
 
-    /// Is every VM with a vCPU here over? Looked at only when a VM ended
-    /// since the last time.
-    fn all_ended(&mut self, sys: &System) -> bool {
-        let running = sys.running_vms();
-        if running == self.ended_seen {
-            return false;
-        }
-        self.ended_seen = running;
-        self.queue.iter().all(|s| s.vm.has_ended())
-    }
-
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -166,6 +314,14 @@ pub enum Stop {
 
 /// The loop of pCPU `pc.id` until it has nothing left to do.
 pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
+    sys.wakeups.set_online(pc.id, true);
+    let stop = run_loop(cpu, sys, pc);
+    sys.wakeups.set_online(pc.id, false);
+    sys.wakeups.set_load(pc.id, 0);
+    stop
+}
+
+fn run_loop<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
     // The vCPU that ran last: queued again after those woken meanwhile, so
     // a vCPU whose timer or interrupt ended the slice runs next.
     let mut last = None;
@@ -179,21 +335,27 @@ pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
         }
         pc.need_resched = false;
         sys.wakeups.clear(pc.id);
+        pc.receive(cpu, sys);
         pc.take_wakeups(sys, None);
         pc.take_due_timers(cpu.now());
         if let Some(i) = last.take() {
             pc.requeue(cpu, i);
         }
+        pc.answer_asks(cpu, sys);
+        let now = cpu.now();
+        if now >= pc.next_balance && pc.ready.len() >= 2 {
+            pc.next_balance = now + BALANCE_SLICES * sys.slice;
+            pc.push_work(cpu, sys);
+        }
         match pc.next_runnable(cpu) {
             Some(i) => {
+                sys.wakeups.set_load(pc.id, pc.ready.len() + 1);
                 run_vcpu(cpu, sys, pc, i);
                 last = Some(i);
             }
             None => {
-                if pc.id != 0 && pc.all_ended(sys) {
-                    info!("pCPU {}: its VMs have ended; powering it off", pc.id);
-                    return Stop::CpuOff;
-                }
+                sys.wakeups.set_load(pc.id, 0);
+                pc.ask_for_work(sys);
                 pc.slice_end = None;
                 let armed = arm_next_event(cpu, &pc.timers, None);
                 if pc.id == 0 && sys.console.has_waiting() {

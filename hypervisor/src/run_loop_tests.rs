@@ -63,6 +63,18 @@ fn rig(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]]) -> Rig {
 
 /// The same, with `devices` in every VM.
 fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[DeviceDesc]) -> Rig {
+    rig_full(board, pcpus, vms, devices, None)
+}
+
+/// A system whose vCPUs may run on every pCPU in `affinity` (they start
+/// where `vms` places them); otherwise each is pinned to its pCPU.
+fn rig_full(
+    board: &'static FakeBoard,
+    pcpus: usize,
+    vms: &[&[u32]],
+    devices: &[DeviceDesc],
+    affinity: Option<u32>,
+) -> Rig {
     let wakeups: &'static Wakeups = leak(Wakeups::new(board));
     let console = null_console(board);
     let backends = Backends { entropy: |b| b.len(), disks: &NoDisks, switches: &[], wakeups, console };
@@ -74,7 +86,10 @@ fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[
             let vcpus: Vec<Vcpu> = placement
                 .iter()
                 .enumerate()
-                .map(|(v, &p)| Vcpu::new(v as u32, p, (v == 0).then_some((ENTRY, [0, !0, 0]))))
+                .map(|(v, &p)| {
+                    let start = (v == 0).then_some((ENTRY, [0, !0, 0]));
+                    Vcpu::with_affinity(v as u32, p, affinity.unwrap_or(1 << p), start)
+                })
                 .collect();
             let boot = BootImage { payload_index: k, entry: ENTRY, regs: [0, !0, 0], reset_count_ipa: None };
             let parts = VmParts {
@@ -94,7 +109,7 @@ fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[
     let mut queues: Vec<PerCpu> = (0..pcpus).map(PerCpu::new).collect();
     for vm in vms {
         for v in vm.vcpus {
-            assert!(queues[v.pcpu as usize].push(Slot::new(vm, v)));
+            assert!(queues[v.pcpu() as usize].push(Slot::new(vm, v)));
         }
     }
     let images: &'static CountingImages = leak(CountingImages::default());
@@ -201,6 +216,41 @@ fn the_hyp_timer_ends_each_slice_when_two_vcpus_share_a_pcpu() {
     assert_eq!(&order[..10], [1, 2, 1, 2, 1, 2, 1, 2, 1, 2], "round robin, one slice each");
     let gaps: Vec<u64> = cpu.entries.windows(2).take(9).map(|w| w[1].at - w[0].at).collect();
     assert!(gaps.iter().all(|&d| d == SLICE), "each slice lasted exactly one slice: {gaps:?}");
+}
+
+#[test]
+fn an_idle_pcpu_takes_a_waiting_vcpu_from_a_busy_one() {
+    let board = FakeBoard::new();
+    // Two busy VMs, both placed on pCPU 0, both allowed on pCPU 1.
+    let r = rig_full(board, 2, &[&[0], &[0]], &[], Some(0b11));
+    let on_pcpu1 = Arc::new(AtomicBool::new(false));
+    let seen = on_pcpu1.clone();
+    // On pCPU 0: compute a slice at a time until a vCPU runs on pCPU 1,
+    // then end.
+    let stays: Script = Box::new(move |g| if seen.load(Ordering::Acquire) { shutdown(g, 0) } else { Step::Run(SLICE) });
+    let flag = on_pcpu1.clone();
+    let moved: Script = Box::new(move |g| {
+        flag.store(true, Ordering::Release);
+        match g.regs.pc {
+            0x4000_0000 => {
+                g.regs.pc += 4;
+                Step::Run(SLICE)
+            }
+            _ => shutdown(g, 0),
+        }
+    });
+    let sys = r.sys;
+    let other = std::thread::spawn(move || run_cpu(sys, board, 1, moved));
+    let (stop0, cpu0) = run_cpu(sys, board, 0, stays);
+    let (stop1, cpu1) = other.join().expect("pCPU 1 ran to its end");
+    assert_eq!((stop0, stop1), (Stop::SystemOff, Stop::CpuOff));
+    assert_eq!((vm_end(sys, 0), vm_end(sys, 1)), ((VmState::Exited, 0), (VmState::Exited, 0)));
+    let vms1: Vec<u8> = cpu1.entries.iter().map(|e| e.vm).collect();
+    assert_eq!(vms1.len(), 1, "pCPU 1 ran one vCPU, once: {vms1:?}");
+    let moves: Vec<u32> = sys.vms.iter().map(|vm| vm.vcpus[0].migrations.load(Ordering::Acquire)).collect();
+    assert_eq!(moves.iter().sum::<u32>(), 1, "one move, no bouncing back: {moves:?}");
+    assert_eq!(moves[vms1[0] as usize - 1], 1, "the vCPU pCPU 1 ran is the one that moved");
+    assert!(cpu0.entries.iter().any(|e| e.vm != vms1[0]), "the other stayed on pCPU 0");
 }
 
 #[test]

@@ -35,10 +35,23 @@ const WAKE_WORDS: usize = MAX_QUEUE.div_ceil(32);
 ///
 /// [`Wakeups::wake`] also names the slot of the vCPU that may have become
 /// runnable, so its owner looks at that vCPU only, not at its whole queue.
+///
+/// It also carries what balancing needs to see of other pCPUs: the load
+/// each publishes, and the requests for work an idle or lightly loaded
+/// pCPU leaves with a busier one (which answers at its next scheduling
+/// point by sending it a vCPU).
 pub struct Wakeups {
     woken: [AtomicBool; MAX_CPUS],
     /// Per pCPU, a bit per run-queue slot woken since the owner last looked.
     slots: [[AtomicU32; WAKE_WORDS]; MAX_CPUS],
+    /// Per pCPU, how many of its vCPUs can run (waiting or running).
+    load: [AtomicU32; MAX_CPUS],
+    /// Per pCPU, the pCPUs that asked it for a vCPU (bit n = pCPU n).
+    asks: [AtomicU32; MAX_CPUS],
+    /// The pCPUs running their loops (bit n = pCPU n).
+    online: AtomicU32,
+    /// The pCPUs whose queues have no room for one vCPU from every pCPU.
+    full: AtomicU32,
     platform: &'static dyn Platform,
 }
 
@@ -47,6 +60,10 @@ impl Wakeups {
         Self {
             woken: [const { AtomicBool::new(false) }; MAX_CPUS],
             slots: [const { [const { AtomicU32::new(0) }; WAKE_WORDS] }; MAX_CPUS],
+            load: [const { AtomicU32::new(0) }; MAX_CPUS],
+            asks: [const { AtomicU32::new(0) }; MAX_CPUS],
+            online: AtomicU32::new(0),
+            full: AtomicU32::new(0),
             platform,
         }
     }
@@ -109,6 +126,67 @@ impl Wakeups {
     pub fn clear(&self, pcpu: usize) {
         self.woken[pcpu].store(false, Ordering::Release);
     }
+
+    /// Publishes how many vCPUs pCPU `pcpu` can run now.
+    pub fn set_load(&self, pcpu: usize, n: usize) {
+        self.load[pcpu].store(n as u32, Ordering::Relaxed);
+    }
+
+    /// pCPU `pcpu` runs its loop (or stopped it): it may be sent vCPUs.
+    pub fn set_online(&self, pcpu: usize, on: bool) {
+        if on {
+            self.online.fetch_or(1 << pcpu, Ordering::AcqRel);
+        } else {
+            self.online.fetch_and(!(1 << pcpu), Ordering::AcqRel);
+        }
+    }
+
+    /// Whether pCPU `pcpu`'s queue is too full to be sent vCPUs.
+    pub fn set_full(&self, pcpu: usize, full: bool) {
+        if full {
+            self.full.fetch_or(1 << pcpu, Ordering::AcqRel);
+        } else {
+            self.full.fetch_and(!(1 << pcpu), Ordering::AcqRel);
+        }
+    }
+
+    /// The online pCPU other than `me` with the fewest runnable vCPUs and
+    /// room in its queue.
+    pub fn least_loaded(&self, me: usize) -> Option<(usize, u32)> {
+        let online = self.online.load(Ordering::Acquire) & !self.full.load(Ordering::Acquire);
+        let loads = self.load.iter().map(|l| l.load(Ordering::Relaxed)).enumerate();
+        loads.filter(|&(p, _)| p != me && online & (1 << p) != 0).min_by_key(|&(p, n)| (n, p))
+    }
+
+    /// What pCPU `pcpu` last published.
+    pub fn load_of(&self, pcpu: usize) -> u32 {
+        self.load.get(pcpu).map_or(0, |l| l.load(Ordering::Relaxed))
+    }
+
+    /// The pCPU other than `me` with the most runnable vCPUs, if it has at
+    /// least `at_least`.
+    pub fn busiest(&self, me: usize, at_least: u32) -> Option<usize> {
+        let online = self.online.load(Ordering::Acquire);
+        let loads = self.load.iter().map(|l| l.load(Ordering::Relaxed)).enumerate();
+        let mine = |&(p, _): &(usize, u32)| p != me && online & (1 << p) != 0;
+        let (p, n) = loads.filter(mine).max_by_key(|&(p, n)| (n, core::cmp::Reverse(p)))?;
+        (n >= at_least).then_some(p)
+    }
+
+    /// pCPU `from` asks pCPU `to` for a vCPU. No kick: `to` has a vCPU
+    /// waiting, so its time slice is armed and it looks within one slice.
+    pub fn ask(&self, from: usize, to: usize) {
+        self.asks[to].fetch_or(1 << from, Ordering::Release);
+    }
+
+    /// The pCPUs that asked `pcpu` for a vCPU since it last looked.
+    pub fn take_asks(&self, pcpu: usize) -> u32 {
+        let a = &self.asks[pcpu];
+        if a.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        a.swap(0, Ordering::Acquire)
+    }
 }
 
 /// One pCPU's wake-up flag (see [`Wakeups::flag`]).
@@ -126,9 +204,15 @@ impl WokenFlag<'_> {
 
 /// The items (vCPU slots) a pCPU owns, by slot index. Items are owned:
 /// the queue is where a vCPU's saved context lives, so whoever holds the
-/// queue holds the only way to reach it.
+/// queue holds the only way to reach it. A slot index stays its item's
+/// while the item is here; an item taken out (a vCPU migrating) leaves a
+/// hole the next push fills.
 pub struct RunQueue<T> {
-    items: Vec<T>,
+    items: Vec<Option<T>>,
+    /// Holes, reused first.
+    free: Vec<u16>,
+    /// How many items it holds.
+    count: usize,
     /// The most items it may hold (set at creation; pushing never allocates
     /// past it, so the hot path never allocates).
     capacity: usize,
@@ -139,68 +223,85 @@ pub struct QueueFull;
 
 impl<T> RunQueue<T> {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { items: Vec::with_capacity(capacity), capacity }
+        Self { items: Vec::with_capacity(capacity), free: Vec::with_capacity(capacity), count: 0, capacity }
     }
 
-    pub fn push(&mut self, item: T) -> Result<(), QueueFull> {
-        if self.items.len() == self.capacity {
-            return Err(QueueFull);
+    /// Adds an item; its slot index, or the item back if the queue is full.
+    pub fn push(&mut self, item: T) -> Result<usize, (QueueFull, T)> {
+        if let Some(i) = self.free.pop() {
+            self.items[i as usize] = Some(item);
+            self.count += 1;
+            return Ok(i as usize);
         }
-        self.items.push(item);
-        Ok(())
+        if self.items.len() == self.capacity {
+            return Err((QueueFull, item));
+        }
+        self.items.push(Some(item));
+        self.count += 1;
+        Ok(self.items.len() - 1)
+    }
+
+    /// Takes item `i` out, leaving a hole.
+    pub fn take(&mut self, i: usize) -> Option<T> {
+        let item = self.items.get_mut(i)?.take()?;
+        self.free.push(i as u16);
+        self.count -= 1;
+        Some(item)
     }
 
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.count == 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> + Clone + '_ {
-        self.items.iter()
+        self.items.iter().flatten()
     }
 
     pub fn get(&self, i: usize) -> Option<&T> {
-        self.items.get(i)
+        self.items.get(i)?.as_ref()
     }
 
     pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
-        self.items.get_mut(i)
+        self.items.get_mut(i)?.as_mut()
     }
 
     /// Item `i` mutably and every other item beside it, so the running
     /// vCPU's context and the rest of the queue can be used at once without
-    /// two mutable paths to the same item. Panics if `i` is out of range (a
-    /// hypervisor bug: indices come from the pCPU's own queues).
+    /// two mutable paths to the same item. Panics if there is no item `i`
+    /// (a hypervisor bug: indices come from the pCPU's own queues).
     pub fn split(&mut self, i: usize) -> (&mut T, Others<'_, T>) {
         let (before, rest) = self.items.split_at_mut(i);
         let (me, after) = rest.split_first_mut().expect("run queue index in range");
-        (me, Others { before, skip: i, after })
+        (me.as_mut().expect("a run queue slot in use"), Others { before, skip: i, after })
     }
 }
 
 /// The items of a queue other than the one [`RunQueue::split`] took.
 pub struct Others<'a, T> {
-    before: &'a mut [T],
+    before: &'a mut [Option<T>],
     skip: usize,
-    after: &'a mut [T],
+    after: &'a mut [Option<T>],
 }
 
 impl<T> Others<'_, T> {
     /// (index in the queue, item) for every other item.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> + Clone + '_ {
         let skip = self.skip;
-        self.before.iter().enumerate().chain(self.after.iter().enumerate().map(move |(k, t)| (skip + 1 + k, t)))
+        let before = self.before.iter().enumerate();
+        let after = self.after.iter().enumerate().map(move |(k, t)| (skip + 1 + k, t));
+        before.chain(after).filter_map(|(i, t)| Some((i, t.as_ref()?)))
     }
 
     /// Item `i`, unless it is the one taken (or out of range).
     pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
         if i < self.skip {
-            self.before.get_mut(i)
+            self.before.get_mut(i)?.as_mut()
         } else if i > self.skip {
-            self.after.get_mut(i - self.skip - 1)
+            self.after.get_mut(i - self.skip - 1)?.as_mut()
         } else {
             None
         }
@@ -254,6 +355,22 @@ impl ReadyRing {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Takes the first queued slot that `pred` accepts, keeping the order
+    /// of the rest (for migration: rare, so a pass over the ring is fine).
+    pub fn take_where(&mut self, mut pred: impl FnMut(usize) -> bool) -> Option<usize> {
+        let n = self.len;
+        let mut found = None;
+        for _ in 0..n {
+            let s = self.pop()?;
+            if found.is_none() && pred(s) {
+                found = Some(s);
+            } else {
+                self.push(s);
+            }
+        }
+        found
     }
 }
 
@@ -382,8 +499,21 @@ mod tests {
     fn full_queue_is_an_error() {
         let mut q = RunQueue::with_capacity(1);
         q.push(1u8).unwrap();
-        assert_eq!(q.push(2), Err(QueueFull));
+        assert_eq!(q.push(2), Err((QueueFull, 2)));
         assert_eq!(q.items.capacity(), 1, "capacity is reserved up front");
+    }
+
+    #[test]
+    fn taken_items_leave_holes_the_next_push_fills() {
+        let mut q = queue(&[10, 11, 12]);
+        assert_eq!(q.take(1), Some(11));
+        assert_eq!(q.take(1), None);
+        assert_eq!((q.len(), q.iter().copied().collect::<Vec<_>>()), (2, vec![10, 12]));
+        let (me, others) = q.split(2);
+        assert_eq!((*me, others.iter().collect::<Vec<_>>()), (12, vec![(0, &10)]));
+        assert_eq!(q.push(20), Ok(1), "the hole is reused: other slots keep their index");
+        assert_eq!(q.push(21), Ok(3));
+        assert_eq!(q.get(1), Some(&20));
     }
 
     #[test]
@@ -395,7 +525,7 @@ mod tests {
         assert!(others.get_mut(1).is_none(), "the taken item is not reachable twice");
         *others.get_mut(3).unwrap() += 1;
         assert!(others.get_mut(4).is_none());
-        assert_eq!(q.items, [10, 111, 12, 14]);
+        assert_eq!(q.iter().copied().collect::<Vec<_>>(), [10, 111, 12, 14]);
         let (first, others) = q.split(0);
         assert_eq!((*first, others.iter().map(|(i, _)| i).collect::<Vec<_>>()), (10, vec![1, 2, 3]));
     }
@@ -432,6 +562,12 @@ mod tests {
             assert_eq!(r.pop(), Some(round % 3), "wraps around its buffer");
         }
         assert!(r.is_empty());
+        for s in [2, 0, 1] {
+            r.push(s);
+        }
+        assert_eq!(r.take_where(|s| s < 2), Some(0));
+        assert_eq!(r.take_where(|s| s > 5), None);
+        assert_eq!((r.pop(), r.pop(), r.pop()), (Some(2), Some(1), None), "the rest keep their order");
     }
 
     #[test]

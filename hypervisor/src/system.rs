@@ -8,7 +8,7 @@ use crate::arch::MAX_CPUS;
 use crate::console::Hub;
 use crate::console_input::Input;
 use crate::lifecycle::Images;
-use crate::pcpu::PerCpu;
+use crate::pcpu::{Inbox, PerCpu};
 use crate::sched::Wakeups;
 use crate::vm::{Channel, Vm};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -34,6 +34,8 @@ pub struct System {
     running: AtomicU32,
     /// Each pCPU's run queue and loop state, until that pCPU takes it.
     handoff: [Mutex<Option<PerCpu>>; MAX_CPUS],
+    /// vCPUs on their way to each pCPU (load balancing).
+    inboxes: [Inbox; MAX_CPUS],
 }
 
 impl System {
@@ -67,18 +69,19 @@ impl System {
             uart_irq,
             running: AtomicU32::new(vms.len() as u32),
             handoff,
+            inboxes: core::array::from_fn(|_| Inbox::default()),
         }
+    }
+
+    /// Where vCPUs sent to pCPU `cpu` wait.
+    pub fn inbox(&self, cpu: usize) -> &Inbox {
+        &self.inboxes[cpu]
     }
 
     /// pCPU `cpu`'s state, for its loop to own from now on; None if it was
     /// taken already or the pCPU has nothing to run.
     pub fn take_percpu(&self, cpu: usize) -> Option<PerCpu> {
         self.handoff.get(cpu)?.lock().take()
-    }
-
-    /// Does pCPU `cpu` have vCPUs to run (before it has started)?
-    pub fn has_work(&self, cpu: usize) -> bool {
-        self.handoff.get(cpu).is_some_and(|h| h.lock().as_ref().is_some_and(|pc| !pc.is_empty()))
     }
 
     /// How many VMs have not ended.

@@ -56,10 +56,14 @@ pub type Start = (u32, [u32; 3]);
 
 pub struct Vcpu {
     pub index: u32,
-    /// The pCPU whose run queue holds this vCPU (kicked when it may run).
-    pub pcpu: u32,
-    /// Its slot in that run queue (set when it is queued; wake-ups name it).
-    slot: AtomicU32,
+    /// Where it lives: the pCPU whose run queue holds it (kicked when it
+    /// may run) and its slot there, as `pcpu << 16 | slot`, one word so a
+    /// waker never sees half a move. Set by the queue that takes it.
+    home: AtomicU32,
+    /// The pCPUs it may run on (bit n = pCPU n): its VM's `pcpus`.
+    pub affinity: u32,
+    /// How many times the balancer has moved it to another pCPU.
+    pub migrations: AtomicU32,
     power: AtomicU8,
     /// Left by CPU_ON (or a VM reset) for the owning pCPU.
     on_request: Mutex<Start>,
@@ -77,10 +81,16 @@ impl Vcpu {
     /// vCPU `index` on pCPU `pcpu`; `start` is where it begins, if it is on
     /// at power-on (vCPU 0), else it is off until CPU_ON.
     pub fn new(index: u32, pcpu: u32, start: Option<Start>) -> Self {
+        Self::with_affinity(index, pcpu, 1 << pcpu, start)
+    }
+
+    /// The same, allowed on the pCPUs in `affinity` (it starts on `pcpu`).
+    pub fn with_affinity(index: u32, pcpu: u32, affinity: u32, start: Option<Start>) -> Self {
         let v = Self {
             index,
-            pcpu,
-            slot: AtomicU32::new(0),
+            home: AtomicU32::new(pcpu << 16),
+            affinity,
+            migrations: AtomicU32::new(0),
             power: AtomicU8::new(Power::Off as u8),
             on_request: Mutex::new((0, [0; 3])),
             blocked: AtomicBool::new(false),
@@ -92,14 +102,22 @@ impl Vcpu {
         v
     }
 
-    /// Its slot in its pCPU's run queue.
-    pub fn slot(&self) -> u32 {
-        self.slot.load(Ordering::Relaxed)
+    /// (pCPU, slot in its run queue).
+    pub fn home(&self) -> (u32, u32) {
+        let h = self.home.load(Ordering::SeqCst);
+        (h >> 16, h & 0xffff)
     }
 
-    /// Set by the run queue that takes it (before its pCPU starts).
-    pub fn set_slot(&self, slot: u32) {
-        self.slot.store(slot, Ordering::Relaxed);
+    /// The pCPU whose run queue holds it.
+    pub fn pcpu(&self) -> u32 {
+        self.home().0
+    }
+
+    /// Set by the run queue that takes it, before it can run there: a
+    /// waker that sees it blocked (set later, sequentially consistent)
+    /// sees this home too.
+    pub fn set_home(&self, pcpu: usize, slot: usize) {
+        self.home.store((pcpu as u32) << 16 | slot as u32, Ordering::SeqCst);
     }
 
     pub fn power(&self) -> Power {

@@ -79,8 +79,9 @@ impl VcpuWaker {
     pub fn wake_all(&self) {
         let mut done = 0u32;
         for v in self.vcpus {
-            self.wakeups.note(v.pcpu, v.slot());
-            done |= 1 << v.pcpu;
+            let (pcpu, slot) = v.home();
+            self.wakeups.note(pcpu, slot);
+            done |= 1 << pcpu;
         }
         self.kick_each(done);
     }
@@ -106,8 +107,9 @@ impl VcpuWaker {
             if !v.running.load(Ordering::SeqCst) && !v.blocked.load(Ordering::SeqCst) {
                 continue;
             }
-            self.wakeups.note(v.pcpu, v.slot());
-            done |= 1 << v.pcpu;
+            let (pcpu, slot) = v.home();
+            self.wakeups.note(pcpu, slot);
+            done |= 1 << pcpu;
         }
         self.kick_each(done);
     }
