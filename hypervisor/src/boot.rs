@@ -26,6 +26,7 @@ use crate::vm::{guest_map, BootImage, Channel, Vm, VmParts};
 use crate::{console, error, info};
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Once;
 use tessera_payload::{Device, DeviceDesc, Payload, RegionKind};
 
@@ -36,6 +37,8 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 #[unsafe(link_section = ".heap")]
 static mut HEAP_SPACE: [u8; HEAP_SIZE] = [0; HEAP_SIZE];
 
+/// The pCPUs that have started at least once.
+static EVER_UP: AtomicU32 = AtomicU32::new(1);
 /// The system, once the boot pCPU has built it.
 static SYSTEM: Once<&'static System> = Once::new();
 /// The virtual switches joining VMs' virtio-net devices, by index.
@@ -51,20 +54,35 @@ extern "C" fn tessera_cpu_entry(cpu: u32, dtb: u32) -> ! {
     } else {
         hw::enable_mmu();
         hw::init_cpu(cpu as usize);
-        info!("pCPU {cpu} up");
+        // The first start is news; later ones are dynamic scaling's.
+        if EVER_UP.fetch_or(1 << cpu, Ordering::Relaxed) & (1 << cpu) == 0 {
+            info!("pCPU {cpu} up");
+        } else {
+            crate::debug!("pCPU {cpu}: up again");
+        }
         SYSTEM.get().copied().expect("secondary pCPUs start after the system is built")
     };
     let mut me = hw::this_cpu();
     let stop = match sys.take_percpu(cpu as usize) {
-        Some(mut pc) => pcpu::run(&mut me, sys, &mut pc),
+        Some(mut pc) => {
+            let stop = pcpu::run(&mut me, sys, &mut pc);
+            if stop == Stop::Idle {
+                sys.give_back(pc);
+            }
+            stop
+        }
         None => Stop::CpuOff,
     };
     match stop {
         Stop::SystemOff => {
+            let (off, on) = (sys.power_offs.load(Ordering::Relaxed), sys.power_ons.load(Ordering::Relaxed));
+            if off + on > 0 {
+                info!("pCPU power changes: {off} off, {on} on");
+            }
             console::flush_all();
             hw::power_off()
         }
-        Stop::CpuOff => hw::cpu_off(),
+        Stop::CpuOff | Stop::Idle => hw::cpu_off(),
     }
 }
 
@@ -118,6 +136,11 @@ fn primary(dtb_hint: u32) -> &'static System {
     hw::init_cpu(0);
 
     let payload: &'static Payload<'static> = leak(load_payload(&b));
+    console::set_level(match payload.log {
+        tessera_payload::LogLevel::Warn => console::Level::Warn,
+        tessera_payload::LogLevel::Info => console::Level::Info,
+        tessera_payload::LogLevel::Debug => console::Level::Debug,
+    });
     if payload.pcpus as usize > b.cpus {
         fatal(format_args!("the image was packed for {} pCPUs but the board has {}", payload.pcpus, b.cpus));
     }
@@ -150,7 +173,14 @@ fn primary(dtb_hint: u32) -> &'static System {
     let hz = hw::frequency() as u64;
     let slice = hz / 1000; // 1 ms
     let images: &'static PayloadImages = leak(PayloadImages(payload));
-    let sys: &'static System = leak(System::new(vms, channels, wakeups, hub, slice, hz, images, b.uart_irq, queues));
+    let mut system = System::new(vms, channels, wakeups, hub, slice, hz, images, b.uart_irq, queues);
+    // A pCPU no vCPU may ever run on (by `pcpus` affinity) stays off; the
+    // others start, with vCPUs placed on them or ready to take some, and
+    // dynamic scaling may power them off and on again.
+    let wanted = vms.iter().flat_map(|vm| vm.vcpus).fold(0u32, |m, v| m | v.affinity);
+    system.power = payload.power;
+    system.power_on_mask = wanted & !1 & if pcpus >= 32 { !0 } else { (1u32 << pcpus) - 1 };
+    let sys: &'static System = leak(system);
     SYSTEM.call_once(|| sys);
     hw::route_spi(b.uart_irq, 0);
     hw::console_rx_interrupts();
@@ -158,9 +188,6 @@ fn primary(dtb_hint: u32) -> &'static System {
         info!("console input goes to vm \"{}\"; press Ctrl-\\ then 1-{} to switch", vms[0].name(), vms.len().min(9));
     }
 
-    // A pCPU no vCPU may ever run on (by `pcpus` affinity) stays off; the
-    // others start, with vCPUs placed on them or ready to take some.
-    let wanted = vms.iter().flat_map(|vm| vm.vcpus).fold(0u32, |m, v| m | v.affinity);
     for cpu in 1..pcpus {
         if wanted & (1 << cpu) == 0 {
             info!("pCPU {cpu}: no vCPU may run on it: left powered off");

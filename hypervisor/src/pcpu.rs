@@ -42,6 +42,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
+use tessera_payload::PowerPolicy;
 
 /// The most vCPUs one pCPU runs (the packer checks it first).
 pub use crate::sched::MAX_QUEUE;
@@ -80,10 +81,9 @@ pub struct Inbox {
 
 impl Default for Inbox {
     fn default() -> Self {
-        // Room for one vCPU from every other pCPU: each answers one request
-        // with at most one vCPU, and a pCPU asks again only once it has
-        // taken what came, so sending never allocates.
-        Self { slots: Mutex::new(Vec::with_capacity(crate::arch::MAX_CPUS)), pending: AtomicBool::new(false) }
+        // Room for a whole run queue (a pCPU powering off sends all of its
+        // vCPUs), so sending never allocates.
+        Self { slots: Mutex::new(Vec::with_capacity(MAX_QUEUE)), pending: AtomicBool::new(false) }
     }
 }
 
@@ -118,6 +118,10 @@ pub struct PerCpu {
     slice_end: Option<u64>,
     /// When this pCPU next compares its load with the others'.
     next_balance: u64,
+    /// Since when it has had nothing to run (dynamic scaling).
+    idle_since: Option<u64>,
+    /// Since when runnable vCPUs have waited here (dynamic scaling).
+    waiting_since: Option<u64>,
 }
 
 impl PerCpu {
@@ -132,6 +136,8 @@ impl PerCpu {
             need_resched: false,
             slice_end: None,
             next_balance: 0,
+            idle_since: None,
+            waiting_since: None,
         }
     }
 
@@ -146,6 +152,10 @@ impl PerCpu {
         let vcpu = slot.vcpu;
         let i = self.queue.push(slot).map_err(|(_, slot)| slot)?;
         vcpu.set_home(self.id, i);
+        // A blocked vCPU's timer is this pCPU's to watch from now on.
+        if let Some(d) = self.queue.get(i).and_then(timer_deadline) {
+            self.timers.set(i, d);
+        }
         self.ready.push(i);
         Ok(i)
     }
@@ -161,15 +171,12 @@ impl PerCpu {
         while let Some(mut slot) = v.pop() {
             slot.arrived = now;
             if let Err(slot) = self.adopt(slot) {
-                // Cannot happen: a pCPU with too little room is neither
-                // asking nor sent vCPUs (`too_full`).
+                // Cannot happen: every sender reserved a slot here first.
                 v.push(slot);
                 inbox.pending.store(true, Ordering::Release);
                 break;
             }
         }
-        drop(v);
-        sys.wakeups.set_full(self.id, self.too_full());
     }
 
     /// Answers the pCPUs that asked for work: to each, one waiting vCPU it
@@ -198,15 +205,22 @@ impl PerCpu {
                     })
             });
             if let Some(i) = pick {
-                self.send_away(cpu, sys, i, to);
+                if sys.wakeups.reserve(to, 1) {
+                    self.send_away(cpu, sys, i, to);
+                } else {
+                    self.ready.push(i);
+                }
             }
         }
     }
 
-    /// Moves slot `i` (waiting, not loaded) to pCPU `to`.
+    /// Moves slot `i` (not loaded) to pCPU `to`, where a slot was reserved.
     fn send_away<C: Cpu>(&mut self, cpu: &mut C, sys: &System, i: usize, to: usize) {
         self.timers.remove(i);
-        let Some(mut slot) = self.queue.take(i) else { return };
+        let Some(mut slot) = self.queue.take(i) else {
+            sys.wakeups.release(to, 1);
+            return;
+        };
         if self.fp_owner == Some(i) {
             // Its VFP registers are live here: save them into its context.
             cpu.trap_fp(false);
@@ -217,39 +231,29 @@ impl PerCpu {
         let (vm, vcpu) = (slot.vm, slot.vcpu);
         match sys.inbox(to).send(slot) {
             Ok(()) => {
-                sys.wakeups.set_full(self.id, self.too_full());
+                sys.wakeups.release(self.id, 1);
                 vcpu.migrations.fetch_add(1, Ordering::Relaxed);
                 debug!("vm \"{}\" vCPU {}: moves from pCPU {} to pCPU {to}", vm.name(), vcpu.index, self.id);
                 sys.wakeups.kick(to as u32);
             }
             Err(slot) => {
-                // No room there now: it stays (same slot: it was just freed).
+                // Cannot happen (the inbox holds a whole queue): it stays.
+                sys.wakeups.release(to, 1);
                 let _ = self.adopt(slot);
             }
         }
     }
 
     /// With nothing to run: asks the busiest pCPU for a vCPU if it has one
-    /// waiting, and this queue has room for whatever every pCPU might send.
+    /// waiting (the giver reserves a slot here before it sends).
     fn ask_for_work(&self, sys: &System) {
-        if self.too_full() {
-            return;
-        }
         if let Some(p) = sys.wakeups.busiest(self.id, 2) {
             sys.wakeups.ask(self.id, p);
         }
     }
 
-    /// No room for one vCPU from every other pCPU: it neither asks nor is
-    /// sent any.
-    fn too_full(&self) -> bool {
-        self.queue.len() + crate::arch::MAX_CPUS > MAX_QUEUE
-    }
-
     /// Sends the least loaded pCPU a waiting vCPU if this pCPU has at
     /// least two more runnable ones (between two runs: all in the ring).
-    /// An asked pCPU's room is checked by the asker; one that is sent
-    /// unasked must not be `too_full`.
     fn push_work<C: Cpu>(&mut self, cpu: &mut C, sys: &System) {
         let Some((to, theirs)) = sys.wakeups.least_loaded(self.id) else { return };
         if (self.ready.len() as u32) < theirs + 2 {
@@ -257,6 +261,103 @@ impl PerCpu {
         }
         sys.wakeups.ask(to, self.id);
         self.answer_asks(cpu, sys);
+    }
+
+    /// Dynamic scaling, on a pCPU with work: if runnable vCPUs have waited
+    /// here for the policy's delay, powers on a pCPU that is off and that
+    /// one of them may run on (it then asks for work like any idle pCPU).
+    fn maybe_power_on<C: Cpu>(&mut self, cpu: &C, sys: &System) {
+        let Some((_, wait)) = power_delays(sys.power, sys.slice) else { return };
+        if self.ready.is_empty() {
+            self.waiting_since = None;
+            return;
+        }
+        let now = cpu.now();
+        let since = *self.waiting_since.get_or_insert(now);
+        if now - since < wait || sys.wakeups.starting() != 0 {
+            return;
+        }
+        self.waiting_since = None;
+        let allowed = self.queue.iter().fold(0u32, |m, s| m | s.vcpu.affinity);
+        let off = allowed & !sys.wakeups.online() & sys.power_on_mask;
+        if off == 0 {
+            return;
+        }
+        let p = off.trailing_zeros() as usize;
+        if sys.wakeups.begin_start(p) {
+            if sys.wakeups.platform().start_cpu(p as u32) {
+                sys.power_ons.fetch_add(1, Ordering::Relaxed);
+                debug!("pCPU {p}: powered on ({} vCPU(s) waiting on pCPU {})", self.ready.len(), self.id);
+            } else {
+                sys.wakeups.end_start(p);
+            }
+        }
+    }
+
+    /// Dynamic scaling, on an idle pCPU other than pCPU 0: after the
+    /// policy's idle delay, sends every vCPU it holds (all blocked) to
+    /// another pCPU that may run them all and has room, and reports that
+    /// this pCPU may power off. Returns the deadline to look again
+    /// otherwise.
+    fn maybe_power_off<C: Cpu>(&mut self, cpu: &mut C, sys: &System) -> Result<bool, Option<u64>> {
+        let Some((idle_off, _)) = power_delays(sys.power, sys.slice) else { return Err(None) };
+        if self.id == 0 {
+            return Err(None);
+        }
+        let now = cpu.now();
+        let since = *self.idle_since.get_or_insert(now);
+        if now - since < idle_off {
+            return Err(Some(since + idle_off));
+        }
+        let n = self.queue.len();
+        let needs = self.queue.iter().fold(!0u32, |m, s| m & s.vcpu.affinity);
+        let online = sys.wakeups.online() & needs & !(1 << self.id);
+        let target = (0..crate::arch::MAX_CPUS).find(|&p| online & (1 << p) != 0 && sys.wakeups.reserve(p, n));
+        let Some(to) = target else {
+            // Nowhere to go now; look again after another idle delay.
+            self.idle_since = Some(now);
+            return Err(Some(now + idle_off));
+        };
+        if !sys.wakeups.go_offline(self.id, MAX_QUEUE - n) {
+            sys.wakeups.release(to, n);
+            self.idle_since = Some(now);
+            return Err(Some(now + idle_off));
+        }
+        self.unload_all(cpu);
+        while self.ready.pop().is_some() {}
+        for i in 0..MAX_QUEUE {
+            self.timers.remove(i);
+            if let Some(slot) = self.queue.take(i) {
+                slot.vcpu.migrations.fetch_add(1, Ordering::Relaxed);
+                if let Err(slot) = sys.inbox(to).send(slot) {
+                    // Cannot happen (the inbox holds a whole queue).
+                    let _ = self.adopt(slot);
+                }
+            }
+        }
+        sys.wakeups.kick(to as u32);
+        self.idle_since = None;
+        sys.power_offs.fetch_add(1, Ordering::Relaxed);
+        debug!("pCPU {}: powered off (idle); its {n} vCPU(s) now wait on pCPU {to}", self.id);
+        Ok(true)
+    }
+
+    /// Saves the loaded vCPU's state and the live VFP registers into their
+    /// slots: nothing of any vCPU is left only in this CPU.
+    fn unload_all<C: Cpu>(&mut self, cpu: &mut C) {
+        if let Some(l) = self.loaded.take() {
+            if let Some(s) = self.queue.get_mut(l) {
+                s.vm.vgic.maintenance(s.index(), cpu.lrs_mut());
+                cpu.save_vcpu(&mut s.ctx.el1, &mut s.ctx.gich);
+            }
+        }
+        if let Some(o) = self.fp_owner.take() {
+            if let Some(s) = self.queue.get_mut(o) {
+                cpu.trap_fp(false);
+                cpu.switch_fp(Some(&mut s.ctx.fp), &FpState::default());
+                cpu.trap_fp(true);
+            }
+        }
     }
 
     /// Queues the slots woken since the last look (other than `running`,
@@ -303,6 +404,16 @@ impl PerCpu {
     }
 }
 
+/// Idle delay before a pCPU powers off and wait before one is powered on,
+/// in counter ticks; None: never power off.
+fn power_delays(policy: PowerPolicy, slice: u64) -> Option<(u64, u64)> {
+    match policy {
+        PowerPolicy::Performance => None,
+        PowerPolicy::Balanced => Some((100 * slice, 10 * slice)),
+        PowerPolicy::Powersave => Some((10 * slice, 50 * slice)),
+    }
+}
+
 /// Why a pCPU's loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -310,14 +421,19 @@ pub enum Stop {
     SystemOff,
     /// This pCPU has nothing left to run: it powers itself off.
     CpuOff,
+    /// Dynamic scaling: this pCPU gave its vCPUs away and powers off; its
+    /// state goes back to the system for when it is powered on again.
+    Idle,
 }
 
 /// The loop of pCPU `pc.id` until it has nothing left to do.
 pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
-    sys.wakeups.set_online(pc.id, true);
+    sys.wakeups.go_online(pc.id, MAX_QUEUE - pc.queue.len());
     let stop = run_loop(cpu, sys, pc);
-    sys.wakeups.set_online(pc.id, false);
-    sys.wakeups.set_load(pc.id, 0);
+    if stop != Stop::Idle {
+        let _ = sys.wakeups.go_offline(pc.id, 0);
+    }
+    cpu.disarm_timer();
     stop
 }
 
@@ -350,14 +466,25 @@ fn run_loop<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
         match pc.next_runnable(cpu) {
             Some(i) => {
                 sys.wakeups.set_load(pc.id, pc.ready.len() + 1);
+                pc.idle_since = None;
+                pc.maybe_power_on(cpu, sys);
                 run_vcpu(cpu, sys, pc, i);
                 last = Some(i);
             }
             None => {
                 sys.wakeups.set_load(pc.id, 0);
+                pc.waiting_since = None;
                 pc.ask_for_work(sys);
+                let look_again = match pc.maybe_power_off(cpu, sys) {
+                    Ok(_) => return Stop::Idle,
+                    Err(at) => at,
+                };
                 pc.slice_end = None;
-                let armed = arm_next_event(cpu, &pc.timers, None);
+                let mut armed = arm_next_event(cpu, &pc.timers, None);
+                if let Some(at) = look_again.filter(|&at| armed.is_none_or(|d| at < d)) {
+                    cpu.arm_timer(at);
+                    armed = Some(at);
+                }
                 if pc.id == 0 && sys.console.has_waiting() {
                     // Console output that waits (a prompt's delay, a rate
                     // limit) is printed even when every VM sleeps.

@@ -50,8 +50,11 @@ pub struct Wakeups {
     asks: [AtomicU32; MAX_CPUS],
     /// The pCPUs running their loops (bit n = pCPU n).
     online: AtomicU32,
-    /// The pCPUs whose queues have no room for one vCPU from every pCPU.
-    full: AtomicU32,
+    /// Per pCPU, free run-queue slots not yet promised to a sender
+    /// ([`Wakeups::reserve`]); 0 while it is off.
+    room: [AtomicU32; MAX_CPUS],
+    /// pCPUs being powered on (CPU_ON issued, loop not started yet).
+    starting: AtomicU32,
     platform: &'static dyn Platform,
 }
 
@@ -63,7 +66,8 @@ impl Wakeups {
             load: [const { AtomicU32::new(0) }; MAX_CPUS],
             asks: [const { AtomicU32::new(0) }; MAX_CPUS],
             online: AtomicU32::new(0),
-            full: AtomicU32::new(0),
+            room: [const { AtomicU32::new(0) }; MAX_CPUS],
+            starting: AtomicU32::new(0),
             platform,
         }
     }
@@ -132,28 +136,63 @@ impl Wakeups {
         self.load[pcpu].store(n as u32, Ordering::Relaxed);
     }
 
-    /// pCPU `pcpu` runs its loop (or stopped it): it may be sent vCPUs.
-    pub fn set_online(&self, pcpu: usize, on: bool) {
-        if on {
+    /// pCPU `pcpu` runs its loop with `room` free queue slots: it may be
+    /// sent vCPUs.
+    pub fn go_online(&self, pcpu: usize, room: usize) {
+        self.room[pcpu].store(room as u32, Ordering::Release);
+        self.online.fetch_or(1 << pcpu, Ordering::AcqRel);
+        self.starting.fetch_and(!(1 << pcpu), Ordering::AcqRel);
+    }
+
+    /// pCPU `pcpu` stops taking vCPUs, if no sender has promised it one:
+    /// its room must still be `room` (all its free slots). False, and it
+    /// stays online, if a vCPU may be on its way.
+    pub fn go_offline(&self, pcpu: usize, room: usize) -> bool {
+        self.online.fetch_and(!(1 << pcpu), Ordering::AcqRel);
+        if self.room[pcpu].compare_exchange(room as u32, 0, Ordering::AcqRel, Ordering::Acquire).is_err() {
             self.online.fetch_or(1 << pcpu, Ordering::AcqRel);
-        } else {
-            self.online.fetch_and(!(1 << pcpu), Ordering::AcqRel);
+            return false;
         }
+        self.load[pcpu].store(0, Ordering::Relaxed);
+        true
     }
 
-    /// Whether pCPU `pcpu`'s queue is too full to be sent vCPUs.
-    pub fn set_full(&self, pcpu: usize, full: bool) {
-        if full {
-            self.full.fetch_or(1 << pcpu, Ordering::AcqRel);
-        } else {
-            self.full.fetch_and(!(1 << pcpu), Ordering::AcqRel);
-        }
+    pub fn online(&self) -> u32 {
+        self.online.load(Ordering::Acquire)
     }
 
-    /// The online pCPU other than `me` with the fewest runnable vCPUs and
-    /// room in its queue.
+    /// Promises `n` of pCPU `pcpu`'s free slots to a sender; false if it
+    /// has fewer (or is off).
+    pub fn reserve(&self, pcpu: usize, n: usize) -> bool {
+        let r = &self.room[pcpu];
+        r.fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(n as u32)).is_ok()
+    }
+
+    /// Gives back `n` slots (a vCPU left, or a promise was not used).
+    pub fn release(&self, pcpu: usize, n: usize) {
+        self.room[pcpu].fetch_add(n as u32, Ordering::AcqRel);
+    }
+
+    /// Marks pCPU `pcpu` as being powered on; false if it already is (or
+    /// is on).
+    pub fn begin_start(&self, pcpu: usize) -> bool {
+        let bit = 1 << pcpu;
+        self.online() & bit == 0 && self.starting.fetch_or(bit, Ordering::AcqRel) & bit == 0
+    }
+
+    /// Powering pCPU `pcpu` on failed.
+    pub fn end_start(&self, pcpu: usize) {
+        self.starting.fetch_and(!(1 << pcpu), Ordering::AcqRel);
+    }
+
+    /// Is some pCPU being powered on?
+    pub fn starting(&self) -> u32 {
+        self.starting.load(Ordering::Acquire)
+    }
+
+    /// The online pCPU other than `me` with the fewest runnable vCPUs.
     pub fn least_loaded(&self, me: usize) -> Option<(usize, u32)> {
-        let online = self.online.load(Ordering::Acquire) & !self.full.load(Ordering::Acquire);
+        let online = self.online.load(Ordering::Acquire);
         let loads = self.load.iter().map(|l| l.load(Ordering::Relaxed)).enumerate();
         loads.filter(|&(p, _)| p != me && online & (1 << p) != 0).min_by_key(|&(p, n)| (n, p))
     }

@@ -36,6 +36,13 @@ pub struct System {
     handoff: [Mutex<Option<PerCpu>>; MAX_CPUS],
     /// vCPUs on their way to each pCPU (load balancing).
     inboxes: [Inbox; MAX_CPUS],
+    /// When idle pCPUs power off (`[system] power`; set by boot).
+    pub power: tessera_payload::PowerPolicy,
+    /// The pCPUs dynamic scaling may power on again (those started at boot).
+    pub power_on_mask: u32,
+    /// pCPU power changes so far (dynamic scaling).
+    pub power_offs: AtomicU32,
+    pub power_ons: AtomicU32,
 }
 
 impl System {
@@ -70,7 +77,18 @@ impl System {
             running: AtomicU32::new(vms.len() as u32),
             handoff,
             inboxes: core::array::from_fn(|_| Inbox::default()),
+            power: tessera_payload::PowerPolicy::Performance,
+            power_on_mask: 0,
+            power_offs: AtomicU32::new(0),
+            power_ons: AtomicU32::new(0),
         }
+    }
+
+    /// A pCPU that powered off (dynamic scaling) hands its state back, for
+    /// when it is powered on again.
+    pub fn give_back(&self, pc: PerCpu) {
+        let id = pc.id;
+        *self.handoff[id].lock() = Some(pc);
     }
 
     /// Where vCPUs sent to pCPU `cpu` wait.

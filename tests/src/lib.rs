@@ -315,6 +315,28 @@ pub const SCENARIOS: &[Scenario] = &[
         typed: &[],
     },
     Scenario {
+        name: "dynamic-scaling",
+        config: "tests/configs/dynamic-scaling.toml",
+        deadline_secs: 60,
+        vms: &[("burst", Want::Exit(0))],
+        lines: &[
+            "tessera: pCPU 1 up",
+            "tessera: pCPU 1: powered off (idle); its 1 vCPU(s) now wait on pCPU 0",
+            "tessera: pCPU 1: powered on (1 vCPU(s) waiting on pCPU 0)",
+            "tessera: pCPU 1: up again",
+            "tessera: pCPU 1: powered off (idle)",
+            "tessera: pCPU 1: powered on",
+            "tessera: pCPU 1: up again",
+            "tessera: pCPU 1: powered off (idle)",
+            "tessera: pCPU power changes: ",
+            // Both vCPUs made progress in each of the 3 busy phases.
+            "burst: shares: [3, 3]",
+        ],
+        absent: &["WRONG"],
+        overlap: &[],
+        typed: &[],
+    },
+    Scenario {
         name: "smp-2-vcpus-on-2-pcpus",
         config: "tests/configs/smp-2on2.toml",
         deadline_secs: 60,

@@ -5,6 +5,8 @@
 //! [system]
 //! pcpus = 2            # physical cores (QEMU -smp), 1..=8
 //! memory_mib = 1024    # physical RAM (QEMU -m), 64..=3072
+//! power = "balanced"   # optional: performance | balanced | powersave
+//! log = "info"         # optional: warn | info | debug (the hypervisor's log)
 //!
 //! [[vm]]
 //! name = "hello"       # 1..=31 of [A-Za-z0-9_-], unique
@@ -144,6 +146,8 @@ pub const MAX_CHANNEL_KIB: u32 = tessera_payload::guest_map::CHANNEL_STRIDE >> 1
 pub struct SystemConfig {
     pub pcpus: u32,
     pub memory_mib: u32,
+    pub power: tessera_payload::PowerPolicy,
+    pub log: tessera_payload::LogLevel,
 }
 
 /// One VM, with its file paths made absolute.
@@ -269,6 +273,10 @@ struct RawChannel {
 struct RawSystem {
     pcpus: u32,
     memory_mib: u32,
+    #[serde(default)]
+    power: Option<String>,
+    #[serde(default)]
+    log: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -466,7 +474,7 @@ fn vm_name_of(tree: &DeTable<'_>, path: &str) -> Option<String> {
 
 fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let err = |key: String, reason: String| Err(ConfigError::key(path, key, reason));
-    let RawSystem { pcpus, memory_mib } = raw.system;
+    let RawSystem { pcpus, memory_mib, power, log } = raw.system;
     if !(1..=MAX_PCPUS).contains(&pcpus) {
         return err("system.pcpus".into(), format!("must be 1 to {MAX_PCPUS} physical CPUs (got {pcpus})"));
     }
@@ -476,7 +484,30 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
             format!("must be {MIN_SYSTEM_MIB} to {MAX_SYSTEM_MIB} MiB of physical RAM (got {memory_mib})"),
         );
     }
-    let system = SystemConfig { pcpus, memory_mib };
+    use tessera_payload::{LogLevel, PowerPolicy};
+    let power = match power.as_deref() {
+        None | Some("balanced") => PowerPolicy::Balanced,
+        Some("performance") => PowerPolicy::Performance,
+        Some("powersave") => PowerPolicy::Powersave,
+        Some(other) => {
+            return err(
+                "system.power".into(),
+                format!("unknown power policy {other:?}: use \"performance\", \"balanced\" or \"powersave\""),
+            )
+        }
+    };
+    let log = match log.as_deref() {
+        None | Some("info") => LogLevel::Info,
+        Some("warn") => LogLevel::Warn,
+        Some("debug") => LogLevel::Debug,
+        Some(other) => {
+            return err(
+                "system.log".into(),
+                format!("unknown log level {other:?}: use \"warn\", \"info\" or \"debug\""),
+            )
+        }
+    };
+    let system = SystemConfig { pcpus, memory_mib, power, log };
     if raw.vm.is_empty() {
         return err("vm".into(), "no VM defined: add at least one [[vm]] table".into());
     }

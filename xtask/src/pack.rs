@@ -113,6 +113,8 @@ pub fn build_payload(cfg: &Config) -> Result<Vec<u8>, ConfigError> {
             .enumerate()
             .map(|(k, c)| ChannelImage { name: c.name.clone(), ipa: channel_ipa(k), size: c.size, spi: channel_spi(k) })
             .collect(),
+        power: cfg.system.power,
+        log: cfg.system.log,
     };
     let payload = build(cfg.system.pcpus, cfg.system.memory_mib, &images, &shared);
     check_memory_fit(cfg, payload.len() as u64)?;

@@ -217,7 +217,11 @@ fn shared_writable_disk() -> Vec<u8> {
         fault_abort: false,
         regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![0; 4])],
     };
-    let shared = Shared { disks: vec![DiskImage { name: "disk0".into(), size: 4 << 20 }], channels: vec![] };
+    let shared = Shared {
+        disks: vec![DiskImage { name: "disk0".into(), size: 4 << 20 }],
+        channels: vec![],
+        ..Default::default()
+    };
     build(1, 128, &[vm("a", 0), vm("b", 512 << 10)], &shared)
 }
 

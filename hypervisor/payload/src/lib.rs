@@ -27,8 +27,8 @@ use core::fmt;
 
 pub const MAGIC: [u8; 8] = *b"TESSERA\0";
 /// 2: device, disk and channel tables (version 1 had one device bit);
-/// 3: VM flags.
-pub const VERSION: u32 = 3;
+/// 3: VM flags; 4: power policy and log level.
+pub const VERSION: u32 = 4;
 /// VM entry flags.
 pub const VM_FLAG_FAULT_ABORT: u32 = 1;
 pub const HEADER_SIZE: usize = 64;
@@ -88,6 +88,52 @@ pub mod guest_map;
 pub const PAYLOAD_BASE: u32 = 0x4100_0000;
 /// Disk ranges are in whole sectors.
 pub const SECTOR: u64 = 512;
+
+/// When the hypervisor powers idle pCPUs off (`[system] power`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u32)]
+pub enum PowerPolicy {
+    /// Every pCPU stays on.
+    Performance = 1,
+    /// A pCPU idle for 100 ms is powered off; one is powered on when
+    /// runnable vCPUs have waited 10 ms.
+    #[default]
+    Balanced = 2,
+    /// The same after 10 ms idle, and on only after 50 ms of waiting.
+    Powersave = 3,
+}
+
+impl PowerPolicy {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Performance),
+            2 => Some(Self::Balanced),
+            3 => Some(Self::Powersave),
+            _ => None,
+        }
+    }
+}
+
+/// The hypervisor's log level (`[system] log`): 1 warn, 2 info, 3 debug.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u32)]
+pub enum LogLevel {
+    Warn = 1,
+    #[default]
+    Info = 2,
+    Debug = 3,
+}
+
+impl LogLevel {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Warn),
+            2 => Some(Self::Info),
+            3 => Some(Self::Debug),
+            _ => None,
+        }
+    }
+}
 
 /// How the first vCPU of a VM is entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +271,8 @@ pub struct Payload<'a> {
     bytes: &'a [u8],
     pub pcpus: u32,
     pub memory_mib: u32,
+    pub power: PowerPolicy,
+    pub log: LogLevel,
     vm_count: usize,
     vm_table: usize,
     disk_count: usize,
@@ -323,6 +371,8 @@ mod h {
     pub const DISK_TABLE: usize = 44;
     pub const CHANNEL_COUNT: usize = 48;
     pub const CHANNEL_TABLE: usize = 52;
+    pub const POWER: usize = 56;
+    pub const LOG: usize = 60;
 }
 
 /// Device entry field offsets: kind, slot, then per kind
@@ -424,6 +474,16 @@ impl<'a> Payload<'a> {
             bytes,
             pcpus: rd32(bytes, h::PCPUS),
             memory_mib: rd32(bytes, h::MEMORY_MIB),
+            power: PowerPolicy::from_u32(rd32(bytes, h::POWER)).ok_or(PayloadError::BadField {
+                vm: None,
+                field: "power",
+                value: rd32(bytes, h::POWER),
+            })?,
+            log: LogLevel::from_u32(rd32(bytes, h::LOG)).ok_or(PayloadError::BadField {
+                vm: None,
+                field: "log",
+                value: rd32(bytes, h::LOG),
+            })?,
             vm_count,
             vm_table,
             disk_count,

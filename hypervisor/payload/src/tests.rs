@@ -43,6 +43,7 @@ fn sample() -> Vec<u8> {
         &Shared {
             disks: vec![DiskImage { name: "disk0".into(), size: 1 << 20 }],
             channels: vec![ChannelImage { name: "ring".into(), ipa: 0x1000_0000, size: 8192, spi: 48 }],
+            ..Default::default()
         },
     )
 }
@@ -173,7 +174,7 @@ fn writable_disk_ranges_may_not_overlap() {
         fault_abort: false,
         regions: vec![(RegionKind::Kernel, 0x4000_0000, vec![1; 4])],
     };
-    let shared = Shared { disks: vec![DiskImage { name: "d".into(), size: 1 << 20 }], channels: vec![] };
+    let shared = Shared { disks: vec![DiskImage { name: "d".into(), size: 1 << 20 }], ..Default::default() };
     let parse = |a: VmImage, b: VmImage| {
         let bytes = build(1, 64, &[a, b], &shared);
         Payload::parse(&bytes).map(|_| ())

@@ -40,6 +40,8 @@ pub struct ChannelImage {
 pub struct Shared {
     pub disks: Vec<DiskImage>,
     pub channels: Vec<ChannelImage>,
+    pub power: crate::PowerPolicy,
+    pub log: crate::LogLevel,
 }
 
 fn put(b: &mut [u8], off: usize, v: u32) {
@@ -91,6 +93,8 @@ pub fn build(pcpus: u32, memory_mib: u32, vms: &[VmImage], shared: &Shared) -> V
     put(&mut out, h::HEADER_SIZE, HEADER_SIZE as u32);
     put(&mut out, h::PCPUS, pcpus);
     put(&mut out, h::MEMORY_MIB, memory_mib);
+    put(&mut out, h::POWER, shared.power as u32);
+    put(&mut out, h::LOG, shared.log as u32);
     put(&mut out, h::VM_COUNT, vms.len() as u32);
     put(&mut out, h::VM_TABLE, vm_table as u32);
     put(&mut out, h::DISK_COUNT, shared.disks.len() as u32);

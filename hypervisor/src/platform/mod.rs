@@ -22,4 +22,9 @@ pub trait Platform: Sync {
     /// leaves its guest or its idle wait and looks at its run queue. Never
     /// called for the caller's own pCPU.
     fn interrupt(&self, pcpu: u32);
+    /// Asks the firmware to power pCPU `pcpu` on (PSCI CPU_ON into the
+    /// hypervisor's secondary entry); false if it refused or cannot.
+    fn start_cpu(&self, _pcpu: u32) -> bool {
+        false
+    }
 }

@@ -128,6 +128,8 @@ fn rebuild(p: &Payload<'_>) -> Vec<u8> {
                 ChannelImage { name: c.name.to_string(), ipa: c.ipa, size: c.size, spi: c.spi }
             })
             .collect(),
+        power: p.power,
+        log: p.log,
     };
     build(p.pcpus, p.memory_mib, &vms, &shared)
 }

@@ -16,6 +16,7 @@ mod vfp;
 use super::{irq, AbortTo, Cpu, Exit, TrapInfo, VcpuIdentity, MAX_CPUS};
 use crate::context::{El1State, FpState, GichState, GuestRegs};
 use crate::platform::Platform;
+use core::sync::atomic::{AtomicU32, Ordering};
 use gic::Gich;
 
 const _: () = assert!(entry::MAX_CPUS == MAX_CPUS);
@@ -192,7 +193,14 @@ impl Platform for HwPlatform {
     fn interrupt(&self, pcpu: u32) {
         gic::kick(pcpu)
     }
+    fn start_cpu(&self, pcpu: u32) -> bool {
+        let mpidr = CPU_MPIDRS.get(pcpu as usize).map(|m| m.load(Ordering::Relaxed));
+        mpidr.is_some_and(|m| m != u32::MAX && psci::cpu_on(m, pcpu) == 0)
+    }
 }
+
+/// Each pCPU's MPIDR (from the host DTB), for powering it on again.
+static CPU_MPIDRS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
 
 /// Bring-up: what `crate::boot` does once, before any guest runs. Every
 /// `unsafe fn` here states what the caller must know about the board.
@@ -293,8 +301,12 @@ pub mod boot {
         timer::frequency()
     }
 
-    /// Starts pCPU `mpidr` at the secondary entry with `cpu` as its index.
+    /// Starts pCPU `mpidr` at the secondary entry with `cpu` as its index
+    /// (and remembers its MPIDR, to start it again after it powered off).
     pub fn start_cpu(mpidr: u32, cpu: u32) -> i32 {
+        if let Some(m) = CPU_MPIDRS.get(cpu as usize) {
+            m.store(mpidr, Ordering::Relaxed);
+        }
         psci::cpu_on(mpidr, cpu)
     }
 

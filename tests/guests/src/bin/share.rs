@@ -9,6 +9,11 @@
 //! With `sleep=1`, each vCPU instead sleeps in WFI until its virtual timer
 //! fires at `secs=`: idle vCPUs with a timer pending, the load beside which
 //! `cargo xtask bench switch` measures the scheduler.
+//!
+//! With `cycles=K period_ms=P`, every vCPU alternates K times: busy for P
+//! ms, then asleep in WFI for P ms (all on the same virtual-time grid),
+//! the load under which dynamic scaling powers pCPUs off and on; `shares`
+//! then counts the busy phases in which each vCPU made progress.
 #![no_std]
 #![no_main]
 
@@ -23,6 +28,9 @@ static COUNTS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS]
 static DONE: AtomicU32 = AtomicU32::new(0);
 static END: AtomicU32 = AtomicU32::new(0);
 static SLEEP: AtomicU32 = AtomicU32::new(0);
+static CYCLES: AtomicU32 = AtomicU32::new(0);
+/// The cycles' grid: start and phase length, in units of 2^10 ticks.
+static GRID: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
 static WOKEN: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 const PPI_VTIMER: u32 = 27;
 
@@ -36,9 +44,30 @@ fn irq(id: u32) {
 /// Sleeps until the virtual counter reaches END, then counts 1.
 fn sleep(index: usize) {
     gic::init_cpu(&[PPI_VTIMER], irq);
-    guest_rt::vtimer_arm_at(u64::from(END.load(Acquire)) << 10);
-    guest_rt::wait_until(|| WOKEN[index].load(Acquire) != 0);
+    sleep_until(index, u64::from(END.load(Acquire)) << 10);
     COUNTS[index].store(1, Release);
+}
+
+fn sleep_until(index: usize, at: u64) {
+    WOKEN[index].store(0, Release);
+    guest_rt::vtimer_arm_at(at);
+    guest_rt::wait_until(|| WOKEN[index].load(Acquire) != 0);
+}
+
+/// Busy and idle phases on the grid; counts the busy phases with progress.
+fn cycle(index: usize) {
+    gic::init_cpu(&[PPI_VTIMER], irq);
+    let (start, phase) = (u64::from(GRID[0].load(Acquire)) << 10, u64::from(GRID[1].load(Acquire)) << 10);
+    let mut busy_phases = 0;
+    for c in 0..u64::from(CYCLES.load(Acquire)) {
+        let mut n = 0u32;
+        while guest_rt::counter() < start + (2 * c + 1) * phase {
+            n = core::hint::black_box(n) + 1;
+        }
+        busy_phases += u32::from(n > 0);
+        sleep_until(index, start + (2 * c + 2) * phase);
+    }
+    COUNTS[index].store(busy_phases, Release);
 }
 
 /// Counts until the virtual counter reaches END (in units of 2^10 ticks,
@@ -55,7 +84,9 @@ fn count(index: usize) {
 }
 
 fn secondary(index: u32) -> u32 {
-    if SLEEP.load(Acquire) != 0 {
+    if CYCLES.load(Acquire) != 0 {
+        cycle(index as usize);
+    } else if SLEEP.load(Acquire) != 0 {
         sleep(index as usize);
     } else {
         count(index as usize);
@@ -72,7 +103,15 @@ fn main() -> u32 {
     END.store((end >> 10) as u32, Release);
     let sleeping = guest_rt::arg_u32("sleep", 0) != 0;
     SLEEP.store(sleeping as u32, Release);
-    if sleeping {
+    let cycles = guest_rt::arg_u32("cycles", 0);
+    CYCLES.store(cycles, Release);
+    if cycles > 0 {
+        let phase = u64::from(guest_rt::arg_u32("period_ms", 500)) * u64::from(guest_rt::counter_frequency()) / 1000;
+        // Starts a little ahead, so every vCPU is up before the first phase.
+        GRID[0].store(((guest_rt::counter() + phase / 4) >> 10) as u32, Release);
+        GRID[1].store((phase >> 10) as u32, Release);
+    }
+    if sleeping || cycles > 0 {
         gic::init_distributor();
     }
     guest_rt::set_secondary_main(secondary);
@@ -84,9 +123,17 @@ fn main() -> u32 {
             return 1;
         }
     }
-    let what = if sleeping { "sleeping" } else { "counting" };
+    let what = if cycles > 0 {
+        "cycling busy and idle"
+    } else if sleeping {
+        "sleeping"
+    } else {
+        "counting"
+    };
     println!("vm {}: {n} vCPUs {what} for {secs} s", info.vm_id);
-    if sleeping {
+    if cycles > 0 {
+        cycle(0);
+    } else if sleeping {
         sleep(0);
     } else {
         count(0);
