@@ -88,6 +88,11 @@ impl Default for Inbox {
 }
 
 impl Inbox {
+    /// Has a vCPU been sent here that the pCPU has not taken yet?
+    pub fn has_arrivals(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Hands `slot` over; gives it back if there is no room.
     fn send(&self, slot: Slot) -> Result<(), Slot> {
         let mut v = self.slots.lock();
@@ -285,10 +290,12 @@ impl PerCpu {
         }
         let p = off.trailing_zeros() as usize;
         if sys.wakeups.begin_start(p) {
+            // Logged first: the pCPU's own "up again" comes after.
+            debug!("pCPU {p}: powering on ({} vCPU(s) waiting on pCPU {})", self.ready.len(), self.id);
             if sys.wakeups.platform().start_cpu(p as u32) {
                 sys.power_ons.fetch_add(1, Ordering::Relaxed);
-                debug!("pCPU {p}: powered on ({} vCPU(s) waiting on pCPU {})", self.ready.len(), self.id);
             } else {
+                warn!("pCPU {p}: the firmware did not power it on (PSCI CPU_ON failed)");
                 sys.wakeups.end_start(p);
             }
         }
@@ -703,7 +710,9 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
                     ready.push(s);
                 }
             });
-            if slice_end.is_none() && !ready.is_empty() {
+            // vCPUs that were sent here wait too (they join the queue at
+            // the next pick): the running vCPU gets a slice, not forever.
+            if slice_end.is_none() && (!ready.is_empty() || sys.inbox(*id).has_arrivals()) {
                 *slice_end = Some(cpu.now() + sys.slice);
                 arm_next_event(cpu, timers, *slice_end);
             }

@@ -154,7 +154,18 @@ pub const SAME_VALUES: &[SameValues] = &[
 ];
 
 /// Never acceptable in any scenario.
-pub const ALWAYS_ABSENT: &[&str] = &["PANIC", "SURVIVED", "memory corrupted", "guest panic", "FAILED", "WRONG:"];
+pub const ALWAYS_ABSENT: &[&str] = &[
+    "PANIC",
+    "SURVIVED",
+    "memory corrupted",
+    "guest panic",
+    "FAILED",
+    "WRONG:",
+    // Linux: RCU stall warnings, soft and hard lockups.
+    "detected stall",
+    "soft lockup",
+    "hard LOCKUP",
+];
 
 /// Scenarios whose VMs run the `share` guest: each VM prints
 /// `shares: [n0, n1, ...]`, how far each of its vCPUs counted in the same
@@ -322,10 +333,10 @@ pub const SCENARIOS: &[Scenario] = &[
         lines: &[
             "tessera: pCPU 1 up",
             "tessera: pCPU 1: powered off (idle); its 1 vCPU(s) now wait on pCPU 0",
-            "tessera: pCPU 1: powered on (1 vCPU(s) waiting on pCPU 0)",
+            "tessera: pCPU 1: powering on (1 vCPU(s) waiting on pCPU 0)",
             "tessera: pCPU 1: up again",
             "tessera: pCPU 1: powered off (idle)",
-            "tessera: pCPU 1: powered on",
+            "tessera: pCPU 1: powering on",
             "tessera: pCPU 1: up again",
             "tessera: pCPU 1: powered off (idle)",
             "tessera: pCPU power changes: ",
@@ -333,6 +344,28 @@ pub const SCENARIOS: &[Scenario] = &[
             "burst: shares: [3, 3]",
         ],
         absent: &["WRONG"],
+        overlap: &[],
+        typed: &[],
+    },
+    Scenario {
+        name: "linux-dynamic-scaling",
+        config: "tests/configs/linux-bursts.toml",
+        deadline_secs: 180,
+        vms: &[("linux", Want::Exit(0))],
+        lines: &[
+            "tessera: pCPU 1 up",
+            "tessera: pCPU 1: powered off (idle)",
+            "tessera: pCPU 1: up again",
+            "tessera: pCPU 1: powered off (idle)",
+            "tessera: pCPU 1: up again",
+            "tessera: pCPU 1: powered off (idle)",
+            "linux: tessera-init: up, 4 CPUs online (0-3)",
+            "linux: tessera-init: burst 1 of 3 done",
+            "linux: tessera-init: burst 2 of 3 done",
+            "linux: tessera-init: burst 3 of 3 done",
+            "tessera: pCPU power changes: ",
+        ],
+        absent: &[],
         overlap: &[],
         typed: &[],
     },
