@@ -1078,7 +1078,10 @@ mod tests {
                  [[vm]]\nname = \"other-2\"\nkernel = \"k.bin\"\nvcpus = 1\nmemory_mib = 4\n"
             ))
             .unwrap();
-        assert_eq!(c.system, SystemConfig { pcpus: 2, memory_mib: 256 });
+        assert_eq!(
+            c.system,
+            SystemConfig { pcpus: 2, memory_mib: 256, power: Default::default(), log: Default::default() }
+        );
         assert_eq!(c.vms.len(), 2);
         let a = &c.vms[0];
         assert_eq!((a.name.as_str(), a.vcpus, a.memory_mib), ("hello", 2, 32));
@@ -1133,6 +1136,24 @@ mod tests {
         d.refuse(&vm("").replace("vcpus = 1", "vcpus = -1"), "vm[0].vcpus", "line 8:9");
         d.refuse(&vm("pcpus = [0, \"x\"]\n"), "vm[0].pcpus[1]", "invalid type");
         d.refuse(&format!("{SYSTEM}[vm]\nname = \"a\"\n"), "vm", "[[vm]]");
+    }
+
+    #[test]
+    fn power_and_log_keys() {
+        let d = Dir::new();
+        let c = d
+            .load(&vm("").replace("memory_mib = 256\n", "memory_mib = 256\npower = \"powersave\"\nlog = \"debug\"\n"))
+            .unwrap();
+        assert_eq!(
+            (c.system.power, c.system.log),
+            (tessera_payload::PowerPolicy::Powersave, tessera_payload::LogLevel::Debug)
+        );
+        d.refuse(
+            &vm("").replace("memory_mib = 256\n", "memory_mib = 256\npower = \"turbo\"\n"),
+            "system.power",
+            "\"turbo\"",
+        );
+        d.refuse(&vm("").replace("memory_mib = 256\n", "memory_mib = 256\nlog = \"loud\"\n"), "system.log", "\"loud\"");
     }
 
     #[test]
