@@ -32,6 +32,24 @@ pub mod fake;
 /// The most physical CPUs the hypervisor runs on.
 pub const MAX_CPUS: usize = 8;
 
+/// Zeroes `len` bytes at `p` with the widest stores the CPU has (guest RAM
+/// at VM creation and reset: hundreds of MiB).
+///
+/// # Safety
+/// `[p, p + len)` must be writable memory no Rust reference points into.
+pub unsafe fn zero_bytes(p: *mut u8, len: usize) {
+    #[cfg(target_arch = "arm")]
+    // SAFETY: forwarded.
+    unsafe {
+        armv7::zero_bytes(p, len)
+    };
+    #[cfg(not(target_arch = "arm"))]
+    // SAFETY: forwarded.
+    unsafe {
+        core::ptr::write_bytes(p, 0, len)
+    };
+}
+
 /// Interrupt IDs the hypervisor itself takes (the GIC's architected
 /// numbers: SGIs 0-15, PPIs 16-31).
 pub mod irq {

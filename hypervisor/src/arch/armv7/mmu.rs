@@ -250,16 +250,69 @@ pub fn clean_invalidate_set_way(set_way: u32) {
     unsafe { DCCISW::write(set_way) };
 }
 
+/// Above this many bytes a range is cleaned by set/way instead of by
+/// address: a pass over the caches costs the same whatever the range (a
+/// 512 MiB VM is 8 M lines by address; the caches here hold a few MiB).
+const CLEAN_BY_SET_WAY_ABOVE: usize = 4 << 20;
+
 /// Cleans a range to the point of coherency, so a guest that starts with
 /// its MMU and caches off sees the image the hypervisor wrote through its
 /// caches; then invalidates the instruction caches.
+///
+/// A large range is cleaned with [`clean_dcache_all`]: every dirty line of
+/// it is in this CPU's caches (the hypervisor just wrote it here; another
+/// CPU's copies were invalidated by those writes), so cleaning this CPU's
+/// caches entirely cleans the range.
 pub fn clean_dcache_range(start: usize, len: usize) {
+    if len > CLEAN_BY_SET_WAY_ABOVE {
+        clean_dcache_all();
+        return;
+    }
     let line = 4usize << ((CTR::read() >> 16) & 0xf);
     let mut a = start & !(line - 1);
     while a < start + len {
         // SAFETY: cleaning a cache line has no architectural effect on data.
         unsafe { DCCMVAC::write(a as u32) };
         a += line;
+    }
+    aarch32_cpu::asm::dsb();
+    // SAFETY: invalidating instruction caches has no effect but cost.
+    unsafe { ICIALLUIS::write(0) };
+    aarch32_cpu::asm::dsb();
+    aarch32_cpu::asm::isb();
+}
+
+/// Cleans every data and unified cache level of this CPU to the point of
+/// coherency by set/way (DCCSW, Arm ARM B4.2.1: CLIDR's levels up to the
+/// level of coherency, each level's geometry from CCSIDR), then invalidates
+/// the instruction caches.
+pub fn clean_dcache_all() {
+    aarch32_cpu::asm::dsb();
+    let clidr = CLIDR::read();
+    let loc = (clidr >> 24) & 7;
+    for level in 0..loc {
+        // Cache type 2 (data), 3 (separate) or 4 (unified) have data lines.
+        if (clidr >> (level * 3)) & 7 < 2 {
+            continue;
+        }
+        // SAFETY: selects the data or unified cache of `level`, which CLIDR
+        // says exists; CCSIDR then describes it.
+        unsafe { CSSELR::write(level << 1) };
+        aarch32_cpu::asm::isb();
+        let ccsidr = CCSIDR::read();
+        let line_shift = (ccsidr & 7) + 4;
+        let ways = ((ccsidr >> 3) & 0x3ff) + 1;
+        let sets = ((ccsidr >> 13) & 0x7fff) + 1;
+        // The way number sits in the top bits: log2(ways) of them.
+        let way_bits = 32 - (ways - 1).leading_zeros();
+        for way in 0..ways {
+            let w = if way_bits == 0 { 0 } else { way << (32 - way_bits) };
+            for set in 0..sets {
+                // SAFETY: a clean writes dirty lines back and keeps them;
+                // the value names one line of this cache level.
+                unsafe { DCCSW::write(w | set << line_shift | level << 1) };
+            }
+        }
     }
     aarch32_cpu::asm::dsb();
     // SAFETY: invalidating instruction caches has no effect but cost.

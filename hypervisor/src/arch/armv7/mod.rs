@@ -199,6 +199,41 @@ impl Platform for HwPlatform {
     }
 }
 
+/// See [`crate::arch::zero_bytes`]: 64 bytes per loop step with two
+/// 8-register `stm`s, the edges with `memset`.
+///
+/// # Safety
+/// As for [`crate::arch::zero_bytes`].
+pub unsafe fn zero_bytes(p: *mut u8, len: usize) {
+    let head = p.align_offset(64).min(len);
+    let chunks = (len - head) / 64;
+    // SAFETY: the caller gives us `[p, p + len)`; the three parts below
+    // cover exactly it, the middle one 64-byte aligned; the asm only
+    // stores to `[p + head, p + head + chunks * 64)` and clobbers what it
+    // names.
+    unsafe {
+        core::ptr::write_bytes(p, 0, head);
+        if chunks > 0 {
+            core::arch::asm!(
+                "mov r2, #0", "mov r3, #0", "mov r4, #0", "mov r5, #0",
+                "mov r8, #0", "mov r9, #0", "mov r10, #0", "mov r12, #0",
+                "2:",
+                "stmia {a}!, {{r2-r5, r8-r10, r12}}",
+                "stmia {a}!, {{r2-r5, r8-r10, r12}}",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                a = inout(reg) p.add(head) => _,
+                n = inout(reg) chunks => _,
+                out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r12") _,
+                options(nostack),
+            );
+        }
+        let done = head + chunks * 64;
+        core::ptr::write_bytes(p.add(done), 0, len - done);
+    }
+}
+
 /// Each pCPU's MPIDR (from the host DTB), for powering it on again.
 static CPU_MPIDRS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
 

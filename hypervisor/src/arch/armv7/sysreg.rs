@@ -120,6 +120,9 @@ reg32!(ICIALLU, 0, 7, 5, 0);
 reg32!(ICIALLUIS, 0, 7, 1, 0);
 reg32!(DCCMVAC, 0, 7, 10, 1);
 reg32!(DCCISW, 0, 7, 14, 2);
+reg32!(DCCSW, 0, 7, 10, 2);
+reg32!(CLIDR, 1, 0, 0, 1);
+reg32!(CCSIDR, 1, 0, 0, 0);
 
 //     name        op1 crm
 reg64!(HTTBR, 4, 2);
