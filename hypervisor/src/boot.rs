@@ -26,7 +26,7 @@ use crate::vm::{guest_map, BootImage, Channel, Vm, VmParts};
 use crate::{console, error, info};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use spin::Once;
 use tessera_payload::{Device, DeviceDesc, Payload, RegionKind};
 
@@ -287,15 +287,23 @@ fn create_vms(
                 e.free >> 20
             )),
         };
-        let ram = frames_as_guest_ram(d.ram_base, d.ram_size, pa);
+        // Zeroed and mapped 2 MiB at a time as the VM first uses it: what
+        // creation costs is the image, not the RAM's size.
+        let states = Vec::leak((0..crate::mem::block_states(d.ram_size as u64)).map(|_| AtomicU8::new(0)).collect());
+        // SAFETY: as in `frames_as_guest_ram`; the allocator aligned `pa`
+        // to 2 MiB, and the payload parser checked `ram_base` is aligned.
+        let ram = unsafe {
+            GuestRam::new_lazy(Ipa(d.ram_base as u64), d.ram_size as u64, pa, pa.raw() as usize as *mut u8, states)
+        };
         let boot =
             BootImage { payload_index: i, entry: d.entry, regs: d.boot_regs, reset_count_ipa: reset_count_ipa(p, i) };
         load_image(&ram, p, &boot, 0);
-        hw::clean_dcache_range(pa.raw() as usize, ram.size() as usize);
+        ram.for_each_used(|host, len| hw::clean_dcache_range(host as usize, len));
         let mut tables = hw::FrameTables(fa);
+        let mut lazy = None;
         let s2 = Stage2::new(&mut tables)
             .and_then(|mut s2| {
-                s2.map(&mut tables, ram.ipa(), pa, ram.size(), MemType::Normal, Access::RWX)?;
+                lazy = Some(s2.prepare_blocks(&mut tables, ram.ipa(), pa, ram.size(), MemType::Normal, Access::RWX)?);
                 // The guest's GIC CPU interface is the hardware's virtual one.
                 s2.map(
                     &mut tables,
@@ -350,6 +358,7 @@ fn create_vms(
             boot,
             channels: d.channels,
             fault_abort: d.fault_abort,
+            lazy,
         };
         out.push(Vm::new(parts, d.name, &devices, &backends));
     }

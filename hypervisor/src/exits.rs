@@ -134,6 +134,11 @@ pub fn handle<C: Cpu>(
             Next::Resume
         }
         Trap::DataAbort { abort, ipa, va } => {
+            // The first use of a block of its RAM (the access, or its
+            // stage-1 table walk): zeroed, mapped, and the guest retries.
+            if matches!(abort.fault, mmio::FaultKind::Translation(_)) && vm.populate(ipa) {
+                return Next::Resume;
+            }
             let dir = if abort.write { "write to" } else { "read from" };
             let to = AbortTo { instruction: false, write: abort.write, va };
             if abort.s1ptw {
@@ -158,6 +163,7 @@ pub fn handle<C: Cpu>(
         Trap::PrefetchAbort { fault: kind, ipa, va } => {
             let to = AbortTo { instruction: true, write: false, va };
             match kind {
+                mmio::FaultKind::Translation(_) if vm.populate(ipa) => Next::Resume,
                 mmio::FaultKind::Translation(_) => {
                     let why = format_args!("instruction fetch from IPA {ipa} (no executable stage-2 mapping)");
                     fault(cpu, sys, vm, vcpu, ctx, &t, to, why)

@@ -113,6 +113,9 @@ pub fn reset_vm<C: Cpu>(cpu: &mut C, sys: &System, vm: &Vm, caller: &Vcpu) {
     for dev in vm.virtio {
         dev.quiesce();
     }
+    // Its RAM is forgotten and zeroed again block by block as it is used:
+    // unmapped first, so nothing of the old contents stays reachable.
+    vm.unmap_ram();
     sys.images.reload(vm, n);
     cpu.clean_to_poc(&vm.ram);
     vm.reset_console_input();

@@ -101,6 +101,7 @@ fn rig_full(
                 boot,
                 channels: 0,
                 fault_abort: false,
+                lazy: None,
             };
             Vm::new(parts, &format!("vm{id}"), devices, &backends)
         })

@@ -137,6 +137,8 @@ pub struct VmParts {
     pub channels: u32,
     /// Accesses it cannot be served are aborts for the guest, not a stop.
     pub fault_abort: bool,
+    /// Its RAM's stage-2 blocks, mapped at first use (None: mapped whole).
+    pub lazy: Option<crate::mm::stage2::LazyBlocks>,
 }
 
 pub struct Vm {
@@ -164,9 +166,42 @@ pub struct Vm {
     pub waker: VcpuWaker,
     /// Bit n: the device in virtio slot n has a pass left to continue.
     io_pending: &'static AtomicU32,
+    /// Its RAM's stage-2 blocks, mapped at first use (None: mapped whole).
+    lazy: Option<crate::mm::stage2::LazyBlocks>,
 }
 
 impl Vm {
+    /// A stage-2 translation fault of the guest at `ipa`: if it is in this
+    /// VM's RAM, zeroes its 2 MiB block if nothing used it yet and maps it,
+    /// and the guest retries the access. False if `ipa` is not its RAM.
+    pub fn populate(&self, ipa: Ipa) -> bool {
+        let Some(lazy) = self.lazy else { return false };
+        if !crate::mem::GuestMemory::contains(&self.ram, ipa, 1) {
+            return false;
+        }
+        let k = ((ipa.raw() - self.ram.ipa().raw()) / crate::addr::BLOCK_2M) as usize;
+        let Some((table, index, desc)) = lazy.entry(k) else { return false };
+        self.ram.prepare_block(k);
+        // SAFETY: the VM's own level-2 table and an entry of its RAM range;
+        // concurrent faults on this block write the same descriptor.
+        unsafe { crate::arch::set_stage2_entry(table, index, desc) };
+        true
+    }
+
+    /// Unmaps all of its RAM from stage 2 and flushes the TLBs, so its next
+    /// accesses fault and find freshly zeroed blocks (VM reset: none of its
+    /// vCPUs runs, its devices are quiesced).
+    pub fn unmap_ram(&self) {
+        let Some(lazy) = self.lazy else { return };
+        for k in 0..lazy.blocks() {
+            if let Some((table, index, _)) = lazy.entry(k) {
+                // SAFETY: as in `populate`; nothing of the VM runs.
+                unsafe { crate::arch::set_stage2_entry(table, index, 0) };
+            }
+        }
+        crate::arch::flush_stage2_tlbs();
+    }
+
     /// A VM and its devices. `name` labels its consoles.
     pub fn new(p: VmParts, name: &str, devices: &[DeviceDesc], board: &Backends) -> Self {
         let console: &'static VmConsole = VmConsole::new(p.id, name, board.console);
@@ -197,6 +232,7 @@ impl Vm {
             fault_abort: p.fault_abort,
             waker,
             io_pending,
+            lazy: p.lazy,
         }
     }
 
@@ -386,6 +422,7 @@ mod tests {
             boot,
             channels: 0,
             fault_abort: false,
+            lazy: None,
         };
         let vm = Vm::new(parts, "hello", &devices, &board(&NoDisks));
         assert_eq!(vm.name(), "hello");

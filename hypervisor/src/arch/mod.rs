@@ -32,6 +32,43 @@ pub mod fake;
 /// The most physical CPUs the hypervisor runs on.
 pub const MAX_CPUS: usize = 8;
 
+/// Cleans `len` bytes at `p` (identity-mapped RAM) to the point of
+/// coherency, for a guest that reads it with its caches off.
+///
+/// # Safety
+/// `[p, p + len)` must be mapped memory.
+pub unsafe fn clean_bytes(p: *mut u8, len: usize) {
+    #[cfg(target_arch = "arm")]
+    armv7::boot::clean_dcache_range(p as usize, len);
+    #[cfg(not(target_arch = "arm"))]
+    let _ = (p, len);
+}
+
+/// Writes one stage-2 descriptor (`table` is a table frame the
+/// `mm::stage2` builder made, identity-mapped) and makes the table walker
+/// see it. An invalid-to-valid change needs no TLB maintenance.
+///
+/// # Safety
+/// `table` must be a stage-2 table frame and `index` < 512; the caller
+/// owns the change (no other writer of this entry at the same time, or the
+/// same value).
+pub unsafe fn set_stage2_entry(table: crate::addr::PhysAddr, index: usize, desc: u64) {
+    #[cfg(target_arch = "arm")]
+    // SAFETY: forwarded.
+    unsafe {
+        armv7::set_stage2_entry(table, index, desc)
+    };
+    #[cfg(not(target_arch = "arm"))]
+    let _ = (table, index, desc);
+}
+
+/// Invalidates every stage-2 TLB entry of every VM on every pCPU (after
+/// mappings were removed: a VM reset).
+pub fn flush_stage2_tlbs() {
+    #[cfg(target_arch = "arm")]
+    armv7::flush_stage2_tlbs();
+}
+
 /// Zeroes `len` bytes at `p` with the widest stores the CPU has (guest RAM
 /// at VM creation and reset: hundreds of MiB).
 ///

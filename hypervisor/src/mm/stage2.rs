@@ -108,6 +108,36 @@ fn leaf_attrs(mem: MemType, access: Access) -> u64 {
     d
 }
 
+/// Where the 2 MiB block descriptors of a range of guest RAM live, for a
+/// VM whose RAM is mapped block by block as it is first used (see
+/// `mem::GuestRam::new_lazy`): the level-2 tables exist, the entries stay
+/// invalid until [`LazyBlocks::entry`]'s descriptor is written.
+#[derive(Clone, Copy, Debug)]
+pub struct LazyBlocks {
+    ipa: Ipa,
+    pa: PhysAddr,
+    blocks: usize,
+    attrs: u64,
+    /// The level-2 table of each 1 GiB slot the range touches.
+    l2: [Option<PhysAddr>; 4],
+}
+
+impl LazyBlocks {
+    /// Block `k`'s entry: (level-2 table, index, descriptor that maps it).
+    pub fn entry(&self, k: usize) -> Option<(PhysAddr, usize, u64)> {
+        if k >= self.blocks {
+            return None;
+        }
+        let (i, p) = (self.ipa.raw() + k as u64 * BLOCK_2M, self.pa.raw() + k as u64 * BLOCK_2M);
+        let table = self.l2[(i >> 30) as usize & 3]?;
+        Some((table, (i >> 21) as usize & 511, p | self.attrs | VALID))
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+}
+
 /// Result of a software walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
@@ -172,6 +202,34 @@ impl Stage2 {
             }
         }
         Ok(())
+    }
+
+    /// Prepares `[ipa, ipa + size)` (both sides 2 MiB aligned) to be
+    /// mapped one 2 MiB block at a time later: creates the level-2 tables,
+    /// maps nothing. Refuses a range where something is mapped already.
+    pub fn prepare_blocks(
+        &mut self,
+        tm: &mut impl TableMem,
+        ipa: Ipa,
+        pa: PhysAddr,
+        size: u64,
+        mem: MemType,
+        access: Access,
+    ) -> Result<LazyBlocks, MapError> {
+        if !ipa.is_aligned(BLOCK_2M) || !pa.is_aligned(BLOCK_2M) || ipa.raw() + size > 1 << 32 {
+            return Err(MapError::Misaligned);
+        }
+        let blocks = size.div_ceil(BLOCK_2M) as usize;
+        let mut l2 = [None; 4];
+        for k in 0..blocks as u64 {
+            let i = ipa.raw() + k * BLOCK_2M;
+            let t = self.next_table(tm, self.root, (i >> 30) as usize & 3)?;
+            if tm.read(t, (i >> 21) as usize & 511) & VALID != 0 {
+                return Err(MapError::Overlap(Ipa(i)));
+            }
+            l2[(i >> 30) as usize & 3] = Some(t);
+        }
+        Ok(LazyBlocks { ipa, pa, blocks, attrs: leaf_attrs(mem, access), l2 })
     }
 
     /// The table behind entry `index` of `table`, created if absent.
@@ -269,6 +327,28 @@ pub mod tests {
         assert_eq!(s2.translate(&tm, Ipa(0x4100_0000)), None, "first byte past RAM is unmapped");
         assert_eq!(s2.translate(&tm, Ipa(0x3fff_ffff)), None);
         assert_eq!(s2.translate(&tm, Ipa(0x0900_0000)), None);
+    }
+
+    #[test]
+    fn lazy_blocks_map_one_at_a_time_across_1g_slots() {
+        let mut tm = FakeMem::default();
+        let mut s2 = Stage2::new(&mut tm).unwrap();
+        // 1 GiB - 4 MiB .. 1 GiB + 4 MiB: two level-2 tables.
+        let (ipa, pa) = (Ipa(0x3fc0_0000), PhysAddr(0x4200_0000));
+        let lazy = s2.prepare_blocks(&mut tm, ipa, pa, 8 << 20, MemType::Normal, Access::RWX).unwrap();
+        assert_eq!(lazy.blocks(), 4);
+        assert_eq!(s2.translate(&tm, Ipa(0x3fc0_0000)), None, "nothing is mapped yet");
+        for k in [3, 0] {
+            let (table, index, desc) = lazy.entry(k).unwrap();
+            tm.write(table, index, desc);
+        }
+        let t = s2.translate(&tm, Ipa(0x4020_0010)).unwrap();
+        assert_eq!(t, Translation { pa: PhysAddr(0x4260_0010), mem: MemType::Normal, access: Access::RWX });
+        assert_eq!(s2.translate(&tm, Ipa(0x3fc0_0004)).map(|t| t.pa), Some(PhysAddr(0x4200_0004)));
+        assert_eq!(s2.translate(&tm, Ipa(0x3fe0_0000)), None, "block 1 is still unmapped");
+        assert_eq!(lazy.entry(4), None);
+        let busy = s2.prepare_blocks(&mut tm, ipa, pa, 8 << 20, MemType::Normal, Access::RWX);
+        assert_eq!(busy.err(), Some(MapError::Overlap(Ipa(0x3fc0_0000))));
     }
 
     #[test]

@@ -161,7 +161,8 @@ impl Cpu for Armv7 {
     }
 
     fn clean_to_poc(&mut self, ram: &crate::mem::GuestRam) {
-        mmu::clean_dcache_range(ram.pa().raw() as usize, ram.size() as usize);
+        // Only what is in use: a lazy RAM's other blocks are unmapped.
+        ram.for_each_used(|p, len| mmu::clean_dcache_range(p as usize, len));
     }
 }
 
@@ -232,6 +233,36 @@ pub unsafe fn zero_bytes(p: *mut u8, len: usize) {
         let done = head + chunks * 64;
         core::ptr::write_bytes(p.add(done), 0, len - done);
     }
+}
+
+/// See [`crate::arch::set_stage2_entry`].
+///
+/// # Safety
+/// As there.
+pub unsafe fn set_stage2_entry(table: crate::addr::PhysAddr, index: usize, desc: u64) {
+    let e = (table.raw() as usize as *mut u64).wrapping_add(index & 511);
+    // SAFETY: a table frame, identity-mapped, in bounds (caller). The two
+    // words are ordered so the walker never sees the valid bit (low word)
+    // beside half of another descriptor (a 64-bit store is not single-copy
+    // atomic here): a new entry's high word first, a removal's low word.
+    unsafe {
+        let w = e as *mut u32;
+        let (first, second) = if desc & 1 != 0 { (1, 0) } else { (0, 1) };
+        core::ptr::write_volatile(w.add(first), (desc >> (32 * first)) as u32);
+        aarch32_cpu::asm::dsb();
+        core::ptr::write_volatile(w.add(second), (desc >> (32 * second)) as u32);
+    }
+    aarch32_cpu::asm::dsb();
+    aarch32_cpu::asm::isb();
+}
+
+/// See [`crate::arch::flush_stage2_tlbs`].
+pub fn flush_stage2_tlbs() {
+    aarch32_cpu::asm::dsb();
+    // SAFETY: invalidating TLB entries costs refills, nothing else.
+    unsafe { sysreg::TLBIALLNSNHIS::write(0) };
+    aarch32_cpu::asm::dsb();
+    aarch32_cpu::asm::isb();
 }
 
 /// Each pCPU's MPIDR (from the host DTB), for powering it on again.
