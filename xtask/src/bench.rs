@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The parts of the bench, in the order they run; `cargo xtask bench PART`
 /// runs one.
-pub const PARTS: &[&str] = &["micro", "switch", "freertos", "linux", "channel", "locks", "blk", "net"];
+pub const PARTS: &[&str] = &["micro", "switch", "create", "freertos", "linux", "channel", "locks", "blk", "net"];
 
 pub fn run(only: Option<&str>) -> Result<(), String> {
     if let Some(p) = only.filter(|p| !PARTS.contains(p)) {
@@ -22,6 +22,9 @@ pub fn run(only: Option<&str>) -> Result<(), String> {
     }
     if want("switch") {
         switch_cost(&hyp)?;
+    }
+    if want("create") {
+        vm_creation(&hyp)?;
     }
     if want("freertos") {
         freertos(&hyp)?;
@@ -113,6 +116,44 @@ fn switch_cost(hyp: &std::path::Path) -> Result<(), String> {
             Ok(f.get("total_ticks")? as f64 * ns_per_tick / f.get("samples")? as f64)
         };
         println!("  {n:>5} {per_call:>16.0} {:>16.0} {:>16.0}", avg("vtimer-latency")?, avg("ipi-round-trip")?);
+    }
+    Ok(())
+}
+
+/// VM creation: the wall-clock time from the hypervisor's banner to the
+/// first line of a small guest (`hello`) in a VM of 64 and of 512 MiB,
+/// median of 3 runs each. The guest touches a few MiB: creation should
+/// cost that, not the RAM's size.
+fn vm_creation(hyp: &std::path::Path) -> Result<(), String> {
+    println!("VM creation: hypervisor banner to the guest's first line (wall clock, median of 3):");
+    let dir = outcome::out_dir().join("bench-create");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for mib in [64u32, 512] {
+        let toml = format!(
+            "[system]\npcpus = 1\nmemory_mib = 1024\n\n[[vm]]\nname = \"hello\"\nkernel = \"{}\"\n\
+             cmdline = \"id=1 vcpus=1 greeting\"\nvcpus = 1\nmemory_mib = {mib}\n",
+            root().join("target/armv7a-none-eabi/release/hello").display()
+        );
+        let cfg = dir.join(format!("hello-{mib}.toml"));
+        std::fs::write(&cfg, toml).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let packed = pack::pack(&cfg, hyp, &dir).map_err(|e| e.to_string())?;
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let cmd = qemu::command(&qemu::Boot {
+                image: &packed.image,
+                pcpus: 1,
+                memory_mib: packed.memory_mib,
+                deadline: Duration::from_secs(60),
+                echo: false,
+                icount: false,
+                disks: &packed.disks,
+                input: qemu::Input::None,
+            });
+            let t = qemu::times_to_markers(cmd, &["tessera: Tessera ", "hello: "], Duration::from_secs(60))?;
+            runs.push((t[1] - t[0]).as_secs_f64());
+        }
+        runs.sort_by(f64::total_cmp);
+        println!("  {mib:>4} MiB VM: {:>5.2} s", runs[1]);
     }
     Ok(())
 }

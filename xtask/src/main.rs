@@ -7,7 +7,7 @@
 //! - `scenario [FILTER]` only the QEMU scenarios whose names contain FILTER
 //! - `lint`            formatting and clippy (warnings are errors), as `test` checks them
 //! - `bench [PART]`    benchmarks: instruction counts under QEMU -icount, wall-clock ratios
-//!   against native QEMU (PART: micro, switch, freertos, linux, channel, locks, blk, net)
+//!   against native QEMU (PART: micro, switch, create, freertos, linux, channel, locks, blk, net)
 //! - `fuzz [TARGET] [--secs N] [--merge]` the fuzz targets of tests/fuzz under libFuzzer
 //! - `soak [--mins N]`  everything at once for N minutes (default 10), then a table
 //! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml,
@@ -24,7 +24,7 @@ fn usage() -> ExitCode {
          \n  test           run every test: lints, host unit tests and QEMU scenarios\
          \n  scenario [FILTER]  only the QEMU scenarios whose names contain FILTER (all without one)\
          \n  lint           cargo fmt --check and clippy (host and armv7a-none-eabi), as test runs them\
-         \n  bench [PART]   benchmarks (PART: micro, switch, freertos, linux, channel, locks, blk, net; default all)\
+         \n  bench [PART]   benchmarks (PART: micro, switch, create, freertos, linux, channel, locks, blk, net; default all)\
          \n  fuzz [TARGET] [--secs N] [--merge]  coverage-guided fuzzing (default: every target, 60 s each)\
          \n  soak [--mins N] two Linux VMs, FreeRTOS and a channel at once for N minutes (default 10)\
          \n  gen-abi        regenerate the hypercall ABI files and the guest map's C header"

@@ -209,7 +209,14 @@ pub fn collect(mut cmd: Command, deadline: Duration, echo: bool, input: Input) -
 /// Runs `cmd` (a QEMU command line) and returns how long it took until a
 /// console line contained `marker`; the process is then left to finish
 /// (or killed at the deadline). For wall-clock comparisons.
-pub fn time_to_marker(mut cmd: Command, marker: &str, deadline: Duration) -> Result<Duration, String> {
+pub fn time_to_marker(cmd: Command, marker: &str, deadline: Duration) -> Result<Duration, String> {
+    times_to_markers(cmd, &[marker], deadline).map(|t| t[0])
+}
+
+/// When each of `markers` first appeared on the console (in that order),
+/// from QEMU's start; waits for the system to end (at most 30 s after the
+/// last marker), then kills it.
+pub fn times_to_markers(mut cmd: Command, markers: &[&str], deadline: Duration) -> Result<Vec<Duration>, String> {
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -226,11 +233,11 @@ pub fn time_to_marker(mut cmd: Command, marker: &str, deadline: Duration) -> Res
             }
         }
     });
-    let mut found = None;
-    while found.is_none() {
+    let mut found = Vec::new();
+    while found.len() < markers.len() {
         let left = deadline.saturating_sub(start.elapsed());
         match rx.recv_timeout(left) {
-            Ok(l) if l.contains(marker) => found = Some(start.elapsed()),
+            Ok(l) if l.contains(markers[found.len()]) => found.push(start.elapsed()),
             Ok(_) => {}
             Err(_) => break,
         }
@@ -243,5 +250,8 @@ pub fn time_to_marker(mut cmd: Command, marker: &str, deadline: Duration) -> Res
     let _ = child.wait();
     drop(rx);
     let _ = reader.join();
-    found.ok_or(format!("no line containing {marker:?} within {} s", deadline.as_secs()))
+    match markers.get(found.len()) {
+        None => Ok(found),
+        Some(m) => Err(format!("no line containing {m:?} within {} s", deadline.as_secs())),
+    }
 }

@@ -57,6 +57,9 @@ impl<'a> FrameAllocator<'a> {
         }
         let mut i = 0usize;
         while i + count <= self.frames {
+            // Past whole words of used frames at once: a small allocation
+            // after a VM's RAM must not visit each of its frames.
+            i = self.next_free(i);
             let addr = self.base.raw() + i as u64 * PAGE_SIZE;
             if !addr.is_multiple_of(align) {
                 // Jump to the next aligned frame.
@@ -64,7 +67,10 @@ impl<'a> FrameAllocator<'a> {
                 i = ((next - self.base.raw()) / PAGE_SIZE) as usize;
                 continue;
             }
-            match (i..i + count).find(|&j| self.used(j)) {
+            if i + count > self.frames {
+                break;
+            }
+            match self.first_used(i, i + count) {
                 Some(busy) => i = busy + 1,
                 None => {
                     for j in i..i + count {
@@ -76,6 +82,35 @@ impl<'a> FrameAllocator<'a> {
             }
         }
         Err(oom)
+    }
+
+    /// The first frame at or after `i` that is free (or `frames`), a word
+    /// of the bitmap at a time.
+    fn next_free(&self, mut i: usize) -> usize {
+        while i < self.frames {
+            let w = self.bitmap[i / 64] >> (i % 64);
+            let ones = w.trailing_ones() as usize;
+            if ones < 64 - i % 64 {
+                return (i + ones).min(self.frames);
+            }
+            i = (i / 64 + 1) * 64;
+        }
+        self.frames
+    }
+
+    /// The first used frame in `[from, to)`, a word of the bitmap at a time.
+    fn first_used(&self, from: usize, to: usize) -> Option<usize> {
+        let mut i = from;
+        while i < to {
+            let bits = self.bitmap[i / 64] >> (i % 64);
+            let span = (64 - i % 64).min(to - i);
+            let mask = if span == 64 { !0 } else { (1u64 << span) - 1 };
+            if bits & mask != 0 {
+                return Some(i + (bits & mask).trailing_zeros() as usize);
+            }
+            i += span;
+        }
+        None
     }
 
     /// Returns frames to the pool. Freeing what was not allocated is a
@@ -110,6 +145,43 @@ mod tests {
         assert_eq!(fa.free_bytes(), (4096 - 2 - 1024) * PAGE_SIZE);
         fa.free(b, 4 << 20);
         assert_eq!(fa.alloc(4 << 20, 2 << 20).unwrap(), b, "freed block is reused");
+    }
+
+    #[test]
+    fn search_matches_a_frame_by_frame_model() {
+        // Pseudo-random allocations and frees against a plain first-fit
+        // model that looks at one frame at a time.
+        let mut bits = [0u64; 8]; // 512 frames
+        let mut fa = FrameAllocator::new(PhysAddr(0x4000_0000), 500, &mut bits);
+        let mut model = [false; 500];
+        let mut live: Vec<(PhysAddr, u64)> = Vec::new();
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if x & 3 == 0 && !live.is_empty() {
+                let (pa, bytes) = live.swap_remove(x as usize % live.len());
+                fa.free(pa, bytes);
+                let first = ((pa.raw() - 0x4000_0000) / PAGE_SIZE) as usize;
+                model[first..first + (bytes / PAGE_SIZE) as usize].fill(false);
+                continue;
+            }
+            let count = 1 + (x >> 8) as usize % 70;
+            let align = PAGE_SIZE << ((x >> 16) % 4);
+            let want = (0..=500 - count.min(500)).find(|&i| {
+                (0x4000_0000 + i as u64 * PAGE_SIZE).is_multiple_of(align) && !model[i..i + count].contains(&true)
+            });
+            match (fa.alloc(count as u64 * PAGE_SIZE, align), want) {
+                (Ok(pa), Some(i)) => {
+                    assert_eq!(pa, PhysAddr(0x4000_0000 + i as u64 * PAGE_SIZE));
+                    model[i..i + count].fill(true);
+                    live.push((pa, count as u64 * PAGE_SIZE));
+                }
+                (Err(_), None) => {}
+                (got, want) => panic!("allocator {got:?}, model {want:?}"),
+            }
+        }
     }
 
     #[test]
