@@ -503,6 +503,54 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
     println!("Linux 6.1 boot to userspace, 2 vCPUs (2 pCPUs), busybox initramfs, wall clock, median of {RUNS} interleaved runs:");
     println!("  native (QEMU boots the kernel)   {n:>6.2} s");
     println!("  under Tessera                    {t:>6.2} s   ratio {:.2}x", t / n);
+    stock_kernel_boot(hyp)
+}
+
+/// Debian's stock armmp-lpae kernel in a 512 MiB VM (2 vCPUs, 2 pCPUs),
+/// natively and under Tessera: the boot where creating a large VM and the
+/// kernel's own memory setup show.
+fn stock_kernel_boot(hyp: &std::path::Path) -> Result<(), String> {
+    let dir = outcome::out_dir().join("bench-debian");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let base = root().join("tests/configs/linux-debian.toml");
+    crate::linux::ensure_artifacts_for(&base)?;
+    let linux = crate::linux::out_dir();
+    let toml = format!(
+        "[system]\npcpus = 2\nmemory_mib = 1024\n\n[[vm]]\nname = \"linux\"\nkernel = \"{}\"\ninitrd = \"{}\"\n\
+         cmdline = \"console=ttyAMA0 tessera.test=poweroff\"\nvcpus = 2\nmemory_mib = 512\n",
+        linux.join("debian-zImage").display(),
+        linux.join("initramfs.cpio.gz").display()
+    );
+    let cfg = dir.join("debian-512.toml");
+    std::fs::write(&cfg, toml).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    let packed = pack::pack(&cfg, hyp, &dir).map_err(|e| e.to_string())?;
+    let marker = "tessera-init: up";
+    let (mut native, mut tessera) = (Vec::new(), Vec::new());
+    const RUNS: usize = 3;
+    for _ in 0..RUNS {
+        let mut n = qemu::native_kernel("debian-zImage", true, 2, 512, "tessera.test=poweroff");
+        n.args(["-nic", "none"]);
+        native.push(qemu::time_to_marker(n, marker, Duration::from_secs(300))?.as_secs_f64());
+        let t = qemu::command(&qemu::Boot {
+            image: &packed.image,
+            pcpus: packed.pcpus,
+            memory_mib: packed.memory_mib,
+            deadline: Duration::from_secs(300),
+            echo: false,
+            icount: false,
+            disks: &packed.disks,
+            input: qemu::Input::None,
+        });
+        tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());
+    }
+    native.sort_by(f64::total_cmp);
+    tessera.sort_by(f64::total_cmp);
+    let (n, t) = (native[RUNS / 2], tessera[RUNS / 2]);
+    println!(
+        "Debian's stock kernel, 512 MiB VM, 2 vCPUs (2 pCPUs), boot to userspace, median of {RUNS} interleaved runs:"
+    );
+    println!("  native (QEMU boots the kernel)   {n:>6.2} s");
+    println!("  under Tessera                    {t:>6.2} s   ratio {:.2}x", t / n);
     Ok(())
 }
 

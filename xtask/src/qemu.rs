@@ -73,13 +73,19 @@ pub fn command(b: &Boot) -> Command {
 /// without, QEMU answers PSCI and the SMCCC queries over HVC, as a
 /// hypervisor would. Callers add the devices (or `-nic none`).
 pub fn native_linux(virtualization: bool, smp: u32, memory_mib: u32, append: &str) -> Command {
+    native_kernel("zImage", virtualization, smp, memory_mib, append)
+}
+
+/// The same with another kernel of `target/linux/` (`debian-zImage`: the
+/// distribution's stock kernel).
+pub fn native_kernel(kernel: &str, virtualization: bool, smp: u32, memory_mib: u32, append: &str) -> Command {
     let dir = crate::linux::out_dir();
     let machine = if virtualization { "virt,virtualization=on,highmem=off" } else { "virt,highmem=off" };
     let mut c = Command::new("qemu-system-arm");
     c.args(["-M", machine, "-cpu", "cortex-a15", "-smp", &smp.to_string(), "-m", &memory_mib.to_string()])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
-        .arg(dir.join("zImage"))
+        .arg(dir.join(kernel))
         .arg("-initrd")
         .arg(dir.join("initramfs.cpio.gz"))
         .args(["-append", &format!("console=ttyAMA0 {append}")]);
