@@ -79,6 +79,7 @@ extern "C" fn tessera_cpu_entry(cpu: u32, dtb: u32) -> ! {
             if off + on > 0 {
                 info!("pCPU power changes: {off} off, {on} on");
             }
+            crate::trace::dump(sys.counter_hz);
             console::flush_all();
             hw::power_off()
         }

@@ -26,6 +26,7 @@ pub mod platform;
 pub mod sched;
 pub mod steal;
 pub mod system;
+pub mod trace;
 pub mod trap;
 pub mod vcpu;
 pub mod vgic;

@@ -25,6 +25,8 @@ pub struct System {
     pub slice: u64,
     /// Counter ticks to nanoseconds (stolen time).
     pub tick_ns: crate::steal::TickNs,
+    /// The counter's frequency.
+    pub counter_hz: u64,
     /// Where a reset VM's RAM is reloaded from.
     pub images: &'static dyn Images,
     /// The hypervisor console's input (focus, escape key).
@@ -71,6 +73,7 @@ impl System {
             console,
             slice,
             tick_ns: crate::steal::TickNs::new(counter_hz),
+            counter_hz,
             images,
             input: Input::new(),
             uart_irq,

@@ -19,6 +19,7 @@ pub mod setup;
 pub mod soak;
 #[cfg(test)]
 mod testutil;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,8 @@
 //!   against native QEMU (PART: micro, switch, create, freertos, linux, channel, locks, blk, net)
 //! - `fuzz [TARGET] [--secs N] [--merge]` the fuzz targets of tests/fuzz under libFuzzer
 //! - `soak [--mins N]`  everything at once for N minutes (default 10), then a table
+//! - `trace CONFIG [--secs N]` run CONFIG with the scheduling trace on; writes
+//!   target/trace/NAME.json (Chrome/Perfetto) and NAME.svg
 //! - `gen-abi`         regenerate the hypercall ABI's Rust, C and Markdown from abi.toml,
 //!   and the guest map's C header from tessera_payload::guest_map
 use std::process::ExitCode;
@@ -27,6 +29,7 @@ fn usage() -> ExitCode {
          \n  bench [PART]   benchmarks (PART: micro, switch, create, freertos, linux, channel, locks, blk, net; default all)\
          \n  fuzz [TARGET] [--secs N] [--merge]  coverage-guided fuzzing (default: every target, 60 s each)\
          \n  soak [--mins N] two Linux VMs, FreeRTOS and a channel at once for N minutes (default 10)\
+         \n  trace CONFIG [--secs N]  run CONFIG traced: Perfetto JSON and an SVG timeline in target/trace/\
          \n  gen-abi        regenerate the hypercall ABI files and the guest map's C header"
     );
     ExitCode::from(2)
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("trace") => xtask::trace::verb(&args[1..]),
         Some("gen-abi") => {
             build::cargo(&["run", "--quiet", "-p", "hypercall-abi-codegen"]).and_then(|_| guest_map::write())
         }

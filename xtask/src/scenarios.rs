@@ -57,6 +57,11 @@ fn scenarios(start: Instant, only: Option<String>) -> Result<(), String> {
         let r = native_paravirt_kernel();
         t.record("linux-paravirt-native", r, t0.elapsed().as_secs_f64());
     }
+    if only.as_deref().is_none_or(|o| "trace-dynamic-scaling".contains(o)) {
+        let t0 = Instant::now();
+        let r = trace_of_a_short_run();
+        t.record("trace-dynamic-scaling", r, t0.elapsed().as_secs_f64());
+    }
     if only.as_deref().is_none_or(|o| "linux-patches-checkpatch".contains(o)) {
         let t0 = Instant::now();
         let r = crate::linux::checkpatch().map(|lines| lines.iter().for_each(|l| println!("    {l}")));
@@ -117,6 +122,45 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
         println!("--- end of console ---");
     }
     r
+}
+
+/// `cargo xtask trace` of the dynamic-scaling configuration: the JSON
+/// parses, has a track per pCPU with the vCPUs' runs on both, pCPU 1's
+/// powered-off stretches, and instant events for exits, injections and
+/// migrations; the SVG timeline is there.
+fn trace_of_a_short_run() -> Result<(), String> {
+    let w = crate::trace::run(Path::new("tests/configs/dynamic-scaling.toml"), 60)?;
+    let text = std::fs::read_to_string(&w.json).map_err(|e| format!("{}: {e}", w.json.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", w.json.display()))?;
+    let ev = doc["traceEvents"].as_array().ok_or("no traceEvents array")?;
+    let has = |f: &dyn Fn(&serde_json::Value) -> bool| ev.iter().any(f);
+    let mut problems = Vec::new();
+    for p in 0..2 {
+        if !has(&|e| e["ph"] == "M" && e["tid"] == p && e["args"]["name"] == format!("pCPU {p}")) {
+            problems.push(format!("no track named pCPU {p}"));
+        }
+        if !has(&|e| e["ph"] == "X" && e["cat"] == "vcpu" && e["tid"] == p) {
+            problems.push(format!("no vCPU ran on pCPU {p}'s track"));
+        }
+    }
+    if !has(&|e| e["ph"] == "X" && e["cat"] == "power" && e["tid"] == 1 && e["dur"].as_f64().is_some_and(|d| d > 0.0)) {
+        problems.push("pCPU 1 was never shown powered off".into());
+    }
+    for cat in ["exit", "inject", "migrate", "power"] {
+        if !has(&|e| e["ph"] == "i" && e["cat"] == cat) {
+            problems.push(format!("no {cat} event"));
+        }
+    }
+    let svg = std::fs::read_to_string(&w.svg).map_err(|e| format!("{}: {e}", w.svg.display()))?;
+    if !svg.starts_with("<svg") || !svg.contains("pCPU 1") {
+        problems.push("the SVG timeline is not one".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// The kernel built here, with the Tessera patches, booted by QEMU itself
