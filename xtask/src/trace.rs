@@ -151,7 +151,7 @@ fn exit_name(ec: u32) -> String {
     let what = match ec {
         0x100 => "physical interrupt",
         0x01 => "WFI/WFE",
-        0x03 | 0x04 | 0x05 | 0x06 => "CP15/CP14 access",
+        0x03..=0x06 => "CP15/CP14 access",
         0x07 => "VFP access",
         0x12 => "HVC",
         0x13 => "SMC",
