@@ -239,7 +239,7 @@ impl PerCpu {
             Ok(()) => {
                 sys.wakeups.release(self.id, 1);
                 vcpu.migrations.fetch_add(1, Ordering::Relaxed);
-                trace::record(self.id, cpu.now(), Kind::Migrate, vm.id, vcpu.index, to as u32);
+                crate::trace_event!(self.id, cpu.now(), Kind::Migrate, vm.id, vcpu.index, to as u32);
                 debug!("vm \"{}\" vCPU {}: moves from pCPU {} to pCPU {to}", vm.name(), vcpu.index, self.id);
                 sys.wakeups.kick(to as u32);
             }
@@ -294,7 +294,7 @@ impl PerCpu {
         if sys.wakeups.begin_start(p) {
             // Logged first: the pCPU's own "up again" comes after.
             debug!("pCPU {p}: powering on ({} vCPU(s) waiting on pCPU {})", self.ready.len(), self.id);
-            trace::record(self.id, now, Kind::PowerOn, 0, 0, p as u32);
+            crate::trace_event!(self.id, now, Kind::PowerOn, 0, 0, p as u32);
             if sys.wakeups.platform().start_cpu(p as u32) {
                 sys.power_ons.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -339,7 +339,7 @@ impl PerCpu {
             self.timers.remove(i);
             if let Some(slot) = self.queue.take(i) {
                 slot.vcpu.migrations.fetch_add(1, Ordering::Relaxed);
-                trace::record(self.id, now, Kind::Migrate, slot.vm.id, slot.vcpu.index, to as u32);
+                crate::trace_event!(self.id, now, Kind::Migrate, slot.vm.id, slot.vcpu.index, to as u32);
                 if let Err(slot) = sys.inbox(to).send(slot) {
                     // Cannot happen (the inbox holds a whole queue).
                     let _ = self.adopt(slot);
@@ -349,7 +349,7 @@ impl PerCpu {
         sys.wakeups.kick(to as u32);
         self.idle_since = None;
         sys.power_offs.fetch_add(1, Ordering::Relaxed);
-        trace::record(self.id, cpu.now(), Kind::PowerOff, 0, 0, 0);
+        crate::trace_event!(self.id, cpu.now(), Kind::PowerOff, 0, 0, 0);
         debug!("pCPU {}: powered off (idle); its {n} vCPU(s) now wait on pCPU {to}", self.id);
         Ok(true)
     }
@@ -441,7 +441,7 @@ pub enum Stop {
 /// The loop of pCPU `pc.id` until it has nothing left to do.
 pub fn run<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
     sys.wakeups.go_online(pc.id, MAX_QUEUE - pc.queue.len());
-    trace::record(pc.id, cpu.now(), Kind::Up, 0, 0, 0);
+    crate::trace_event!(pc.id, cpu.now(), Kind::Up, 0, 0, 0);
     let stop = run_loop(cpu, sys, pc);
     if stop != Stop::Idle {
         let _ = sys.wakeups.go_offline(pc.id, 0);
@@ -681,21 +681,25 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
     ctx.steal.resumed(cpu.now(), &vm.ram, sys.tick_ns);
     vcpu.running.store(true, Ordering::SeqCst);
     vcpu.picks.fetch_add(1, Ordering::Relaxed);
-    trace::record(*id, cpu.now(), Kind::Run, vm.id, vcpu.index, 0);
+    crate::trace_event!(*id, cpu.now(), Kind::Run, vm.id, vcpu.index, 0);
     *slice_end = (!ready.is_empty()).then(|| cpu.now() + sys.slice);
     arm_next_event(cpu, timers, *slice_end);
     loop {
         if let Some(g) = gcpu {
             if g.work.load(Ordering::SeqCst) {
                 vm.vgic.flush(idx, cpu.lrs_mut());
-                trace::record(*id, cpu.now(), Kind::Inject, vm.id, vcpu.index, 0);
+                crate::trace_event!(*id, cpu.now(), Kind::Inject, vm.id, vcpu.index, 0);
             }
         }
         let exit = cpu.enter_guest(&mut ctx.regs);
-        if trace::ENABLED {
-            let class = if exit == Exit::Trap { cpu.trap_info().hsr >> 26 } else { trace::EXIT_IRQ };
-            trace::record(*id, cpu.now(), Kind::Exit, vm.id, vcpu.index, class);
-        }
+        crate::trace_event!(
+            *id,
+            cpu.now(),
+            Kind::Exit,
+            vm.id,
+            vcpu.index,
+            if exit == Exit::Trap { cpu.trap_info().hsr >> 26 } else { trace::EXIT_IRQ }
+        );
         let next = match exit {
             Exit::Trap => exits::handle(cpu, sys, vm, vcpu, ctx, i, &mut others, fp_owner),
             Exit::Irq => {
@@ -735,7 +739,7 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
         }
     }
     vcpu.running.store(false, Ordering::SeqCst);
-    trace::record(*id, cpu.now(), Kind::Stop, vm.id, vcpu.index, 0);
+    crate::trace_event!(*id, cpu.now(), Kind::Stop, vm.id, vcpu.index, 0);
     cpu.disarm_timer();
     if vm.is_running() && vcpu.power() == Power::On && !vcpu.blocked.load(Ordering::Acquire) {
         ctx.steal.preempted(cpu.now(), &vm.ram, sys.tick_ns);

@@ -42,8 +42,10 @@ const WAKE_WORDS: usize = MAX_QUEUE.div_ceil(32);
 /// point by sending it a vCPU).
 pub struct Wakeups {
     woken: [AtomicBool; MAX_CPUS],
-    /// Per pCPU, a bit per run-queue slot woken since the owner last looked.
+    /// Per pCPU, a bit per run-queue slot woken since the owner last looked,
+    /// and a bit per word of those that has any set.
     slots: [[AtomicU32; WAKE_WORDS]; MAX_CPUS],
+    slot_words: [AtomicU32; MAX_CPUS],
     /// Per pCPU, how many of its vCPUs can run (waiting or running).
     load: [AtomicU32; MAX_CPUS],
     /// Per pCPU, the pCPUs that asked it for a vCPU (bit n = pCPU n).
@@ -63,6 +65,7 @@ impl Wakeups {
         Self {
             woken: [const { AtomicBool::new(false) }; MAX_CPUS],
             slots: [const { [const { AtomicU32::new(0) }; WAKE_WORDS] }; MAX_CPUS],
+            slot_words: [const { AtomicU32::new(0) }; MAX_CPUS],
             load: [const { AtomicU32::new(0) }; MAX_CPUS],
             asks: [const { AtomicU32::new(0) }; MAX_CPUS],
             online: AtomicU32::new(0),
@@ -84,17 +87,24 @@ impl Wakeups {
     pub fn note(&self, pcpu: u32, slot: u32) {
         if let Some(w) = self.slots.get(pcpu as usize).and_then(|s| s.get(slot as usize / 32)) {
             w.fetch_or(1 << (slot % 32), Ordering::Release);
+            self.slot_words[pcpu as usize].fetch_or(1 << (slot / 32), Ordering::Release);
         }
     }
 
     /// Takes pCPU `pcpu`'s woken slots, calling `f` with each (lowest
     /// first). Bounded by the queue's capacity, not by how many vCPUs exist.
     pub fn take_woken(&self, pcpu: usize, mut f: impl FnMut(usize)) {
-        for (k, w) in self.slots[pcpu].iter().enumerate() {
-            if w.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let mut bits = w.swap(0, Ordering::Acquire);
+        let summary = &self.slot_words[pcpu];
+        if summary.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // The summary bit is taken before its word: a slot noted after the
+        // word was swapped sets the bit again for the next look.
+        let mut words = summary.swap(0, Ordering::Acquire);
+        while words != 0 {
+            let k = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let mut bits = self.slots[pcpu][k].swap(0, Ordering::Acquire);
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;

@@ -7,8 +7,9 @@
 //! as `tessera: trace ...` lines, which the host turns into a
 //! Chrome/Perfetto JSON trace and an SVG timeline.
 //!
-//! Without the feature, [`record`] is an empty inline function: tracing
-//! off costs nothing on any path, by construction.
+//! Without the feature, [`trace_event!`] expands to a branch on a constant
+//! false (its arguments are not even evaluated): tracing off costs nothing
+//! on any path, by construction.
 
 /// What a record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +37,19 @@ pub enum Kind {
 /// Exit classes beyond HSR.EC (which has 6 bits).
 pub const EXIT_IRQ: u32 = 0x100;
 
-/// Records an event of pCPU `pcpu` at counter time `t`.
+/// Records an event when tracing is compiled in; otherwise expands to
+/// nothing, so not even its arguments (a counter read) are evaluated.
+#[macro_export]
+macro_rules! trace_event {
+    ($($arg:expr),* $(,)?) => {
+        if $crate::trace::ENABLED {
+            $crate::trace::record($($arg),*);
+        }
+    };
+}
+
+/// Records an event of pCPU `pcpu` at counter time `t` (through
+/// [`trace_event!`]).
 #[inline(always)]
 pub fn record(pcpu: usize, t: u64, kind: Kind, vm: u32, vcpu: u32, arg: u32) {
     #[cfg(feature = "trace")]

@@ -364,6 +364,11 @@ impl Vgic {
                 lrs.write(i, hw::lr(id, 0, self.spi_priority[spi].load(Acquire), level));
             }
         }
+        if left_over {
+            // Still work to do: the next entry (or underflow maintenance)
+            // flushes again.
+            c.work.store(true, Release);
+        }
         let hcr = lrs.hcr();
         let want = if left_over { hcr | hw::HCR_UIE } else { hcr & !hw::HCR_UIE };
         if want != hcr {
@@ -392,6 +397,11 @@ impl Vgic {
                     self.pend_spi(spi);
                 }
             }
+        }
+        // Nothing EOIed and nothing queued (a flush that left interrupts
+        // over sets `work`): a flush would find nothing to do.
+        if eoied == 0 && self.cpus.get(vcpu).is_none_or(|c| !c.work.load(Acquire)) {
+            return timer_done;
         }
         self.flush(vcpu, lrs);
         timer_done
