@@ -19,7 +19,7 @@ use crate::vm::{BootImage, Vm, VmParts, VmState};
 use hypercall_abi::Function;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use tessera_payload::{Device, DeviceDesc};
+use tessera_payload::{Device, DeviceDesc, PowerPolicy};
 
 /// Where every test VM starts.
 const ENTRY: u32 = 0x4000_0000;
@@ -63,7 +63,7 @@ fn rig(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]]) -> Rig {
 
 /// The same, with `devices` in every VM.
 fn rig_with(board: &'static FakeBoard, pcpus: usize, vms: &[&[u32]], devices: &[DeviceDesc]) -> Rig {
-    rig_full(board, pcpus, vms, devices, None)
+    rig_full(board, pcpus, vms, devices, None, PowerPolicy::Performance)
 }
 
 /// A system whose vCPUs may run on every pCPU in `affinity` (they start
@@ -74,6 +74,7 @@ fn rig_full(
     vms: &[&[u32]],
     devices: &[DeviceDesc],
     affinity: Option<u32>,
+    power: PowerPolicy,
 ) -> Rig {
     let wakeups: &'static Wakeups = leak(Wakeups::new(board));
     let console = null_console(board);
@@ -114,7 +115,9 @@ fn rig_full(
         }
     }
     let images: &'static CountingImages = leak(CountingImages::default());
-    let sys = leak(System::new(vms, &[], wakeups, console, SLICE, 62_500_000, images, 33, queues));
+    let mut system = System::new(vms, &[], wakeups, console, SLICE, 62_500_000, images, 33, queues);
+    system.power = power;
+    let sys = leak(system);
     Rig { sys, images }
 }
 
@@ -223,7 +226,7 @@ fn the_hyp_timer_ends_each_slice_when_two_vcpus_share_a_pcpu() {
 fn an_idle_pcpu_takes_a_waiting_vcpu_from_a_busy_one() {
     let board = FakeBoard::new();
     // Two busy VMs, both placed on pCPU 0, both allowed on pCPU 1.
-    let r = rig_full(board, 2, &[&[0], &[0]], &[], Some(0b11));
+    let r = rig_full(board, 2, &[&[0], &[0]], &[], Some(0b11), PowerPolicy::Performance);
     let on_pcpu1 = Arc::new(AtomicBool::new(false));
     let seen = on_pcpu1.clone();
     // On pCPU 0: compute a slice at a time until a vCPU runs on pCPU 1,
@@ -252,6 +255,45 @@ fn an_idle_pcpu_takes_a_waiting_vcpu_from_a_busy_one() {
     assert_eq!(moves.iter().sum::<u32>(), 1, "one move, no bouncing back: {moves:?}");
     assert_eq!(moves[vms1[0] as usize - 1], 1, "the vCPU pCPU 1 ran is the one that moved");
     assert!(cpu0.entries.iter().any(|e| e.vm != vms1[0]), "the other stayed on pCPU 0");
+}
+
+#[test]
+fn an_idle_pcpu_hands_its_sleeping_vcpu_over_and_powers_off() {
+    let board = FakeBoard::new();
+    // vCPU 0 on pCPU 0, vCPU 1 on pCPU 1, both allowed on both.
+    let r = rig_full(board, 2, &[&[0, 1]], &[], Some(0b11), PowerPolicy::Balanced);
+    let sys = r.sys;
+    let script = move || -> Script {
+        Box::new(move |g| match (g.vcpu, g.regs.pc) {
+            (0, 0x4000_0000) => g.store(GICD, 1),
+            (0, 0x4000_0004) => g.hvc(Function::PsciCpuOn.id(), &[1, 0x4000_1000, 0]),
+            // Compute until pCPU 1 has powered off, then wake vCPU 1 (SGI 3).
+            (0, 0x4000_0008) if sys.power_offs.load(Ordering::Acquire) == 0 => {
+                if g.regs.r[0] != 0 {
+                    return shutdown(g, 1);
+                }
+                Step::Run(SLICE)
+            }
+            (0, 0x4000_0008) => g.store(GICD + 0xf00, 1 << 17 | 3),
+            (0, _) => Step::Wfi,
+            // vCPU 1 sleeps with nothing to wake it: its pCPU is idle.
+            (1, 0x4000_1000) => Step::Wfi,
+            (1, 0x4000_1004) => match g.ack() {
+                Some(3) => shutdown(g, 7),
+                _ => shutdown(g, 1),
+            },
+            (v, pc) => panic!("unexpected vCPU {v} pc {pc:#x}"),
+        })
+    };
+    let other = std::thread::spawn(move || run_cpu(sys, board, 1, script()));
+    let (stop0, cpu0) = run_cpu(sys, board, 0, script());
+    let (stop1, cpu1) = other.join().expect("pCPU 1 ran to its end");
+    assert_eq!((stop0, stop1), (Stop::SystemOff, Stop::Idle), "pCPU 1 powered off idle");
+    assert_eq!(vm_end(sys, 0), (VmState::Exited, 7), "vCPU 1 took the IPI after its move");
+    assert_eq!(sys.power_offs.load(Ordering::Acquire), 1);
+    assert!(cpu1.entries.iter().all(|e| e.vcpu == 1), "pCPU 1 ran only vCPU 1: {:?}", cpu1.entries);
+    assert!(cpu0.entries.iter().any(|e| e.vcpu == 1), "vCPU 1 ran on pCPU 0 after the hand-over");
+    assert_eq!(sys.vms[0].vcpus[1].migrations.load(Ordering::Acquire), 1);
 }
 
 #[test]
