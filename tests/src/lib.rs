@@ -370,6 +370,16 @@ pub const SCENARIOS: &[Scenario] = &[
         typed: &[],
     },
     Scenario {
+        name: "linux-4-vcpus-on-2-pcpus-under-load",
+        config: "tests/configs/linux-4on2-storm.toml",
+        deadline_secs: 180,
+        vms: &[("linux", Want::Exit(0))],
+        lines: &["linux: tessera-init: up, 4 CPUs online (0-3)", "linux: dirstorm: 4 workers x 1500 mkdir+rmdir in"],
+        absent: &[],
+        overlap: &[],
+        typed: &[],
+    },
+    Scenario {
         name: "smp-2-vcpus-on-2-pcpus",
         config: "tests/configs/smp-2on2.toml",
         deadline_secs: 60,
