@@ -476,13 +476,21 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
     let cfg = root().join("tests/configs/linux-2on2.toml");
     crate::linux::ensure_artifacts_for(&cfg)?;
     let packed = pack::pack(&cfg, hyp, &outcome::out_dir()).map_err(|e| e.to_string())?;
+    let what = "Linux 6.1 boot to userspace, 2 vCPUs (2 pCPUs), busybox initramfs, wall clock";
+    compare_boots(what, &packed, || qemu::native_linux(true, 2, 96, "tessera.test=poweroff"))?;
+    stock_kernel_boot(hyp)
+}
+
+/// Boots natively (`native()`) and `packed` under Tessera, 3 times each,
+/// interleaved, to the init's first line; prints the medians and ratio.
+fn compare_boots(what: &str, packed: &pack::Packed, native: impl Fn() -> std::process::Command) -> Result<(), String> {
     let marker = "tessera-init: up";
-    let (mut native, mut tessera) = (Vec::new(), Vec::new());
+    let (mut times_native, mut times_tessera) = (Vec::new(), Vec::new());
     const RUNS: usize = 3;
     for _ in 0..RUNS {
-        let mut n = qemu::native_linux(true, 2, 96, "tessera.test=poweroff");
+        let mut n = native();
         n.args(["-nic", "none"]);
-        native.push(qemu::time_to_marker(n, marker, Duration::from_secs(300))?.as_secs_f64());
+        times_native.push(qemu::time_to_marker(n, marker, Duration::from_secs(300))?.as_secs_f64());
         let t = qemu::command(&qemu::Boot {
             image: &packed.image,
             pcpus: packed.pcpus,
@@ -493,17 +501,15 @@ fn linux_boot(hyp: &std::path::Path) -> Result<(), String> {
             disks: &packed.disks,
             input: qemu::Input::None,
         });
-        tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());
+        times_tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (n, t) = (median(&mut native), median(&mut tessera));
-    println!("Linux 6.1 boot to userspace, 2 vCPUs (2 pCPUs), busybox initramfs, wall clock, median of {RUNS} interleaved runs:");
+    times_native.sort_by(f64::total_cmp);
+    times_tessera.sort_by(f64::total_cmp);
+    let (n, t) = (times_native[RUNS / 2], times_tessera[RUNS / 2]);
+    println!("{what}, median of {RUNS} interleaved runs:");
     println!("  native (QEMU boots the kernel)   {n:>6.2} s");
     println!("  under Tessera                    {t:>6.2} s   ratio {:.2}x", t / n);
-    stock_kernel_boot(hyp)
+    Ok(())
 }
 
 /// Debian's stock armmp-lpae kernel in a 512 MiB VM (2 vCPUs, 2 pCPUs),
@@ -524,34 +530,8 @@ fn stock_kernel_boot(hyp: &std::path::Path) -> Result<(), String> {
     let cfg = dir.join("debian-512.toml");
     std::fs::write(&cfg, toml).map_err(|e| format!("{}: {e}", cfg.display()))?;
     let packed = pack::pack(&cfg, hyp, &dir).map_err(|e| e.to_string())?;
-    let marker = "tessera-init: up";
-    let (mut native, mut tessera) = (Vec::new(), Vec::new());
-    const RUNS: usize = 3;
-    for _ in 0..RUNS {
-        let mut n = qemu::native_kernel("debian-zImage", true, 2, 512, "tessera.test=poweroff");
-        n.args(["-nic", "none"]);
-        native.push(qemu::time_to_marker(n, marker, Duration::from_secs(300))?.as_secs_f64());
-        let t = qemu::command(&qemu::Boot {
-            image: &packed.image,
-            pcpus: packed.pcpus,
-            memory_mib: packed.memory_mib,
-            deadline: Duration::from_secs(300),
-            echo: false,
-            icount: false,
-            disks: &packed.disks,
-            input: qemu::Input::None,
-        });
-        tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());
-    }
-    native.sort_by(f64::total_cmp);
-    tessera.sort_by(f64::total_cmp);
-    let (n, t) = (native[RUNS / 2], tessera[RUNS / 2]);
-    println!(
-        "Debian's stock kernel, 512 MiB VM, 2 vCPUs (2 pCPUs), boot to userspace, median of {RUNS} interleaved runs:"
-    );
-    println!("  native (QEMU boots the kernel)   {n:>6.2} s");
-    println!("  under Tessera                    {t:>6.2} s   ratio {:.2}x", t / n);
-    Ok(())
+    let what = "Debian's stock kernel, 512 MiB VM, 2 vCPUs (2 pCPUs), boot to userspace, wall clock";
+    compare_boots(what, &packed, || qemu::native_kernel("debian-zImage", true, 2, 512, "tessera.test=poweroff"))
 }
 
 /// Boots a packed configuration on `pcpus` pCPUs (under `-icount` or on

@@ -102,7 +102,8 @@ fn run_scenario(s: &tessera_scenarios::Scenario, hyp: &Path) -> Result<(), Strin
         memory_mib: packed.memory_mib,
         deadline: Duration::from_secs(s.deadline_secs),
         echo: std::env::var_os("TESSERA_ECHO").is_some(),
-        icount: false,
+        // The fairness scenarios count in instructions (see ShareScenario).
+        icount: SHARE_SCENARIOS.iter().any(|f| f.scenario == s.name),
         disks: &packed.disks,
         input: qemu::Input::Script(s.typed),
     })?;

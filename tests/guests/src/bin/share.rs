@@ -1,6 +1,8 @@
 //! A busy SMP guest that measures its share of the CPU: vCPU 0 starts every
-//! other vCPU with PSCI CPU_ON, then each vCPU counts loop iterations until
-//! its VM's virtual counter reaches `secs=` seconds (from VM creation).
+//! other vCPU with PSCI CPU_ON, then each vCPU counts loop iterations from
+//! `from=` seconds (default 0; long enough for every vCPU of every VM to be
+//! up, so all count over the same stretch) for `secs=` seconds of its VM's
+//! virtual counter (which starts at VM creation).
 //! No vCPU ever blocks or yields while it counts, so how far each got is
 //! how much CPU the scheduler gave it. vCPU 0 prints every count on one
 //! line, `shares: [n0, n1, ...]`, for the host to compare across VMs, and
@@ -26,6 +28,7 @@ guest_rt::guest_main!(main);
 
 static COUNTS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static DONE: AtomicU32 = AtomicU32::new(0);
+static START: AtomicU32 = AtomicU32::new(0);
 static END: AtomicU32 = AtomicU32::new(0);
 static SLEEP: AtomicU32 = AtomicU32::new(0);
 static CYCLES: AtomicU32 = AtomicU32::new(0);
@@ -70,10 +73,13 @@ fn cycle(index: usize) {
     COUNTS[index].store(busy_phases, Release);
 }
 
-/// Counts until the virtual counter reaches END (in units of 2^10 ticks,
-/// so a 32-bit word holds minutes at any counter frequency).
+/// Counts from START until the virtual counter reaches END (both in units
+/// of 2^10 ticks, so a 32-bit word holds minutes at any counter frequency).
 fn count(index: usize) {
-    let end = u64::from(END.load(Acquire)) << 10;
+    let (start, end) = (u64::from(START.load(Acquire)) << 10, u64::from(END.load(Acquire)) << 10);
+    while guest_rt::counter() < start {
+        core::hint::spin_loop();
+    }
     let mut n = 0u32;
     while guest_rt::counter() < end {
         for _ in 0..64 {
@@ -99,8 +105,10 @@ fn main() -> u32 {
     let info = tessera_guest::vm_info().expect("VM_INFO");
     let n = (info.vcpu_count as usize).min(MAX_VCPUS);
     let secs = u64::from(guest_rt::arg_u32("secs", 20));
-    let end = secs * u64::from(guest_rt::counter_frequency());
-    END.store((end >> 10) as u32, Release);
+    let hz = u64::from(guest_rt::counter_frequency());
+    let from = u64::from(guest_rt::arg_u32("from", 0)) * hz;
+    START.store((from >> 10) as u32, Release);
+    END.store(((from + secs * hz) >> 10) as u32, Release);
     let sleeping = guest_rt::arg_u32("sleep", 0) != 0;
     SLEEP.store(sleeping as u32, Release);
     let cycles = guest_rt::arg_u32("cycles", 0);
