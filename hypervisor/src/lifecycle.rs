@@ -77,8 +77,8 @@ pub fn end_vm(sys: &System, vm: &Vm, how: VmState, status: u32) {
     if moves > 0 {
         info!("vm \"{}\" (id {}): its vCPUs moved between pCPUs {moves} time(s)", vm.name(), vm.id);
     }
-    // Counted before the wake-ups: a woken pCPU asks whether its VMs are
-    // all over only when this count has moved.
+    // Counted before the wake-ups, so a pCPU they wake sees the new count
+    // (and stops if it was the last VM).
     let left = sys.vm_ended();
     vm.wake_all();
     if left == 0 {

@@ -229,10 +229,8 @@ impl PerCpu {
         };
         if self.fp_owner == Some(i) {
             // Its VFP registers are live here: save them into its context.
-            cpu.trap_fp(false);
-            cpu.switch_fp(Some(&mut slot.ctx.fp), &FpState::default());
+            save_live_fp(cpu, &mut slot.ctx.fp);
             self.fp_owner = None;
-            cpu.trap_fp(true);
         }
         let (vm, vcpu) = (slot.vm, slot.vcpu);
         match sys.inbox(to).send(slot) {
@@ -307,9 +305,8 @@ impl PerCpu {
     /// Dynamic scaling, on an idle pCPU other than pCPU 0: after the
     /// policy's idle delay, sends every vCPU it holds (all blocked) to
     /// another pCPU that may run them all and has room, and reports that
-    /// this pCPU may power off. Returns the deadline to look again
-    /// otherwise.
-    fn maybe_power_off<C: Cpu>(&mut self, cpu: &mut C, sys: &System) -> Result<bool, Option<u64>> {
+    /// this pCPU may power off (Ok). Otherwise returns when to look again.
+    fn maybe_power_off<C: Cpu>(&mut self, cpu: &mut C, sys: &System) -> Result<(), Option<u64>> {
         let Some((idle_off, _)) = power_delays(sys.power, sys.slice) else { return Err(None) };
         if self.id == 0 {
             return Err(None);
@@ -351,36 +348,18 @@ impl PerCpu {
         sys.power_offs.fetch_add(1, Ordering::Relaxed);
         crate::trace_event!(self.id, cpu.now(), Kind::PowerOff, 0, 0, 0);
         debug!("pCPU {}: powered off (idle); its {n} vCPU(s) now wait on pCPU {to}", self.id);
-        Ok(true)
+        Ok(())
     }
 
     /// Saves the loaded vCPU's state and the live VFP registers into their
     /// slots: nothing of any vCPU is left only in this CPU.
     fn unload_all<C: Cpu>(&mut self, cpu: &mut C) {
-        if let Some(l) = self.loaded.take() {
-            if let Some(s) = self.queue.get_mut(l) {
-                s.vm.vgic.maintenance(s.index(), cpu.lrs_mut());
-                cpu.save_vcpu(&mut s.ctx.el1, &mut s.ctx.gich);
-            }
+        if let Some(s) = self.loaded.take().and_then(|l| self.queue.get_mut(l)) {
+            save_loaded(cpu, s);
         }
-        if let Some(o) = self.fp_owner.take() {
-            if let Some(s) = self.queue.get_mut(o) {
-                cpu.trap_fp(false);
-                cpu.switch_fp(Some(&mut s.ctx.fp), &FpState::default());
-                cpu.trap_fp(true);
-            }
+        if let Some(s) = self.fp_owner.take().and_then(|o| self.queue.get_mut(o)) {
+            save_live_fp(cpu, &mut s.ctx.fp);
         }
-    }
-
-    /// Queues the slots woken since the last look (other than `running`,
-    /// which is looked at when it leaves the CPU).
-    fn take_wakeups(&mut self, sys: &System, running: Option<usize>) {
-        let ready = &mut self.ready;
-        sys.wakeups.take_woken(self.id, |s| {
-            if Some(s) != running {
-                ready.push(s);
-            }
-        });
     }
 
     /// Queues the descheduled vCPUs whose virtual timer is due.
@@ -414,6 +393,16 @@ impl PerCpu {
     pub fn slots(&self) -> impl Iterator<Item = &Slot> + Clone + '_ {
         self.queue.iter()
     }
+}
+
+/// Queues the slots of pCPU `id` woken since the last look (other than
+/// `running`, which is looked at when it leaves the CPU).
+fn queue_woken(sys: &System, id: usize, ready: &mut ReadyRing, running: Option<usize>) {
+    sys.wakeups.take_woken(id, |s| {
+        if Some(s) != running {
+            ready.push(s);
+        }
+    });
 }
 
 /// Idle delay before a pCPU powers off and wait before one is powered on,
@@ -468,7 +457,7 @@ fn run_loop<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
         pc.need_resched = false;
         sys.wakeups.clear(pc.id);
         pc.receive(cpu, sys);
-        pc.take_wakeups(sys, None);
+        queue_woken(sys, pc.id, &mut pc.ready, None);
         pc.take_due_timers(cpu.now());
         if let Some(i) = last.take() {
             pc.requeue(cpu, i);
@@ -492,7 +481,7 @@ fn run_loop<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu) -> Stop {
                 pc.waiting_since = None;
                 pc.ask_for_work(sys);
                 let look_again = match pc.maybe_power_off(cpu, sys) {
-                    Ok(_) => return Stop::Idle,
+                    Ok(()) => return Stop::Idle,
                     Err(at) => at,
                 };
                 pc.slice_end = None;
@@ -617,12 +606,26 @@ fn arm_next_event<C: Cpu>(cpu: &mut C, timers: &DeadlineHeap, slice_end: Option<
 fn unload<C: Cpu>(cpu: &mut C, loaded: &mut Option<usize>, others: &mut Others<'_, Slot>, timers: &mut DeadlineHeap) {
     if let Some(old) = loaded.take() {
         let s = others.get_mut(old).expect("the loaded vCPU is not the one being loaded");
-        s.vm.vgic.maintenance(s.index(), cpu.lrs_mut());
-        cpu.save_vcpu(&mut s.ctx.el1, &mut s.ctx.gich);
+        save_loaded(cpu, s);
         if let Some(d) = timer_deadline(s) {
             timers.set(old, d);
         }
     }
+}
+
+/// Saves the loaded vCPU `s`'s CPU and GIC state into its slot, pending
+/// EOIs first (see [`unload`]).
+fn save_loaded<C: Cpu>(cpu: &mut C, s: &mut Slot) {
+    s.vm.vgic.maintenance(s.index(), cpu.lrs_mut());
+    cpu.save_vcpu(&mut s.ctx.el1, &mut s.ctx.gich);
+}
+
+/// Saves the live VFP registers into `fp`, leaving no owner: the next
+/// vCPU to use VFP traps and loads its own.
+fn save_live_fp<C: Cpu>(cpu: &mut C, fp: &mut FpState) {
+    cpu.trap_fp(false);
+    cpu.switch_fp(Some(fp), &FpState::default());
+    cpu.trap_fp(true);
 }
 
 fn load<C: Cpu>(
@@ -725,11 +728,7 @@ fn run_vcpu<C: Cpu>(cpu: &mut C, sys: &System, pc: &mut PerCpu, i: usize) {
             break;
         }
         if woken.take() {
-            sys.wakeups.take_woken(*id, |s| {
-                if s != i {
-                    ready.push(s);
-                }
-            });
+            queue_woken(sys, *id, ready, Some(i));
             // vCPUs that were sent here wait too (they join the queue at
             // the next pick): the running vCPU gets a slice, not forever.
             if slice_end.is_none() && (!ready.is_empty() || sys.inbox(*id).has_arrivals()) {

@@ -200,11 +200,16 @@ impl Wakeups {
         self.starting.load(Ordering::Acquire)
     }
 
-    /// The online pCPU other than `me` with the fewest runnable vCPUs.
-    pub fn least_loaded(&self, me: usize) -> Option<(usize, u32)> {
+    /// (pCPU, published load) of every online pCPU other than `me`.
+    fn other_loads(&self, me: usize) -> impl Iterator<Item = (usize, u32)> + '_ {
         let online = self.online.load(Ordering::Acquire);
         let loads = self.load.iter().map(|l| l.load(Ordering::Relaxed)).enumerate();
-        loads.filter(|&(p, _)| p != me && online & (1 << p) != 0).min_by_key(|&(p, n)| (n, p))
+        loads.filter(move |&(p, _)| p != me && online & (1 << p) != 0)
+    }
+
+    /// The online pCPU other than `me` with the fewest runnable vCPUs.
+    pub fn least_loaded(&self, me: usize) -> Option<(usize, u32)> {
+        self.other_loads(me).min_by_key(|&(p, n)| (n, p))
     }
 
     /// What pCPU `pcpu` last published.
@@ -215,10 +220,7 @@ impl Wakeups {
     /// The pCPU other than `me` with the most runnable vCPUs, if it has at
     /// least `at_least`.
     pub fn busiest(&self, me: usize, at_least: u32) -> Option<usize> {
-        let online = self.online.load(Ordering::Acquire);
-        let loads = self.load.iter().map(|l| l.load(Ordering::Relaxed)).enumerate();
-        let mine = |&(p, _): &(usize, u32)| p != me && online & (1 << p) != 0;
-        let (p, n) = loads.filter(mine).max_by_key(|&(p, n)| (n, core::cmp::Reverse(p)))?;
+        let (p, n) = self.other_loads(me).max_by_key(|&(p, n)| (n, core::cmp::Reverse(p)))?;
         (n >= at_least).then_some(p)
     }
 

@@ -204,7 +204,8 @@ impl Stage2 {
         Ok(())
     }
 
-    /// Prepares `[ipa, ipa + size)` (both sides 2 MiB aligned) to be
+    /// Prepares `[ipa, ipa + size)` (all three 2 MiB aligned: a block
+    /// past the end would map memory that is not the range's) to be
     /// mapped one 2 MiB block at a time later: creates the level-2 tables,
     /// maps nothing. Refuses a range where something is mapped already.
     pub fn prepare_blocks(
@@ -216,10 +217,14 @@ impl Stage2 {
         mem: MemType,
         access: Access,
     ) -> Result<LazyBlocks, MapError> {
-        if !ipa.is_aligned(BLOCK_2M) || !pa.is_aligned(BLOCK_2M) || ipa.raw() + size > 1 << 32 {
+        if !ipa.is_aligned(BLOCK_2M)
+            || !pa.is_aligned(BLOCK_2M)
+            || !size.is_multiple_of(BLOCK_2M)
+            || ipa.raw() + size > 1 << 32
+        {
             return Err(MapError::Misaligned);
         }
-        let blocks = size.div_ceil(BLOCK_2M) as usize;
+        let blocks = (size / BLOCK_2M) as usize;
         let mut l2 = [None; 4];
         for k in 0..blocks as u64 {
             let i = ipa.raw() + k * BLOCK_2M;
@@ -347,6 +352,8 @@ pub mod tests {
         assert_eq!(s2.translate(&tm, Ipa(0x3fc0_0004)).map(|t| t.pa), Some(PhysAddr(0x4200_0004)));
         assert_eq!(s2.translate(&tm, Ipa(0x3fe0_0000)), None, "block 1 is still unmapped");
         assert_eq!(lazy.entry(4), None);
+        let short = s2.prepare_blocks(&mut tm, Ipa(0x8000_0000), pa, 3 << 20, MemType::Normal, Access::RWX);
+        assert_eq!(short.err(), Some(MapError::Misaligned), "a partial last block would map past the range");
         let busy = s2.prepare_blocks(&mut tm, ipa, pa, 8 << 20, MemType::Normal, Access::RWX);
         assert_eq!(busy.err(), Some(MapError::Overlap(Ipa(0x3fc0_0000))));
     }
