@@ -139,16 +139,7 @@ fn vm_creation(hyp: &std::path::Path) -> Result<(), String> {
         let packed = pack::pack(&cfg, hyp, &dir).map_err(|e| e.to_string())?;
         let mut runs = Vec::new();
         for _ in 0..3 {
-            let cmd = qemu::command(&qemu::Boot {
-                image: &packed.image,
-                pcpus: 1,
-                memory_mib: packed.memory_mib,
-                deadline: Duration::from_secs(60),
-                echo: false,
-                icount: false,
-                disks: &packed.disks,
-                input: qemu::Input::None,
-            });
+            let cmd = qemu::command(&spec(&packed, packed.pcpus, false));
             let t = qemu::times_to_markers(cmd, &["tessera: Tessera ", "hello: "], Duration::from_secs(60))?;
             runs.push((t[1] - t[0]).as_secs_f64());
         }
@@ -491,16 +482,7 @@ fn compare_boots(what: &str, packed: &pack::Packed, native: impl Fn() -> std::pr
         let mut n = native();
         n.args(["-nic", "none"]);
         times_native.push(qemu::time_to_marker(n, marker, Duration::from_secs(300))?.as_secs_f64());
-        let t = qemu::command(&qemu::Boot {
-            image: &packed.image,
-            pcpus: packed.pcpus,
-            memory_mib: packed.memory_mib,
-            deadline: Duration::from_secs(300),
-            echo: false,
-            icount: false,
-            disks: &packed.disks,
-            input: qemu::Input::None,
-        });
+        let t = qemu::command(&spec(packed, packed.pcpus, false));
         times_tessera.push(qemu::time_to_marker(t, marker, Duration::from_secs(300))?.as_secs_f64());
     }
     times_native.sort_by(f64::total_cmp);
@@ -537,7 +519,13 @@ fn stock_kernel_boot(hyp: &std::path::Path) -> Result<(), String> {
 /// Boots a packed configuration on `pcpus` pCPUs (under `-icount` or on
 /// the wall clock), quietly, with a 300 s deadline.
 fn boot(packed: &pack::Packed, pcpus: u32, icount: bool) -> Result<qemu::Console, String> {
-    qemu::boot(&qemu::Boot {
+    qemu::boot(&spec(packed, pcpus, icount))
+}
+
+/// How the bench boots a packed configuration: quietly, nothing typed, a
+/// 300 s deadline.
+fn spec(packed: &pack::Packed, pcpus: u32, icount: bool) -> qemu::Boot<'_> {
+    qemu::Boot {
         image: &packed.image,
         pcpus,
         memory_mib: packed.memory_mib,
@@ -546,7 +534,7 @@ fn boot(packed: &pack::Packed, pcpus: u32, icount: bool) -> Result<qemu::Console
         icount,
         disks: &packed.disks,
         input: qemu::Input::None,
-    })
+    }
 }
 
 /// `bench NAME key=value ...` from the bench guest's console.

@@ -111,6 +111,22 @@ pub fn secondary_entry() -> u32 {
     _secondary_start as *const () as usize as u32
 }
 
+/// Starts vCPUs 1..n with PSCI CPU_ON, each running the secondary main
+/// (set it first) with its index; on a refusal, says which and why and
+/// returns false.
+pub fn start_secondaries(n: u32) -> bool {
+    for v in 1..n {
+        // SAFETY: `_secondary_start` sets up its own stacks and runs the
+        // secondary main.
+        let r = unsafe { tessera_guest::psci::cpu_on(v, secondary_entry(), v) };
+        if r != tessera_guest::abi::psci::SUCCESS {
+            println!("CPU_ON of vCPU {v} FAILED: {r}");
+            return false;
+        }
+    }
+    true
+}
+
 static mut SECONDARY: Option<fn(u32) -> u32> = None;
 static mut IRQ: Option<fn(u32)> = None;
 

@@ -123,13 +123,8 @@ fn main() -> u32 {
         gic::init_distributor();
     }
     guest_rt::set_secondary_main(secondary);
-    for v in 1..n as u32 {
-        // SAFETY: `_secondary_start` sets up its own stacks and runs `secondary`.
-        let r = unsafe { p::cpu_on(v, guest_rt::secondary_entry(), v) };
-        if r != psci::SUCCESS {
-            println!("CPU_ON of vCPU {v} FAILED: {r}");
-            return 1;
-        }
+    if !guest_rt::start_secondaries(n as u32) {
+        return 1;
     }
     let what = if cycles > 0 {
         "cycling busy and idle"
