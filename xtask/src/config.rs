@@ -485,27 +485,27 @@ fn check(path: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError>
         );
     }
     use tessera_payload::{LogLevel, PowerPolicy};
-    let power = match power.as_deref() {
-        None | Some("balanced") => PowerPolicy::Balanced,
-        Some("performance") => PowerPolicy::Performance,
-        Some("powersave") => PowerPolicy::Powersave,
-        Some(other) => {
-            return err(
-                "system.power".into(),
-                format!("unknown power policy {other:?}: use \"performance\", \"balanced\" or \"powersave\""),
-            )
-        }
+    let power = one_of(
+        power.as_deref(),
+        "power policy",
+        &[
+            ("performance", PowerPolicy::Performance),
+            ("balanced", PowerPolicy::Balanced),
+            ("powersave", PowerPolicy::Powersave),
+        ],
+    );
+    let power = match power {
+        Ok(p) => p,
+        Err(e) => return err("system.power".into(), e),
     };
-    let log = match log.as_deref() {
-        None | Some("info") => LogLevel::Info,
-        Some("warn") => LogLevel::Warn,
-        Some("debug") => LogLevel::Debug,
-        Some(other) => {
-            return err(
-                "system.log".into(),
-                format!("unknown log level {other:?}: use \"warn\", \"info\" or \"debug\""),
-            )
-        }
+    let log = one_of(
+        log.as_deref(),
+        "log level",
+        &[("warn", LogLevel::Warn), ("info", LogLevel::Info), ("debug", LogLevel::Debug)],
+    );
+    let log = match log {
+        Ok(l) => l,
+        Err(e) => return err("system.log".into(), e),
     };
     let system = SystemConfig { pcpus, memory_mib, power, log };
     if raw.vm.is_empty() {
@@ -986,6 +986,18 @@ fn check_channels(
     Ok(out)
 }
 
+/// A key that names one of a few choices: its value, the default when it
+/// is absent, or why the name is not one of them.
+fn one_of<T: Copy + Default>(value: Option<&str>, what: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    let Some(v) = value else { return Ok(T::default()) };
+    if let Some(&(_, t)) = choices.iter().find(|(name, _)| *name == v) {
+        return Ok(t);
+    }
+    let names: Vec<String> = choices.iter().map(|(name, _)| format!("{name:?}")).collect();
+    let (last, rest) = names.split_last().expect("at least one choice");
+    Err(format!("unknown {what} {v:?}: use {} or {last}", rest.join(", ")))
+}
+
 /// Resolves `p` against the config's folder and checks it is a non-empty file
 /// that can be opened. The error text starts with the path.
 fn readable_file(dir: &Path, p: &Path) -> Result<PathBuf, String> {
@@ -1151,9 +1163,13 @@ mod tests {
         d.refuse(
             &vm("").replace("memory_mib = 256\n", "memory_mib = 256\npower = \"turbo\"\n"),
             "system.power",
-            "\"turbo\"",
+            "unknown power policy \"turbo\": use \"performance\", \"balanced\" or \"powersave\"",
         );
-        d.refuse(&vm("").replace("memory_mib = 256\n", "memory_mib = 256\nlog = \"loud\"\n"), "system.log", "\"loud\"");
+        d.refuse(
+            &vm("").replace("memory_mib = 256\n", "memory_mib = 256\nlog = \"loud\"\n"),
+            "system.log",
+            "unknown log level \"loud\": use \"warn\", \"info\" or \"debug\"",
+        );
     }
 
     #[test]
